@@ -1,0 +1,5 @@
+"""``python -m geopix`` runs the CLI."""
+
+from geopix.cli import run
+
+run()

@@ -1,0 +1,56 @@
+"""``geopix train`` (and, in the evaluate module, ``geopix eval``)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import typer
+
+from geopix.cli import app
+from geopix.config import PRESETS, TrainConfig
+from geopix.errors import GeopixError
+
+
+@app.command("train")
+def train_cmd(
+    data: Path = typer.Argument(..., help="Dataset folder: maps layout (train/*.jpg, A|B side by side) or A/ and B/."),
+    run_dir: Path = typer.Option(Path("runs/train"), "--run-dir", "-o", help="Where checkpoints and logs go."),
+    preset: str = typer.Option("pix2pix", help=f"Recipe to start from: {', '.join(PRESETS)}."),
+    direction: str = typer.Option(None, help="AtoB (aerial→map) or BtoA."),
+    ngf: int = typer.Option(None, help="Generator width (64 in the paper)."),
+    ndf: int = typer.Option(None, help="Discriminator width."),
+    norm: str = typer.Option(None, help="batch | instance | none."),
+    head: str = typer.Option(None, help="tanh (RGB) | palette (classify into the map's colours)."),
+    palette_size: int = typer.Option(None, help="Number of palette colours (palette head)."),
+    gan_mode: str = typer.Option(None, help="vanilla | lsgan | none."),
+    lambda_l1: float = typer.Option(None, help="Weight of the L1 loss (tanh head)."),
+    batch_size: int = typer.Option(None, help="Images per step."),
+    lr: float = typer.Option(None, help="Adam learning rate."),
+    epochs: int = typer.Option(None, help="Epochs at constant learning rate."),
+    epochs_decay: int = typer.Option(None, help="Epochs of linear decay to zero."),
+    load_size: int = typer.Option(None, help="Resize images to this before cropping."),
+    crop_size: int = typer.Option(None, help="Random crop size (multiple of 256 for unet_256)."),
+    rotate: bool = typer.Option(None, "--rotate/--no-rotate", help="Add 90° rotations to the flips."),
+    source_resolution: float = typer.Option(None, help="Metres per pixel of the dataset images as stored."),
+    max_images: int = typer.Option(None, help="Use only the first N training pairs."),
+    seed: int = typer.Option(None, help="Random seed."),
+    device: str = typer.Option(None, help="auto | cpu | cuda."),
+    workers: int = typer.Option(None, help="DataLoader worker processes."),
+    threads: int = typer.Option(None, help="Torch CPU threads."),
+    save_every: int = typer.Option(None, help="Save a checkpoint every N epochs."),
+    sample_every: int = typer.Option(None, help="Write a sample grid every N epochs."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/state.pt exactly."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train pix2pix (or the palette variant) and write a self-describing checkpoint."""
+    from geopix.train import train
+
+    if preset not in PRESETS:
+        raise GeopixError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
+    given = {k: v for k, v in locals().items() if k in {f.name for f in fields(TrainConfig)} and v is not None}
+    values = {**PRESETS[preset], **given, "source_resolution_m": source_resolution or 1.0}
+    values.pop("source_resolution", None)
+    cfg = TrainConfig(**values)
+    path = train(cfg)
+    typer.echo(f"generator checkpoint: {path}")

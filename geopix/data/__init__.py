@@ -1,0 +1,1 @@
+"""Datasets: paired training data and pairs cut from co-registered rasters."""

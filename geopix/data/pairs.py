@@ -1,0 +1,213 @@
+"""Paired aerial/map training data: the Berkeley maps layout and folders of A and B images.
+
+Augmentation is a pure function of ``(seed, epoch, index)``, so a sample is the same
+whatever the DataLoader worker count, the process rank, or whether the run was resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from geopix.errors import DatasetError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
+
+
+@dataclass(frozen=True, slots=True)
+class PairRef:
+    """Where one training pair lives: a side-by-side A|B file, or two files."""
+
+    a: Path
+    b: Path | None = None  # None: ``a`` holds A|B side by side
+
+    @property
+    def name(self) -> str:
+        return self.a.stem
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: (len(p.stem), p.stem) if p.stem.isdigit() else (0, p.stem),
+    )
+
+
+def find_pairs(root: str | Path, split: str = "train") -> list[PairRef]:
+    """Find pairs under ``root``: ``root/split/*.jpg`` (A|B side by side), ``root/split/{A,B}/``,
+    ``root/{A,B}/split/`` or ``root/{A,B}/``; ``root`` may also be the split folder itself."""
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"dataset folder {root} does not exist; pass the folder holding train/ and val/")
+    candidates = [root / split, root]
+    for base in candidates:
+        if (base / "A").is_dir() and (base / "B").is_dir():
+            return _folder_pairs(base / "A", base / "B")
+    if (root / "A" / split).is_dir() and (root / "B" / split).is_dir():
+        return _folder_pairs(root / "A" / split, root / "B" / split)
+    for base in candidates:
+        if base.is_dir():
+            files = _images(base)
+            if files:
+                return [PairRef(p) for p in files]
+    raise DatasetError(
+        f"no images found for split {split!r} under {root}; expected {root}/{split}/*.jpg (A|B side by side) "
+        f"or {root}/{split}/A and {root}/{split}/B"
+    )
+
+
+def _folder_pairs(a_dir: Path, b_dir: Path) -> list[PairRef]:
+    b_by_stem = {p.stem: p for p in _images(b_dir)}
+    pairs = [PairRef(a, b_by_stem[a.stem]) for a in _images(a_dir) if a.stem in b_by_stem]
+    if not pairs:
+        raise DatasetError(f"no file names in {a_dir} match any in {b_dir}; A and B images must share stems")
+    return pairs
+
+
+def read_pair(ref: PairRef, direction: str = "AtoB") -> tuple[np.ndarray, np.ndarray]:
+    """Return (input, target) as HxWx3 uint8, swapped for ``BtoA``."""
+    try:
+        with Image.open(ref.a) as im:
+            a = np.asarray(im.convert("RGB"))
+        if ref.b is None:
+            w = a.shape[1] // 2
+            a, b = a[:, :w], a[:, w : 2 * w]
+        else:
+            with Image.open(ref.b) as im:
+                b = np.asarray(im.convert("RGB"))
+    except OSError as exc:
+        raise DatasetError(f"cannot read training image {ref.a}: {exc}") from exc
+    if a.shape != b.shape:
+        raise DatasetError(f"pair {ref.name}: A is {a.shape[:2]} but B is {b.shape[:2]}; they must match")
+    return (a, b) if direction == "AtoB" else (b, a)
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.BICUBIC))
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def to_unit(img: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 → 3xHxW float in [-1, 1] (the authors' normalisation)."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def nearest_palette(img: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """3xHxW float in 0..255 → HxW int64 index of the nearest palette colour."""
+    flat = img.reshape(3, -1).T  # P,3
+    d = torch.cdist(flat, palette)  # P,K
+    return d.argmin(1).reshape(img.shape[1:])
+
+
+class PairDataset(Dataset):
+    """Resize to ``load_size``, random ``crop_size`` crop, shared flips/rotations.
+
+    ``rotate`` adds the 90° rotations: top-down imagery and maps have no "up", so the
+    eight dihedral transforms are all valid samples.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[PairRef],
+        *,
+        direction: str = "AtoB",
+        load_size: int = 286,
+        crop_size: int = 256,
+        flip: bool = True,
+        rotate: bool = False,
+        train: bool = True,
+        palette: Sequence[Sequence[int]] | None = None,
+        seed: int = 0,
+        cache: bool = True,
+    ) -> None:
+        if crop_size > load_size:
+            raise DatasetError(f"crop size {crop_size} is larger than load size {load_size}")
+        self.pairs = list(pairs)
+        self.direction = direction
+        self.load_size = load_size
+        self.crop_size = crop_size
+        self.flip = flip
+        self.rotate = rotate
+        self.train = train
+        self.palette = torch.tensor(palette, dtype=torch.float32) if palette else None
+        self.seed = seed
+        self.epoch = 0
+        self.cache = cache
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def loaded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if index in self._cache:
+            return self._cache[index]
+        a, b = read_pair(self.pairs[index], self.direction)
+        out = (_resize(a, self.load_size), _resize(b, self.load_size))
+        if self.cache:
+            self._cache[index] = out
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        a, b = self.loaded(index)
+        if self.train:
+            rng = np.random.default_rng(sample_seed(self.seed, self.epoch, index))
+            top, left = rng.integers(0, self.load_size - self.crop_size + 1, size=2)
+            do_flip = self.flip and rng.random() < 0.5
+            k = int(rng.integers(0, 4)) if self.rotate else 0
+        else:
+            top = left = (self.load_size - self.crop_size) // 2
+            do_flip, k = False, 0
+        sl = (slice(top, top + self.crop_size), slice(left, left + self.crop_size))
+        a, b = a[sl], b[sl]
+        if do_flip:
+            a, b = a[:, ::-1], b[:, ::-1]
+        if k:
+            a, b = np.rot90(a, k), np.rot90(b, k)
+        item = {"a": to_unit(a), "b": to_unit(b), "index": torch.tensor(index)}
+        if self.palette is not None:
+            item["label"] = nearest_palette((item["b"] + 1.0) * 127.5, self.palette)
+        return item
+
+
+def fit_palette(
+    pairs: Sequence[PairRef], k: int, *, direction: str = "AtoB", seed: int = 0, max_images: int = 200, iters: int = 30
+) -> list[tuple[int, int, int]]:
+    """k-means (k-means++ start) over target pixels: the few flat colours a map is drawn in."""
+    rng = np.random.default_rng(seed)
+    step = max(1, len(pairs) // max_images)
+    pix = []
+    for ref in list(pairs)[::step]:
+        _, b = read_pair(ref, direction)
+        flat = b.reshape(-1, 3)
+        pix.append(flat[rng.choice(len(flat), size=min(len(flat), 2000), replace=False)])
+    x = np.concatenate(pix).astype(np.float64)
+    centres = [x[rng.integers(len(x))]]
+    for _ in range(1, k):
+        d = np.min(((x[:, None, :] - np.array(centres)[None]) ** 2).sum(-1), axis=1)
+        centres.append(x[rng.choice(len(x), p=d / d.sum())])
+    c = np.array(centres)
+    for _ in range(iters):
+        lab = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
+        for j in range(k):
+            if np.any(lab == j):
+                c[j] = x[lab == j].mean(0)
+    # Most common colour first: a stable, human-readable order.
+    lab = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
+    order = np.argsort(-np.bincount(lab, minlength=k), kind="stable")
+    return [tuple(int(v) for v in np.clip(np.round(c[j]), 0, 255)) for j in order]

@@ -1,0 +1,92 @@
+"""Every error geopix raises on purpose, in one family.
+
+Each message names the bad value and how to fix it.  Built-in bases are mixed in where
+they fit (``InputNotFoundError`` is also a ``FileNotFoundError``) so callers can catch
+either.  ``exit_code`` gives the CLI a distinct status per kind of failure.
+"""
+
+from __future__ import annotations
+
+
+class GeopixError(Exception):
+    """Base class: a problem the user can fix; the CLI prints it on one line."""
+
+    exit_code = 1
+
+
+class InputNotFoundError(GeopixError, FileNotFoundError):
+    exit_code = 3
+
+
+class NotARasterError(GeopixError, ValueError):
+    exit_code = 4
+
+
+class MissingCRSError(GeopixError, ValueError):
+    exit_code = 5
+
+
+class BandError(GeopixError, ValueError):
+    exit_code = 6
+
+
+class DtypeError(GeopixError, TypeError):
+    exit_code = 7
+
+
+class AOIError(GeopixError, ValueError):
+    exit_code = 8
+
+
+class EmptyRasterError(GeopixError, ValueError):
+    exit_code = 9
+
+
+class OutputExistsError(GeopixError, FileExistsError):
+    exit_code = 10
+
+
+class OutputNotWritableError(GeopixError, PermissionError):
+    exit_code = 11
+
+
+class CheckpointError(GeopixError, ValueError):
+    """A checkpoint is missing, corrupt, or does not match what was asked of it."""
+
+    exit_code = 12
+
+
+class ModelNotAvailableError(CheckpointError):
+    """A registry name whose weights are not installed."""
+
+    exit_code = 13
+
+
+class TilingError(GeopixError, ValueError):
+    """Tile size, overlap or chunk size that cannot work together."""
+
+    exit_code = 14
+
+
+class DeviceError(GeopixError, RuntimeError):
+    exit_code = 15
+
+
+class ClusterError(GeopixError, RuntimeError):
+    exit_code = 16
+
+
+class DatasetError(GeopixError, ValueError):
+    exit_code = 17
+
+
+class ResumeError(GeopixError, ValueError):
+    exit_code = 18
+
+
+class GeopixWarning(UserWarning):
+    """Base for warnings geopix issues (e.g. resolution far from the model's)."""
+
+
+class ResolutionWarning(GeopixWarning):
+    pass

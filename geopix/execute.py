@@ -1,0 +1,216 @@
+"""Run planned blocks: in-process, on a local Dask cluster, or on any cluster by address.
+
+Tasks carry only small value objects (the job and a block's windows); workers read their
+own input windows, keep one model per process, and write their block into the zarr store.
+No pixels pass through the scheduler.  A bounded number of tasks is in flight, so the
+client's memory does not grow with the raster.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from geopix.blend import Accumulator, bilinear, to_uint8
+from geopix.config import InferConfig
+from geopix.errors import ClusterError
+from geopix.plan import Block, RenderPlan
+from geopix.read import RasterInfo, WorkGrid, WorkReader, read_source_mask
+from geopix.write import StoreSpec, write_block
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """Everything a worker needs besides the block itself; small and picklable."""
+
+    info: RasterInfo
+    grid: WorkGrid
+    plan: RenderPlan
+    model_path: str
+    store: StoreSpec
+    infer: InferConfig = field(default_factory=InferConfig)
+    output_on_work: bool = False
+    aoi_wkb: bytes | None = None  # AOI in the raster's CRS
+    out_transform: tuple[float, ...] | None = None  # output grid affine (for the AOI mask)
+
+
+# ---- one worker process ---------------------------------------------------------------------
+_MODELS: dict[tuple[str, str, int | None], object] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def get_predictor(model_path: str, infer: InferConfig):
+    """Load the model once per process (and per device/threads setting)."""
+    from geopix.infer import Predictor
+    from geopix.models.checkpoint import load_checkpoint
+
+    key = (model_path, infer.device, infer.threads)
+    with _MODELS_LOCK:
+        pred = _MODELS.get(key)
+        if pred is None:
+            import torch
+
+            if infer.threads:
+                torch.set_num_threads(infer.threads)
+            pred = Predictor.from_loaded(load_checkpoint(model_path), infer.device, infer.channels_last)
+            _MODELS[key] = pred
+    return pred
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def process_block(job: BlockJob, block: Block) -> dict[str, float]:
+    """Read, infer, blend, resample, mask and write one output block; return its timings."""
+    t = {"read": 0.0, "infer": 0.0, "blend": 0.0, "write": 0.0}
+    t0 = time.perf_counter()
+    predictor = get_predictor(job.model_path, job.infer)
+    plan = job.plan
+    grid = plan.grid
+    with WorkReader(job.info, job.grid) as reader:
+        data, valid = reader.read(block.read)
+    t["read"] += time.perf_counter() - t0
+
+    acc = Accumulator(block.work, 3, plan.tile, plan.overlap)
+    todo = []
+    for ij in block.tiles:
+        win = grid.window(*ij)
+        sl = win.relative_to(block.read)
+        if valid[sl].any():
+            todo.append((win, sl))
+    bs = job.infer.batch_size
+    for batch in _batches(todo, bs):
+        t1 = time.perf_counter()
+        x = np.zeros((bs, 3, plan.tile, plan.tile), dtype=np.float32)  # fixed shape: same kernels
+        for k, (_, sl) in enumerate(batch):
+            x[k] = data[(slice(None), *sl)]
+        pred = predictor.predict(x)
+        t2 = time.perf_counter()
+        for k, (win, _) in enumerate(batch):
+            acc.add(win, pred[k])
+        t["infer"] += t2 - t1
+        t["blend"] += time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    values, covered = acc.result()
+    if job.output_on_work or plan.resampling.identity:
+        rgb = values[(slice(None), *block.out.relative_to(block.work))]
+        mask = valid[block.out.relative_to(block.read)] & covered[block.out.relative_to(block.work)]
+    else:
+        rgb = bilinear(values, block.work, plan.resampling, block.out)
+        cov = bilinear(covered[None].astype(np.float32), block.work, plan.resampling, block.out)[0] > 0.5
+        mask = cov & read_source_mask(job.info, block.out)
+    if job.aoi_wkb is not None:
+        mask &= _aoi_mask(job, block)
+    out = np.zeros((4, block.out.height, block.out.width), dtype=np.uint8)
+    out[:3] = np.where(mask, to_uint8(rgb), 0)
+    out[3] = mask.astype(np.uint8) * 255
+    t["blend"] += time.perf_counter() - t3
+    t4 = time.perf_counter()
+    write_block(job.store, block.out, out)
+    t["write"] += time.perf_counter() - t4
+    return {
+        **t,
+        "tiles": float(len(todo)),
+        "skipped": float(len(block.tiles) - len(todo)),
+        "pixels": float(block.out.size),
+    }
+
+
+def _aoi_mask(job: BlockJob, block: Block) -> np.ndarray:
+    from rasterio.features import geometry_mask
+    from rasterio.transform import Affine
+    from rasterio.windows import Window as RioWindow
+    from rasterio.windows import transform as window_transform
+    from shapely import wkb
+
+    geom = wkb.loads(job.aoi_wkb)
+    tr = window_transform(
+        RioWindow(block.out.col, block.out.row, block.out.width, block.out.height), Affine(*job.out_transform)
+    )
+    return geometry_mask([geom], out_shape=(block.out.height, block.out.width), transform=tr, invert=True)
+
+
+# ---- the client side -----------------------------------------------------------------------
+ProgressFn = Callable[[Block, dict[str, float]], None]
+
+
+def run_sync(job: BlockJob, blocks: Iterable[Block], on_done: ProgressFn) -> None:
+    """In this process, one block after another (tests, tiny rasters, debugging)."""
+    for block in blocks:
+        on_done(block, process_block(job, block))
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 2))
+
+
+def connect(scheduler: str | None, workers: int | None, threads: int | None):
+    """A ``distributed.Client``: to ``scheduler`` if given (address or scheduler file), else a LocalCluster."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            if scheduler.endswith(".json"):
+                return Client(scheduler_file=scheduler, timeout="20s"), None
+            return Client(scheduler, timeout="20s"), None
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(
+                f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with `dask scheduler` "
+                "or leave --scheduler out to use a local cluster"
+            ) from exc
+    n = workers or default_workers()
+    cluster = LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=40,
+    )
+    return Client(cluster), cluster
+
+
+def run_dask(job: BlockJob, blocks: Iterable[Block], on_done: ProgressFn, client, max_in_flight: int) -> None:
+    """Submit blocks with back-pressure; each finished block is reported once."""
+    from distributed import as_completed
+
+    block_iter = iter(blocks)
+    pending = {}
+
+    def submit_next() -> bool:
+        block = next(block_iter, None)
+        if block is None:
+            return False
+        fut = client.submit(
+            process_block,
+            job,
+            block,
+            pure=False,
+            retries=3,
+            key=f"geopix-block-{block.index[0]}-{block.index[1]}-{time.time_ns()}",
+        )
+        pending[fut.key] = block
+        ac.add(fut)
+        return True
+
+    ac = as_completed()
+    for _ in range(max_in_flight):
+        if not submit_next():
+            break
+    for fut in ac:
+        block = pending.pop(fut.key)
+        stats = fut.result()
+        fut.release()
+        on_done(block, stats)
+        submit_next()
+
+
+def plan_blocks(plan: RenderPlan, keep: Callable[[Block], bool] | None = None) -> list[Block]:
+    return [b for b in plan.blocks() if keep is None or keep(b)]

@@ -1,0 +1,1 @@
+"""Networks, self-describing checkpoints and the registry of shipped weights."""

@@ -1,0 +1,183 @@
+"""The pix2pix U-Net generator and the 70x70 PatchGAN discriminator.
+
+The module tree mirrors the authors' ``networks.py`` exactly (``model.model.0`` … nested
+``UnetSkipConnectionBlock``s), so their published ``.pth`` state dicts load without renaming.
+Two additions of ours are opt-in and change no official key:
+
+* ``head="palette"``: the outermost up-convolution emits one logit per palette colour
+  instead of 3 tanh channels.  Maps are drawn in a handful of flat colours, so predicting
+  *which* colour beats regressing RGB (which blurs towards muddy averages).
+* ``norm="none"`` for tests and tiny models.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+NORMS = ("batch", "instance", "none")
+HEADS = ("tanh", "palette")
+
+
+def norm_layer(kind: str) -> type[nn.Module] | functools.partial | None:
+    """Return the norm constructor the authors use for ``kind`` (``None`` for no norm)."""
+    if kind == "batch":
+        return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
+    if kind == "instance":
+        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+    if kind == "none":
+        return None
+    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
+class UnetSkipConnectionBlock(nn.Module):
+    """One U-Net level: down-conv → submodule → up-conv, with the input concatenated back."""
+
+    def __init__(
+        self,
+        outer_nc: int,
+        inner_nc: int,
+        input_nc: int | None = None,
+        submodule: nn.Module | None = None,
+        outermost: bool = False,
+        innermost: bool = False,
+        norm: str = "batch",
+        use_dropout: bool = False,
+        outer_activation: bool = True,
+    ) -> None:
+        super().__init__()
+        self.outermost = outermost
+        make_norm = norm_layer(norm)
+        # The authors only give convolutions a bias when the norm cannot absorb it.
+        use_bias = norm != "batch"
+        if input_nc is None:
+            input_nc = outer_nc
+        downconv = nn.Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=use_bias)
+        downrelu = nn.LeakyReLU(0.2, True)
+        uprelu = nn.ReLU(True)
+
+        def maybe_norm(ch: int) -> list[nn.Module]:
+            return [make_norm(ch)] if make_norm is not None else [nn.Identity()]
+
+        if outermost:
+            upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
+            down: list[nn.Module] = [downconv]
+            up: list[nn.Module] = [uprelu, upconv]
+            if outer_activation:
+                up.append(nn.Tanh())
+            model = [*down, submodule, *up]
+        elif innermost:
+            upconv = nn.ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=use_bias)
+            down = [downrelu, downconv]
+            up = [uprelu, upconv, *maybe_norm(outer_nc)]
+            model = down + up
+        else:
+            upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=use_bias)
+            down = [downrelu, downconv, *maybe_norm(inner_nc)]
+            up = [uprelu, upconv, *maybe_norm(outer_nc)]
+            if use_dropout:
+                up.append(nn.Dropout(0.5))
+            model = [*down, submodule, *up]
+        self.model = nn.Sequential(*model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.outermost:
+            return self.model(x)
+        return torch.cat([x, self.model(x)], 1)
+
+
+class UnetGenerator(nn.Module):
+    """pix2pix ``unet_<2**num_downs>``: input sides must be multiples of ``2**num_downs``."""
+
+    def __init__(
+        self,
+        input_nc: int = 3,
+        output_nc: int = 3,
+        num_downs: int = 8,
+        ngf: int = 64,
+        norm: str = "batch",
+        use_dropout: bool = True,
+        head: str = "tanh",
+    ) -> None:
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if num_downs < 5:
+            raise ValueError(f"num_downs must be >= 5, got {num_downs}")
+        self.num_downs = num_downs
+        self.head = head
+        block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
+        for _ in range(num_downs - 5):
+            block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, submodule=block, norm=norm, use_dropout=use_dropout)
+        block = UnetSkipConnectionBlock(ngf * 4, ngf * 8, submodule=block, norm=norm)
+        block = UnetSkipConnectionBlock(ngf * 2, ngf * 4, submodule=block, norm=norm)
+        block = UnetSkipConnectionBlock(ngf, ngf * 2, submodule=block, norm=norm)
+        self.model = UnetSkipConnectionBlock(
+            output_nc,
+            ngf,
+            input_nc=input_nc,
+            submodule=block,
+            outermost=True,
+            norm=norm,
+            outer_activation=head == "tanh",
+        )
+
+    @property
+    def multiple(self) -> int:
+        """Input height and width must be multiples of this."""
+        return 2**self.num_downs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class NLayerDiscriminator(nn.Module):
+    """The authors' PatchGAN; ``n_layers=3`` gives the 70x70 receptive field."""
+
+    def __init__(self, input_nc: int = 6, ndf: int = 64, n_layers: int = 3, norm: str = "batch") -> None:
+        super().__init__()
+        make_norm = norm_layer(norm)
+        use_bias = norm != "batch"
+        seq: list[nn.Module] = [nn.Conv2d(input_nc, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2**n, 8)
+            stride = 2 if n < n_layers else 1
+            seq.append(nn.Conv2d(ndf * prev, ndf * mult, 4, stride, 1, bias=use_bias))
+            seq.append(make_norm(ndf * mult) if make_norm is not None else nn.Identity())
+            seq.append(nn.LeakyReLU(0.2, True))
+        seq.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))
+        self.model = nn.Sequential(*seq)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def init_weights(net: nn.Module, gain: float = 0.02) -> None:
+    """The authors' ``normal`` init: N(0, gain) for convs, N(1, gain) for norm scales."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def palette_to_rgb(logits: torch.Tensor, palette: Sequence[Sequence[float]] | torch.Tensor) -> torch.Tensor:
+    """Pick each pixel's most likely palette colour: (N,K,H,W) logits → (N,3,H,W) in 0..255.
+
+    ``argmax`` keeps the map's flat colours exact; it is a pure per-pixel function, so
+    tiles cannot disagree because of it.
+    """
+    pal = torch.as_tensor(palette, dtype=logits.dtype, device=logits.device)
+    idx = logits.argmax(1)  # N,H,W
+    return pal[idx].permute(0, 3, 1, 2)

@@ -1,0 +1,269 @@
+"""Open and check input rasters; windowed reads on the work grid, with reflected edges.
+
+``inspect_raster`` validates a file once on the client and returns a small frozen
+``RasterInfo`` that travels to the workers; ``WorkReader`` (opened inside a worker) reads
+any window of the work grid, including windows that reach past the raster edge.
+
+Input scaling (the model expects 8-bit RGB mapped to [-1, 1]):
+
+* ``uint8``: ``x / 127.5 - 1``.
+* ``uint16``: each band is stretched linearly from its 2nd to its 98th percentile (over
+  valid pixels of a ≤1024 px overview of the *whole* raster, computed once) onto 0..255,
+  then treated as uint8.  One global stretch keeps the mapping the same for every tile.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import ColorInterp
+from rasterio.enums import Resampling as RioResampling
+from rasterio.errors import RasterioIOError
+from rasterio.transform import Affine
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window as RioWindow
+
+from geopix.errors import (
+    BandError,
+    DtypeError,
+    EmptyRasterError,
+    InputNotFoundError,
+    MissingCRSError,
+    NotARasterError,
+)
+from geopix.plan import Window
+
+SUPPORTED_DTYPES = ("uint8", "uint16")
+
+
+@dataclass(frozen=True, slots=True)
+class RasterInfo:
+    """What geopix needs to know about an input raster; small and picklable."""
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: str | None  # WKT
+    transform: tuple[float, ...]  # affine a, b, c, d, e, f
+    nodata: float | None
+    bands: tuple[int, ...]  # 1-based bands fed to the model
+    alpha: int | None  # 1-based alpha band, if any
+    res_m: tuple[float, float] | None  # ground resolution (x, y) in metres per pixel
+    stretch: tuple[tuple[float, float], ...] | None = None  # uint16: (lo, hi) per band
+    crs_name: str = ""
+
+    @property
+    def affine(self) -> Affine:
+        return Affine(*self.transform)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        a = self.affine
+        xs = (a.c, a.c + a.a * self.width)
+        ys = (a.f, a.f + a.e * self.height)
+        return min(xs), min(ys), max(xs), max(ys)
+
+
+def _ground_resolution(src: rasterio.io.DatasetReader) -> tuple[float, float] | None:
+    if src.crs is None:
+        return None
+    if src.crs.is_geographic:
+        from pyproj import Geod
+
+        geod = Geod(ellps="WGS84")
+        cx, cy = src.xy(src.height // 2, src.width // 2)
+        _, _, dx = geod.inv(cx, cy, cx + abs(src.transform.a), cy)
+        _, _, dy = geod.inv(cx, cy, cx, cy + abs(src.transform.e))
+        return float(dx), float(dy)
+    factor = src.crs.linear_units_factor[1] if src.crs.linear_units_factor else 1.0
+    return abs(src.transform.a) * factor, abs(src.transform.e) * factor
+
+
+def _default_bands(src: rasterio.io.DatasetReader) -> tuple[tuple[int, ...], int | None]:
+    interp = list(src.colorinterp)
+    alpha = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else None
+    rgb = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+    if all(c in interp for c in rgb):
+        return tuple(interp.index(c) + 1 for c in rgb), alpha
+    non_alpha = [b for b in range(1, src.count + 1) if b != alpha]
+    if len(non_alpha) == 3:
+        return tuple(non_alpha), alpha
+    raise BandError(
+        f"{src.name} has {src.count} bands ({', '.join(c.name for c in interp)}) and no clear RGB; "
+        "pass --bands R,G,B (1-based band numbers, e.g. --bands 4,3,2)"
+    )
+
+
+def inspect_raster(path: str | Path, bands: tuple[int, ...] | None = None, allow_no_crs: bool = False) -> RasterInfo:
+    """Open ``path`` and check everything a render needs; raise a ``GeopixError`` naming the fix."""
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError(f"input raster {path} does not exist; check the path")
+    if path.is_dir():
+        raise NotARasterError(f"input {path} is a directory; pass a GeoTIFF file")
+    try:
+        src = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise NotARasterError(
+            f"{path} is not a raster GDAL can read ({str(exc).splitlines()[0]}); pass a GeoTIFF"
+        ) from exc
+    with src:
+        if src.width < 1 or src.height < 1 or src.count < 1:
+            raise EmptyRasterError(f"{path} is empty ({src.width}×{src.height}, {src.count} bands)")
+        if src.crs is None and not allow_no_crs:
+            raise MissingCRSError(
+                f"{path} has no CRS, so the output could not be georeferenced; assign one "
+                "(gdal_edit.py -a_srs EPSG:XXXX) or pass --allow-no-crs"
+            )
+        if bands is None:
+            bands, alpha = _default_bands(src)
+        else:
+            alpha = next((i + 1 for i, c in enumerate(src.colorinterp) if c == ColorInterp.alpha), None)
+            bad = [b for b in bands if not 1 <= b <= src.count]
+            if bad:
+                raise BandError(f"--bands {','.join(map(str, bands))}: {path} has bands 1..{src.count} only")
+        if len(bands) != 3:
+            raise BandError(f"--bands must name 3 bands (R,G,B) for an RGB model, got {len(bands)}: {bands}")
+        dtype = src.dtypes[bands[0] - 1]
+        if any(src.dtypes[b - 1] != dtype for b in bands) or dtype not in SUPPORTED_DTYPES:
+            raise DtypeError(
+                f"{path} has band types {src.dtypes}; geopix reads {' or '.join(SUPPORTED_DTYPES)} "
+                "(convert first, e.g. gdal_translate -ot Byte -scale)"
+            )
+        stretch = _percentile_stretch(src, bands) if dtype == "uint16" else None
+        return RasterInfo(
+            path=str(path.resolve()),
+            width=src.width,
+            height=src.height,
+            count=src.count,
+            dtype=dtype,
+            crs=src.crs.to_wkt() if src.crs else None,
+            crs_name=src.crs.to_string() if src.crs else "",
+            transform=tuple(src.transform)[:6],
+            nodata=src.nodata,
+            bands=tuple(bands),
+            alpha=alpha,
+            res_m=_ground_resolution(src),
+            stretch=stretch,
+        )
+
+
+def _percentile_stretch(src: rasterio.io.DatasetReader, bands: tuple[int, ...]) -> tuple[tuple[float, float], ...]:
+    f = max(1, math.ceil(max(src.width, src.height) / 1024))
+    shape = (max(1, src.height // f), max(1, src.width // f))
+    data = src.read(list(bands), out_shape=(len(bands), *shape), resampling=RioResampling.nearest)
+    valid = src.dataset_mask(out_shape=shape, resampling=RioResampling.nearest) > 0
+    out = []
+    for band in data:
+        v = band[valid] if valid.any() else band.ravel()
+        lo, hi = np.percentile(v, [2, 98]) if v.size else (0.0, 65535.0)
+        out.append((float(lo), float(max(hi, lo + 1))))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkGrid:
+    """The grid the model runs on: the raster's extent at ``height × width`` pixels."""
+
+    height: int
+    width: int
+
+    def transform(self, info: RasterInfo) -> Affine:
+        return info.affine * Affine.scale(info.width / self.width, info.height / self.height)
+
+
+def work_grid(info: RasterInfo, model_res_m: float | None, resample: bool) -> WorkGrid:
+    """Same extent, pixels of ``model_res_m`` metres (per axis) when resampling is on."""
+    if not resample or model_res_m is None or info.res_m is None:
+        return WorkGrid(info.height, info.width)
+    fx, fy = info.res_m[0] / model_res_m, info.res_m[1] / model_res_m
+    return WorkGrid(max(1, round(info.height * fy)), max(1, round(info.width * fx)))
+
+
+def to_unit(data: np.ndarray, info: RasterInfo) -> np.ndarray:
+    """Raw band values → float32 in [-1, 1] (the rule in the module docstring)."""
+    x = data.astype(np.float32)
+    if info.stretch is not None:
+        lo = np.array([s[0] for s in info.stretch], dtype=np.float32)[:, None, None]
+        hi = np.array([s[1] for s in info.stretch], dtype=np.float32)[:, None, None]
+        x = np.clip((x - lo) / (hi - lo), 0.0, 1.0) * 255.0
+        x = np.rint(x)
+    return x / 127.5 - 1.0
+
+
+def _reflect_pad(arr: np.ndarray, inside: Window, want: Window) -> np.ndarray:
+    pads = (
+        (inside.row - want.row, want.row_stop - inside.row_stop),
+        (inside.col - want.col, want.col_stop - inside.col_stop),
+    )
+    if not any(p for pair in pads for p in pair):
+        return arr
+    lead = [(0, 0)] * (arr.ndim - 2)
+    mode = "reflect" if min(arr.shape[-2:]) > 1 else "edge"
+    return np.pad(arr, [*lead, *pads], mode=mode)
+
+
+class WorkReader:
+    """Reads windows of the work grid (resampled through a ``WarpedVRT`` when needed)."""
+
+    def __init__(self, info: RasterInfo, grid: WorkGrid) -> None:
+        self.info = info
+        self.grid = grid
+        self._src = rasterio.open(info.path)
+        self._vrt = None
+        self._ds = self._src
+        if (grid.height, grid.width) != (info.height, info.width):
+            downsampling = grid.width < info.width
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._vrt = WarpedVRT(
+                    self._src,
+                    crs=self._src.crs,
+                    transform=grid.transform(info),
+                    width=grid.width,
+                    height=grid.height,
+                    resampling=RioResampling.average if downsampling else RioResampling.bilinear,
+                )
+            self._ds = self._vrt
+
+    def __enter__(self) -> WorkReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._vrt is not None:
+            self._vrt.close()
+        self._src.close()
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """(values ``(3, h, w)`` in [-1, 1], valid ``(h, w)`` bool) for any work-grid window."""
+        inside = window.intersection(Window(0, 0, self.grid.height, self.grid.width))
+        if inside is None:  # cannot happen for planned tiles; keep it total anyway
+            return (
+                np.zeros((3, window.height, window.width), np.float32),
+                np.zeros((window.height, window.width), bool),
+            )
+        rw = RioWindow(inside.col, inside.row, inside.width, inside.height)
+        data = self._ds.read(list(self.info.bands), window=rw)
+        valid = self._ds.dataset_mask(window=rw) > 0
+        data = _reflect_pad(to_unit(data, self.info), inside, window)
+        valid = _reflect_pad(valid, inside, window)
+        return data, valid
+
+
+def read_source_mask(info: RasterInfo, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Valid-data mask of the *source* over an output window (source grid, or scaled to ``out_shape``)."""
+    with rasterio.open(info.path) as src:
+        rw = RioWindow(window.col, window.row, window.width, window.height)
+        if out_shape is None:
+            return src.dataset_mask(window=rw) > 0
+        return src.dataset_mask(window=rw, out_shape=out_shape, resampling=RioResampling.nearest) > 0

@@ -1,0 +1,435 @@
+"""Training: the pix2pix recipe (and our palette variant), resumable to the bit.
+
+A run directory holds everything: ``state.pt`` (weights, optimisers, schedulers, RNG, the
+epoch; loaded with ``weights_only=True``), ``generator.safetensors`` (a self-describing
+checkpoint usable by ``geopix render`` at any time), ``log.csv``, sample grids and a loss
+plot.  Ctrl-C saves ``state.pt`` before leaving, and ``resume=True`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from geopix.config import TrainConfig
+from geopix.data.pairs import PairDataset, find_pairs, fit_palette, read_pair
+from geopix.errors import GeopixError, ResumeError
+from geopix.infer import resolve_device
+from geopix.models.checkpoint import ModelSpec, save_checkpoint
+from geopix.models.generator import NLayerDiscriminator, init_weights
+
+STATE = "state.pt"
+GENERATOR = "generator.safetensors"
+LOG = "log.csv"
+
+
+def _dist_info() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from torchrun's environment; (0, 0, 1) alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 0, 1
+    return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def _lr_lambda(cfg: TrainConfig):
+    def rule(epoch: int) -> float:
+        return 1.0 - max(0, epoch - cfg.epochs + 1) / float(cfg.epochs_decay + 1)
+
+    return rule
+
+
+def _gan_loss(pred: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
+    target = torch.ones_like(pred) if real else torch.zeros_like(pred)
+    if mode == "lsgan":
+        return F.mse_loss(pred, target)
+    return F.binary_cross_entropy_with_logits(pred, target)
+
+
+def _rng_state() -> dict[str, torch.Tensor]:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.tensor(np.frombuffer(json.dumps(_np_state()).encode(), dtype=np.uint8).copy()),
+        "python": torch.tensor(np.frombuffer(json.dumps(random.getstate()).encode(), dtype=np.uint8).copy()),
+    }
+
+
+def _np_state() -> list:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = json.loads(bytes(state["numpy"].numpy()).decode())
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    py = json.loads(bytes(state["python"].numpy()).decode())
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+class Trainer:
+    """Holds the networks and optimisers of one run; ``fit()`` runs the remaining epochs."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.rank, self.local_rank, self.world = _dist_info()
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
+            torch.distributed.init_process_group(backend)
+        self.device = resolve_device(
+            f"cuda:{self.local_rank}"
+            if self.world > 1 and cfg.device in ("auto", "cuda") and torch.cuda.is_available()
+            else cfg.device
+        )
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.run_dir = Path(cfg.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+
+        pairs = find_pairs(cfg.data, "train")
+        if cfg.max_images:
+            pairs = pairs[: cfg.max_images]
+        self.pairs = pairs
+        src_a, _ = read_pair(pairs[0], cfg.direction)
+        self.ground_resolution_m = cfg.source_resolution_m * src_a.shape[1] / cfg.load_size
+        palette = (
+            fit_palette(pairs, cfg.palette_size, direction=cfg.direction, seed=cfg.seed)
+            if cfg.head == "palette"
+            else ()
+        )
+        self.spec = ModelSpec(
+            ngf=cfg.ngf,
+            num_downs=cfg.num_downs,
+            norm=cfg.norm,
+            head=cfg.head,
+            palette=tuple(palette),
+            output_nc=len(palette) if cfg.head == "palette" else 3,
+            use_dropout=cfg.use_dropout,
+            direction=cfg.direction,
+            ground_resolution_m=self.ground_resolution_m,
+        )
+        self.dataset = PairDataset(
+            pairs,
+            direction=cfg.direction,
+            load_size=cfg.load_size,
+            crop_size=cfg.crop_size,
+            flip=cfg.flip,
+            rotate=cfg.rotate,
+            palette=palette or None,
+            seed=cfg.seed,
+        )
+        self.G: nn.Module = self.spec.build()
+        init_weights(self.G)
+        self.G.to(self.device)
+        self.D: nn.Module | None = None
+        self.opt_D = None
+        if cfg.use_gan:
+            self.D = NLayerDiscriminator(6, cfg.ndf, 3, cfg.norm if cfg.norm != "none" else "none")
+            init_weights(self.D)
+            self.D.to(self.device)
+        if self.device.type == "cpu":
+            self.G.to(memory_format=torch.channels_last)
+            if self.D is not None:
+                self.D.to(memory_format=torch.channels_last)
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, _lr_lambda(cfg))
+        if self.D is not None:
+            self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+            self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, _lr_lambda(cfg))
+        self.G_train: nn.Module = self.G
+        self.D_train: nn.Module | None = self.D
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.G_train = nn.parallel.DistributedDataParallel(self.G, device_ids=ids)
+            if self.D is not None:
+                self.D_train = nn.parallel.DistributedDataParallel(self.D, device_ids=ids)
+        self.epoch = 0  # epochs completed
+        self.history: list[dict[str, float]] = []
+        if cfg.resume and (self.run_dir / STATE).exists():
+            self.load_state()
+
+    # ---- persistence -------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = {
+            "G": self.G.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "sched_G": self.sched_G.state_dict(),
+            "epoch": self.epoch,
+            "rng": _rng_state(),
+            "config": json.dumps(asdict(self.cfg), default=str),
+            "history": json.dumps(self.history),
+        }
+        if self.D is not None:
+            state |= {"D": self.D.state_dict(), "opt_D": self.opt_D.state_dict(), "sched_D": self.sched_D.state_dict()}
+        return state
+
+    def save(self) -> None:
+        if self.rank != 0:
+            return
+        tmp = self.run_dir / (STATE + ".tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(self.run_dir / STATE)
+        training = {"epochs": self.epoch, "config": asdict(self.cfg), "history_tail": self.history[-1:]}
+        spec = replace(self.spec, training=json.dumps(training, default=str))
+        save_checkpoint(self.G, spec, self.run_dir / GENERATOR)
+
+    def load_state(self) -> None:
+        path = self.run_dir / STATE
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:
+            raise ResumeError(f"cannot resume from {path}: {exc}; delete it or pick another --run-dir") from exc
+        saved = json.loads(state["config"])
+        for key in ("ngf", "num_downs", "norm", "head", "direction", "palette_size", "gan_mode", "crop_size"):
+            if str(saved.get(key)) != str(getattr(self.cfg, key)):
+                was, now = saved.get(key), getattr(self.cfg, key)
+                raise ResumeError(f"cannot resume {path}: it was trained with {key}={was!r}, now {now!r}")
+        self.G.load_state_dict(state["G"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.sched_G.load_state_dict(state["sched_G"])
+        if self.D is not None:
+            self.D.load_state_dict(state["D"])
+            self.opt_D.load_state_dict(state["opt_D"])
+            self.sched_D.load_state_dict(state["sched_D"])
+        self.epoch = int(state["epoch"])
+        self.history = json.loads(state["history"])
+        _set_rng_state(state["rng"])
+
+    # ---- one step ------------------------------------------------------------------------
+    def _fake_rgb(self, out: torch.Tensor) -> torch.Tensor:
+        """Generator output as RGB in [-1, 1] (soft palette mix, so the GAN can push on it)."""
+        if self.spec.head == "tanh":
+            return out
+        pal = torch.tensor(self.spec.palette, dtype=out.dtype, device=out.device) / 127.5 - 1.0
+        return torch.einsum("nkhw,kc->nchw", out.softmax(1), pal)
+
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        cfg = self.cfg
+        mf = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        a = batch["a"].to(self.device, memory_format=mf)
+        b = batch["b"].to(self.device, memory_format=mf)
+        amp = self.device.type == "cuda" and cfg.amp
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            out = self.G_train(a)
+        out = out.float()
+        fake = self._fake_rgb(out)
+        logs: dict[str, float] = {}
+        if self.D_train is not None:
+            for p in self.D.parameters():
+                p.requires_grad_(True)
+            self.opt_D.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                pred_fake = self.D_train(torch.cat([a, fake.detach()], 1)).float()
+                pred_real = self.D_train(torch.cat([a, b], 1)).float()
+            loss_D = 0.5 * (_gan_loss(pred_fake, False, cfg.gan_mode) + _gan_loss(pred_real, True, cfg.gan_mode))
+            loss_D.backward()
+            self.opt_D.step()
+            for p in self.D.parameters():
+                p.requires_grad_(False)
+            logs["D"] = loss_D.item()
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_G = torch.zeros((), device=self.device)
+        if self.D_train is not None:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+                pred = self.D_train(torch.cat([a, fake], 1)).float()
+            gan = _gan_loss(pred, True, cfg.gan_mode)
+            loss_G = loss_G + cfg.lambda_gan * gan
+            logs["G_gan"] = gan.item()
+        if self.spec.head == "palette":
+            ce = F.cross_entropy(out, batch["label"].to(self.device))
+            loss_G = loss_G + cfg.lambda_ce * ce
+            logs["G_ce"] = ce.item()
+        l1 = F.l1_loss(fake, b)
+        if self.spec.head == "tanh":
+            loss_G = loss_G + cfg.lambda_l1 * l1
+        logs["G_l1"] = l1.item()
+        loss_G.backward()
+        self.opt_G.step()
+        return logs
+
+    # ---- the loop ---------------------------------------------------------------------
+    def fit(self) -> Path:
+        cfg = self.cfg
+        sampler = (
+            DistributedSampler(self.dataset, shuffle=True, seed=cfg.seed, drop_last=True) if self.world > 1 else None
+        )
+        n_batches = (len(self.dataset) // self.world) // cfg.batch_size
+        if n_batches < 1:
+            raise GeopixError(
+                f"{len(self.dataset)} training pairs give no full batch of {cfg.batch_size}; lower --batch-size"
+            )
+        try:
+            while self.epoch < cfg.total_epochs:
+                self._run_epoch(sampler, n_batches)
+        except KeyboardInterrupt:
+            self.save()
+            if self.rank == 0:
+                print(f"interrupted: saved epoch {self.epoch} to {self.run_dir / STATE}; rerun with --resume")
+            raise
+        if self.rank == 0:
+            self._plot()
+        return self.run_dir / GENERATOR
+
+    def _run_epoch(self, sampler: DistributedSampler | None, n_batches: int) -> None:
+        cfg = self.cfg
+        epoch = self.epoch
+        self.dataset.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loader = DataLoader(
+            self.dataset,
+            batch_size=cfg.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            generator=gen if sampler is None else None,
+            drop_last=True,
+            num_workers=cfg.workers,
+            persistent_workers=False,
+        )
+        self.G.train()
+        if self.D is not None:
+            self.D.train()
+        sums: dict[str, float] = {}
+        t0 = time.perf_counter()
+        progress = _progress(cfg.progress and self.rank == 0, f"epoch {epoch + 1}/{cfg.total_epochs}", n_batches)
+        with progress as bar:
+            for i, batch in enumerate(loader):
+                logs = self.step(batch)
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                bar.advance(" ".join(f"{k} {v / (i + 1):.3f}" for k, v in sums.items()))
+        self.sched_G.step()
+        if self.D is not None:
+            self.sched_D.step()
+        self.epoch += 1
+        row = {
+            "epoch": self.epoch,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "lr": self.opt_G.param_groups[0]["lr"],
+        }
+        row |= {k: round(v / n_batches, 5) for k, v in sums.items()}
+        self.history.append(row)
+        if self.rank == 0:
+            self._log(row)
+            if self.epoch % cfg.sample_every == 0 or self.epoch == cfg.total_epochs:
+                self._sample_grid()
+        if self.epoch % cfg.save_every == 0 or self.epoch == cfg.total_epochs:
+            self.save()
+
+    def _log(self, row: dict[str, float]) -> None:
+        path = self.run_dir / LOG
+        new = not path.exists()
+        fields = ["epoch", "seconds", "lr", "D", "G_gan", "G_l1", "G_ce"]
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        print("epoch " + " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional (geopix[train])
+            return
+        with SummaryWriter(str(self.run_dir / "tb")) as tb:
+            for k, v in row.items():
+                if k != "epoch":
+                    tb.add_scalar(k, v, int(row["epoch"]))
+
+    @torch.no_grad()
+    def _sample_grid(self, n: int = 4) -> None:
+        from PIL import Image
+
+        from geopix.infer import Predictor
+
+        self.G.eval()
+        predictor = Predictor(self.spec, self.G, self.device)
+        rows = []
+        for i in range(min(n, len(self.dataset))):
+            a, b = self.dataset.loaded(i)
+            c = (self.cfg.load_size - self.cfg.crop_size) // 2
+            a = a[c : c + self.cfg.crop_size, c : c + self.cfg.crop_size]
+            b = b[c : c + self.cfg.crop_size, c : c + self.cfg.crop_size]
+            fake = predictor.predict_batch(a[None])[0]
+            rows.append(np.concatenate([a, fake, b], axis=1))
+        Image.fromarray(np.concatenate(rows, axis=0)).save(self.run_dir / f"samples_epoch{self.epoch:03d}.png")
+        self.G.train()
+
+    def _plot(self) -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            print("matplotlib is not installed: skipping the loss plot (pip install 'geopix[train]')")
+            return
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in ("G_l1", "G_ce", "G_gan", "D"):
+            ys = [r[key] for r in self.history if key in r]
+            if ys:
+                ax.plot(range(1, len(ys) + 1), ys, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(self.run_dir / "losses.png", dpi=100)
+        plt.close(fig)
+
+
+class _progress:
+    """A rich progress bar on a terminal; silent (one line per epoch is logged) otherwise."""
+
+    def __init__(self, enabled: bool, title: str, total: int) -> None:
+        self.enabled, self.title, self.total = enabled, title, total
+        self._p = None
+
+    def __enter__(self) -> _progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._p = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[losses]}"),
+                transient=False,
+            )
+            self._p.__enter__()
+            self._task = self._p.add_task(self.title, total=self.total, losses="")
+        return self
+
+    def advance(self, losses: str) -> None:
+        if self._p is not None:
+            self._p.update(self._task, advance=1, losses=losses)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+
+def train(config: TrainConfig) -> Path:
+    """Train (or resume) a generator; returns the path of its safetensors checkpoint."""
+    if math.isnan(config.lr):
+        raise GeopixError("--lr must be a number")
+    trainer = Trainer(config)
+    try:
+        return trainer.fit()
+    finally:
+        if trainer.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -1,0 +1,154 @@
+"""The block store (zarr) and the final GeoTIFF/COG.
+
+Workers write each finished output block into its own zarr chunk (RGB + alpha, uint8),
+so concurrent writers never share a chunk.  The final step streams the chunks into a
+tiled GeoTIFF and converts it to a Cloud-Optimized GeoTIFF with rio-cogeo (GDAL's COG
+driver would buffer the whole raster).  Files appear under their final names only when
+complete: everything is written to ``*.partial`` first and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import zarr
+from rasterio.enums import ColorInterp
+from rasterio.transform import Affine
+from rasterio.windows import Window as RioWindow
+
+from geopix.errors import OutputExistsError, OutputNotWritableError
+from geopix.plan import Window
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSpec:
+    """Where the block store lives and its shape; small, travels to the workers."""
+
+    path: str
+    height: int
+    width: int
+    chunk: int
+    #: Output-grid position of the store's (0, 0) (non-zero with an AOI).
+    row: int = 0
+    col: int = 0
+
+
+def create_store(spec: StoreSpec, attrs: dict | None = None) -> zarr.Array:
+    arr = zarr.create_array(
+        store=spec.path,
+        shape=(4, spec.height, spec.width),
+        chunks=(4, spec.chunk, spec.chunk),
+        dtype="uint8",
+        fill_value=0,
+        overwrite=True,
+        attributes=attrs or {},
+    )
+    return arr
+
+
+def write_block(spec: StoreSpec, out: Window, rgba: np.ndarray) -> None:
+    """Write one block (exactly one chunk) of ``(4, h, w)`` uint8."""
+    arr = zarr.open_array(store=spec.path, mode="r+")
+    r, c = out.row - spec.row, out.col - spec.col
+    arr[:, r : r + out.height, c : c + out.width] = rgba
+
+
+def prepare_output(out_dir: Path, names: list[str], overwrite: bool) -> None:
+    """Refuse to clobber results unless asked; fail early when the folder is unwritable."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputNotWritableError(
+            f"cannot create output folder {out_dir}: {exc.strerror}; choose another -o"
+        ) from exc
+    probe = out_dir / ".geopix-write-test"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputNotWritableError(
+            f"output folder {out_dir} is not writable ({exc.strerror}); choose another -o"
+        ) from exc
+    existing = [n for n in names if (out_dir / n).exists()]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{out_dir / existing[0]} already exists; pass --overwrite to replace it or choose another -o"
+        )
+
+
+def finalize_geotiff(
+    spec: StoreSpec,
+    dst: Path,
+    *,
+    crs: str | None,
+    transform: Affine,
+    cog: bool = True,
+    tags: dict[str, str] | None = None,
+) -> Path:
+    """Stream the block store into ``dst`` (RGB + internal mask; COG with overviews)."""
+    arr = zarr.open_array(store=spec.path, mode="r")
+    tiled = dst.with_name(dst.name + ".tiled.partial")
+    profile = {
+        "driver": "GTiff",
+        "width": spec.width,
+        "height": spec.height,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": crs,
+        "transform": transform,
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+        "predictor": 2,
+        "photometric": "RGB",
+        "BIGTIFF": "IF_SAFER",
+    }
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tiled, "w", **profile) as out:
+        out.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+        for r in range(0, spec.height, spec.chunk):
+            for c in range(0, spec.width, spec.chunk):
+                block = arr[:, r : r + spec.chunk, c : c + spec.chunk]
+                w = RioWindow(c, r, block.shape[2], block.shape[1])
+                out.write(block[:3], window=w)
+                out.write_mask(block[3], window=w)
+        if tags:
+            out.update_tags(**tags)
+    partial = dst.with_name(dst.name + ".partial")
+    if cog:
+        from rio_cogeo.cogeo import cog_translate
+        from rio_cogeo.profiles import cog_profiles
+
+        cog_profile = dict(cog_profiles.get("deflate"))
+        cog_profile["predictor"] = 2
+        cog_translate(
+            str(tiled),
+            str(partial),
+            cog_profile,
+            add_mask=True,
+            overview_resampling="average",
+            in_memory=False,
+            quiet=True,
+            forward_ns_tags=True,
+            config={"GDAL_TIFF_INTERNAL_MASK": True, "GDAL_NUM_THREADS": "ALL_CPUS"},
+        )
+        tiled.unlink()
+    else:
+        tiled.replace(partial)
+    partial.replace(dst)
+    return dst
+
+
+def remove_store(spec: StoreSpec) -> None:
+    shutil.rmtree(spec.path, ignore_errors=True)
+
+
+def write_manifest(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)

@@ -69,9 +69,11 @@ def _batches(items: list, size: int) -> Iterator[list]:
 
 def process_block(job: BlockJob, block: Block) -> dict[str, float]:
     """Read, infer, blend, resample, mask and write one output block; return its timings."""
-    t = {"read": 0.0, "infer": 0.0, "blend": 0.0, "write": 0.0}
+    t = {"load": 0.0, "read": 0.0, "infer": 0.0, "blend": 0.0, "write": 0.0}
     t0 = time.perf_counter()
     predictor = get_predictor(job.model_path, job.infer)
+    t["load"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     plan = job.plan
     grid = plan.grid
     with WorkReader(job.info, job.grid) as reader:

@@ -65,7 +65,9 @@ def check_tiling(tiles: TileConfig, spec: ModelSpec) -> None:
 def _aoi(aoi_path: Path, info: RasterInfo, out_transform, out_h: int, out_w: int) -> tuple[Window, bytes]:
     """Read a GeoJSON AOI (any CRS), reproject it onto the raster, return its output window."""
     from pyproj import CRS, Transformer
-    from rasterio.transform import rowcol
+    import numpy as np
+    import shapely
+    from rasterio.windows import from_bounds
     from shapely import ops
     from shapely.geometry import box, shape
 
@@ -86,7 +88,7 @@ def _aoi(aoi_path: Path, info: RasterInfo, out_transform, out_h: int, out_w: int
     dst_crs = CRS.from_wkt(info.crs)
     if not src_crs.equals(dst_crs):
         tr = Transformer.from_crs(src_crs, dst_crs, always_xy=True)
-        geom = ops.transform(tr.transform, geom)
+        geom = shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
     raster_box = box(*info.bounds)
     clipped = geom.intersection(raster_box)
     if clipped.is_empty:
@@ -94,10 +96,11 @@ def _aoi(aoi_path: Path, info: RasterInfo, out_transform, out_h: int, out_w: int
             f"--aoi {aoi_path} does not overlap the raster (raster bounds {tuple(round(v, 3) for v in info.bounds)} "
             f"in {info.crs_name}); check the AOI's CRS and coordinates"
         )
-    minx, miny, maxx, maxy = clipped.bounds
-    rows, cols = rowcol(out_transform, [minx, maxx, minx, maxx], [miny, miny, maxy, maxy], op=math.floor)
-    r0, r1 = max(0, min(rows)), min(out_h, max(rows) + 1)
-    c0, c1 = max(0, min(cols)), min(out_w, max(cols) + 1)
+    win = from_bounds(*clipped.bounds, transform=out_transform)
+    eps = 1e-6  # bounds on pixel edges must not pull in the next pixel
+    r0, c0 = max(0, math.floor(win.row_off + eps)), max(0, math.floor(win.col_off + eps))
+    r1 = min(out_h, math.ceil(win.row_off + win.height - eps))
+    c1 = min(out_w, math.ceil(win.col_off + win.width - eps))
     return Window(r0, c0, r1 - r0, c1 - c0), clipped.wkb
 
 
@@ -257,7 +260,7 @@ def _store_transform(job: BlockJob):
     from rasterio.transform import Affine
 
     base = Affine(*job.out_transform)
-    return base * Affine.translation(job.store.col, job.store.row)
+    return base @ Affine.translation(job.store.col, job.store.row)
 
 
 def _execute(job: BlockJob, blocks: list[Block], config: RenderConfig) -> dict[str, float]:

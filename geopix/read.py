@@ -176,7 +176,7 @@ class WorkGrid:
     width: int
 
     def transform(self, info: RasterInfo) -> Affine:
-        return info.affine * Affine.scale(info.width / self.width, info.height / self.height)
+        return info.affine @ Affine.scale(info.width / self.width, info.height / self.height)
 
 
 def work_grid(info: RasterInfo, model_res_m: float | None, resample: bool) -> WorkGrid:

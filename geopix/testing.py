@@ -104,13 +104,9 @@ def synthetic_aerial(
         profile.pop("blockxsize"), profile.pop("blockysize")
         profile["tiled"] = False
     if alpha:
-        profile["photometric"] = "RGB"
+        profile |= {"photometric": "RGB", "alpha": "YES"}
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(np.stack(bands))
-        if alpha:
-            from rasterio.enums import ColorInterp
-
-            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
     return path
 
 

@@ -28,7 +28,7 @@ def resolve_model(name_or_path: str | Path) -> Path:
         if not path.exists():
             raise ModelNotAvailableError(
                 f"the {text!r} weights are not installed in this copy of geopix ({path} is missing); "
-                f"train them with `geopix train ../maps --preset palette -o runs/{text}` and pass "
+                f"train them with `geopix train ../shared/data/maps --preset palette -o runs/{text}` and pass "
                 f"--model runs/{text}/generator.safetensors, or pass any pix2pix checkpoint path"
             )
         return path

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny synthetic rasters and random checkpoints, made per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from geopix.testing import random_checkpoint, synthetic_aerial
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+GEOTIFFS = SHARED / "data" / "geotiffs"
+MAPS = SHARED / "data" / "maps"
+
+torch.set_num_threads(1)
+
+
+def need_shared(path: Path = SHARED) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared data is only on the developers' machines)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def aerial(data_dir: Path) -> Path:
+    """700×600 px, 2 m/px, UTM: several tiles and partial edge tiles."""
+    return synthetic_aerial(data_dir / "aerial.tif", (600, 700), res=2.0)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(data_dir: Path) -> Path:
+    """A random unet_256 (ngf 4) in our format, trained resolution 2 m/px."""
+    return random_checkpoint(data_dir / "tiny.safetensors", ngf=4)
+
+
+@pytest.fixture(scope="session")
+def official_checkpoint(data_dir: Path) -> Path:
+    """The same kind of network saved in the authors' .pth layout (no num_batches_tracked)."""
+    return random_checkpoint(data_dir / "tiny_official.pth", ngf=4, official=True, seed=1)

@@ -1,0 +1,207 @@
+"""End-to-end renders on tiny synthetic rasters: georeferencing, masks, determinism, AOI, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from geopix import errors
+from geopix.config import InferConfig, RenderConfig, TileConfig
+from geopix.pipeline import info, predict, render
+from geopix.testing import random_checkpoint, synthetic_aerial
+
+
+def _render(src: Path, out: Path, model: Path, **kw) -> Path:
+    tiles = kw.pop("tiles", TileConfig(256, 64, 512))
+    kw.setdefault("scheduler", "sync")
+    render(RenderConfig(input=src, output_dir=out, model=str(model), tiles=tiles, progress=False, **kw))
+    return out / "map.tif"
+
+
+def _pixels(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with rasterio.open(path) as ds:
+        return ds.read(), ds.dataset_mask()
+
+
+def test_output_keeps_the_source_grid(aerial: Path, checkpoint: Path, tmp_path: Path) -> None:
+    out = _render(aerial, tmp_path, checkpoint)
+    with rasterio.open(aerial) as s, rasterio.open(out) as o:
+        assert (o.crs, o.transform, o.width, o.height) == (s.crs, s.transform, s.width, s.height)
+        assert o.count == 3 and o.dtypes[0] == "uint8" and o.overviews(1)
+        assert o.profile["tiled"] and o.tags()["GEOPIX_MODEL"] == checkpoint.name
+    assert json.loads((tmp_path / "render.json").read_text())["tiles"] == 16
+    assert not (tmp_path / "map.zarr").exists()
+
+
+def test_chunk_size_and_workers_do_not_change_a_byte(aerial: Path, checkpoint: Path, tmp_path: Path) -> None:
+    a = _render(aerial, tmp_path / "a", checkpoint, tiles=TileConfig(256, 64, 512))
+    b = _render(aerial, tmp_path / "b", checkpoint, tiles=TileConfig(256, 64, 2048), scheduler=None, workers=1)
+    c = _render(aerial, tmp_path / "c", checkpoint, tiles=TileConfig(256, 64, 512), scheduler=None, workers=2)
+    pa, pb, pc = _pixels(a), _pixels(b), _pixels(c)
+    for x, y in ((pa, pb), (pa, pc)):
+        assert np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
+    assert a.read_bytes() == b.read_bytes() == c.read_bytes()
+
+
+def test_resampling_to_the_model_resolution(data_dir: Path, tmp_path: Path) -> None:
+    src = synthetic_aerial(tmp_path / "fine.tif", (300, 400), res=0.5)
+    model = random_checkpoint(tmp_path / "m.safetensors", ngf=4, ground_resolution_m=2.0)
+    out = _render(src, tmp_path / "o", model)
+    assert json.loads((tmp_path / "o" / "render.json").read_text())["work_grid"] == [75, 100]
+    with rasterio.open(src) as s, rasterio.open(out) as o:
+        assert (o.transform, o.shape) == (s.transform, s.shape)
+    coarse = _render(src, tmp_path / "c", model, output_resolution="model")
+    with rasterio.open(coarse) as o:
+        assert o.shape == (75, 100) and o.transform.a == pytest.approx(2.0)
+    # chunking does not matter with resampling either
+    again = _render(src, tmp_path / "d", model, tiles=TileConfig(256, 64, 128))
+    assert np.array_equal(_pixels(out)[0], _pixels(again)[0])
+
+
+@pytest.mark.parametrize("kind", ["nodata", "alpha"])
+def test_nodata_and_alpha_become_the_output_mask(kind: str, checkpoint: Path, tmp_path: Path) -> None:
+    kw = {"nodata": 0} if kind == "nodata" else {"alpha": True}
+    src = synthetic_aerial(tmp_path / "in.tif", (300, 300), nodata_corner=True, **kw)
+    _, mask = _pixels(_render(src, tmp_path / "o", checkpoint))
+    assert (mask[:150, :150] == 0).all() and (mask[150:, 150:] == 255).all()
+
+
+def test_uint16_input_renders(checkpoint: Path, tmp_path: Path) -> None:
+    src = synthetic_aerial(tmp_path / "u16.tif", (200, 200), dtype="uint16")
+    data, mask = _pixels(_render(src, tmp_path / "o", checkpoint))
+    assert mask.all() and data.std() > 0
+
+
+def test_tiny_raster_smaller_than_a_tile(checkpoint: Path, tmp_path: Path) -> None:
+    src = synthetic_aerial(tmp_path / "tiny.tif", (20, 30))
+    data, mask = _pixels(_render(src, tmp_path / "o", checkpoint))
+    assert data.shape == (3, 20, 30) and mask.all()
+
+
+def test_aoi_limits_the_output(aerial: Path, checkpoint: Path, tmp_path: Path) -> None:
+    with rasterio.open(aerial) as s:
+        b = s.bounds
+    x0, y0 = b.left + 100, b.top - 300  # a 200 m × 100 m box (100 × 50 px)
+    aoi = tmp_path / "aoi.geojson"
+    aoi.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "crs": {"type": "name", "properties": {"name": "EPSG:32633"}},
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {},
+                        "geometry": {
+                            "type": "Polygon",
+                            "coordinates": [[[x0, y0], [x0 + 200, y0], [x0 + 200, y0 + 100], [x0, y0 + 100], [x0, y0]]],
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    out = _render(aerial, tmp_path / "o", checkpoint, aoi=aoi)
+    full = _render(aerial, tmp_path / "f", checkpoint)
+    with rasterio.open(out) as o, rasterio.open(full) as f:
+        assert o.shape == (50, 100)
+        assert o.transform.c == pytest.approx(x0) and o.transform.f == pytest.approx(y0 + 100)
+        win = f.window(*o.bounds)
+        assert np.array_equal(o.read(), f.read(window=win))  # same pixels as the full render
+
+
+def test_aoi_outside_the_raster_is_an_error(aerial: Path, checkpoint: Path, tmp_path: Path) -> None:
+    aoi = tmp_path / "far.geojson"
+    aoi.write_text(json.dumps({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}))
+    with pytest.raises(errors.AOIError, match="does not overlap"):
+        _render(aerial, tmp_path / "o", checkpoint, aoi=aoi)
+    assert not (tmp_path / "o" / "map.tif").exists()
+
+
+def test_official_layout_checkpoint_renders(aerial: Path, official_checkpoint: Path, tmp_path: Path) -> None:
+    data, _ = _pixels(_render(aerial, tmp_path, official_checkpoint))
+    assert data.std() > 0
+
+
+def test_palette_head_renders_only_palette_colours(aerial: Path, tmp_path: Path) -> None:
+    model = random_checkpoint(tmp_path / "p.safetensors", ngf=4, head="palette")
+    data, _ = _pixels(_render(aerial, tmp_path / "o", model, tiles=TileConfig(256, 0, 512)))
+    colours = {tuple(c) for c in data.reshape(3, -1).T}
+    assert colours <= {(232, 229, 222), (255, 255, 255), (202, 223, 170), (176, 207, 254)}
+
+
+# ---- bad input: one error each, and never a file under the final name -------------------------
+def _bad(tmp_path: Path, name: str) -> Path:
+    p = tmp_path / name
+    p.write_text("this is not a raster")
+    return p
+
+
+@pytest.mark.parametrize(
+    ("make", "kw", "error"),
+    [
+        (lambda t: t / "missing.tif", {}, errors.InputNotFoundError),
+        (lambda t: _bad(t, "bad.tif"), {}, errors.NotARasterError),
+        (lambda t: synthetic_aerial(t / "nocrs.tif", 64, crs=None), {}, errors.MissingCRSError),
+        (lambda t: synthetic_aerial(t / "two.tif", 64, count=2), {}, errors.BandError),
+        (lambda t: synthetic_aerial(t / "b.tif", 64), {"bands": (1, 2, 9)}, errors.BandError),
+        (lambda t: synthetic_aerial(t / "f.tif", 64, dtype="float32"), {}, errors.DtypeError),
+    ],
+)
+def test_bad_inputs(make, kw, error, checkpoint: Path, tmp_path: Path) -> None:
+    src = make(tmp_path)
+    with pytest.raises(error) as info_:
+        _render(src, tmp_path / "o", checkpoint, **kw)
+    assert str(src.name) in str(info_.value) or "--bands" in str(info_.value)
+    assert not (tmp_path / "o" / "map.tif").exists()
+
+
+def test_no_crs_allowed_on_request(checkpoint: Path, tmp_path: Path) -> None:
+    src = synthetic_aerial(tmp_path / "nocrs.tif", 64, crs=None)
+    with rasterio.open(_render(src, tmp_path / "o", checkpoint, allow_no_crs=True)) as o:
+        assert o.crs is None
+
+
+def test_existing_output_needs_overwrite(aerial: Path, checkpoint: Path, tmp_path: Path) -> None:
+    _render(aerial, tmp_path, checkpoint)
+    with pytest.raises(errors.OutputExistsError, match="--overwrite"):
+        _render(aerial, tmp_path, checkpoint)
+    _render(aerial, tmp_path, checkpoint, overwrite=True)
+
+
+def test_unwritable_output(aerial: Path, checkpoint: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(errors.OutputNotWritableError):
+        _render(aerial, blocker / "sub", checkpoint)
+
+
+@pytest.mark.parametrize(
+    ("tiles", "error"), [((128, 16, 512), errors.TilingError), ((256, 64, 64), errors.TilingError)]
+)
+def test_impossible_tilings(tiles, error, aerial: Path, checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(error):
+        _render(aerial, tmp_path, checkpoint, tiles=TileConfig(*tiles))
+
+
+def test_predict_folder_of_images(checkpoint: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (300, 410, 3), dtype=np.uint8)).save(src / "a.png")
+    Image.fromarray(rng.integers(0, 255, (50, 60, 3), dtype=np.uint8)).save(src / "b.jpg")
+    written = predict(src, tmp_path / "out", model=str(checkpoint), infer=InferConfig(batch_size=2))
+    assert [p.name for p in written] == ["a.png", "b.png"]
+    assert Image.open(written[0]).size == (410, 300) and Image.open(written[1]).size == (60, 50)
+
+
+def test_info_describes_the_job(aerial: Path, checkpoint: Path) -> None:
+    meta = info(aerial, str(checkpoint))
+    assert meta["size"] == [700, 600] and meta["crs"] == "EPSG:32633" and meta["tiles"] == 16
+    assert meta["ground_resolution_m"] == [2.0, 2.0]

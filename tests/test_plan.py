@@ -1,0 +1,112 @@
+"""Property tests for the pure planner: coverage, no dropped edges, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geopix.errors import TilingError
+from geopix.plan import RenderPlan, Resampling, TileGrid, Window, blend_window, ramp
+
+sizes = st.integers(min_value=1, max_value=1500)
+tiles = st.sampled_from([16, 32, 64, 256])
+
+
+@st.composite
+def grids(draw: st.DrawFn) -> TileGrid:
+    tile = draw(tiles)
+    overlap = draw(st.integers(min_value=0, max_value=(tile - 1) // 2))
+    return TileGrid(draw(sizes), draw(sizes), tile, overlap)
+
+
+@given(grids())
+@settings(max_examples=200, deadline=None)
+def test_cores_partition_the_raster_and_windows_contain_cores(g: TileGrid) -> None:
+    covered = np.zeros((g.height, g.width), np.int32)
+    for i, j in g:
+        core, win = g.core(i, j), g.window(i, j)
+        assert win.intersection(core) == core  # the window holds its core
+        part = core.intersection(Window(0, 0, g.height, g.width))
+        if part is not None:
+            covered[part.row : part.row_stop, part.col : part.col_stop] += 1
+    assert covered.min() == 1 and covered.max() == 1  # every pixel in exactly one core: edges kept
+
+
+@given(grids(), st.data())
+@settings(max_examples=200, deadline=None)
+def test_tiles_for_finds_exactly_the_tiles_that_meet_a_region(g: TileGrid, data: st.DataObject) -> None:
+    r0 = data.draw(st.integers(0, g.height - 1))
+    c0 = data.draw(st.integers(0, g.width - 1))
+    region = Window(r0, c0, data.draw(st.integers(1, g.height - r0)), data.draw(st.integers(1, g.width - c0)))
+    brute = tuple(ij for ij in g if g.window(*ij).intersection(region) is not None)
+    assert g.tiles_for(region) == brute
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> RenderPlan:
+    tile = draw(st.sampled_from([32, 64, 256]))
+    overlap = draw(st.integers(0, (tile - 1) // 2))
+    oh, ow = draw(sizes), draw(sizes)
+    same = draw(st.booleans())
+    wh = oh if same else draw(st.integers(1, 1500))
+    ww = ow if same else draw(st.integers(1, 1500))
+    chunk = draw(st.integers(tile - overlap, 2048))
+    return RenderPlan(oh, ow, wh, ww, tile, overlap, chunk)
+
+
+@given(plans())
+@settings(max_examples=100, deadline=None)
+def test_blocks_partition_the_output_and_see_every_tile_they_need(p: RenderPlan) -> None:
+    seen = np.zeros((p.out_height, p.out_width), np.int32)
+    for b in p.blocks():
+        seen[b.out.row : b.out.row_stop, b.out.col : b.out.col_stop] += 1
+        assert b.tiles == p.grid.tiles_for(b.work)
+        for ij in b.tiles:  # the read window covers every tile
+            assert p.grid.window(*ij).intersection(b.read) == p.grid.window(*ij)
+        # bilinear reads stay inside the work region
+        rows = p.resampling.work_coords(b.out.row, b.out.row_stop, 0)
+        cols = p.resampling.work_coords(b.out.col, b.out.col_stop, 1)
+        assert b.work.row <= np.floor(rows).min() and np.ceil(rows).max() < b.work.row_stop
+        assert b.work.col <= np.floor(cols).min() and np.ceil(cols).max() < b.work.col_stop
+    assert seen.min() == 1 and seen.max() == 1
+
+
+@given(plans())
+@settings(max_examples=50, deadline=None)
+def test_planning_is_deterministic(p: RenderPlan) -> None:
+    again = RenderPlan(p.out_height, p.out_width, p.work_height, p.work_width, p.tile, p.overlap, p.chunk)
+    assert list(p.blocks()) == list(again.blocks())
+
+
+def test_raster_smaller_than_one_tile_gets_one_tile() -> None:
+    p = RenderPlan(10, 7, 10, 7, 256, 64, 1024)
+    (block,) = list(p.blocks())
+    assert block.tiles == ((0, 0),) and block.out == Window(0, 0, 10, 7)
+
+
+def test_region_restricts_blocks_to_the_aoi() -> None:
+    p = RenderPlan(1000, 1000, 1000, 1000, 256, 64, 300, region=Window(100, 200, 250, 400))
+    outs = [b.out for b in p.blocks()]
+    assert outs[0] == Window(100, 200, 250, 300) and outs[-1] == Window(100, 500, 250, 100)
+
+
+@pytest.mark.parametrize(("tile", "overlap"), [(256, 128), (256, -1), (0, 0)])
+def test_impossible_tilings_are_refused(tile: int, overlap: int) -> None:
+    with pytest.raises(TilingError):
+        TileGrid(100, 100, tile, overlap)
+
+
+def test_blend_window_is_smooth_symmetric_and_positive() -> None:
+    w = blend_window(256, 64)
+    assert w.min() > 0 and np.allclose(w, w.T) and np.allclose(w, w[::-1, ::-1])
+    r = ramp(256, 64)
+    assert np.all(np.diff(r[:64]) > 0) and np.all(r[64:192] == 1)
+    # neighbours overlapping by `overlap` always hand over with weights that sum to a smooth curve
+    assert np.allclose(r[192:] + r[:64], 1.0)
+
+
+def test_resampling_identity() -> None:
+    rs = Resampling(100, 80, 100, 80)
+    assert rs.identity and rs.work_region(Window(3, 4, 5, 6)) == Window(3, 4, 5, 6)

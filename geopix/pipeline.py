@@ -64,9 +64,9 @@ def check_tiling(tiles: TileConfig, spec: ModelSpec) -> None:
 
 def _aoi(aoi_path: Path, info: RasterInfo, out_transform, out_h: int, out_w: int) -> tuple[Window, bytes]:
     """Read a GeoJSON AOI (any CRS), reproject it onto the raster, return its output window."""
-    from pyproj import CRS, Transformer
     import numpy as np
     import shapely
+    from pyproj import CRS, Transformer
     from rasterio.windows import from_bounds
     from shapely import ops
     from shapely.geometry import box, shape

@@ -47,11 +47,14 @@ def find_pairs(root: str | Path, split: str = "train") -> list[PairRef]:
     if not root.exists():
         raise DatasetError(f"dataset folder {root} does not exist; pass the folder holding train/ and val/")
     candidates = [root / split, root]
-    for base in candidates:
-        if (base / "A").is_dir() and (base / "B").is_dir():
-            return _folder_pairs(base / "A", base / "B")
-    if (root / "A" / split).is_dir() and (root / "B" / split).is_dir():
-        return _folder_pairs(root / "A" / split, root / "B" / split)
+    # Most specific first: root/A/split must win over root/A itself, which then holds folders.
+    for a_dir, b_dir in (
+        (root / split / "A", root / split / "B"),
+        (root / "A" / split, root / "B" / split),
+        (root / "A", root / "B"),
+    ):
+        if a_dir.is_dir() and b_dir.is_dir():
+            return _folder_pairs(a_dir, b_dir)
     for base in candidates:
         if base.is_dir():
             files = _images(base)

@@ -90,3 +90,21 @@ class GeopixWarning(UserWarning):
 
 class ResolutionWarning(GeopixWarning):
     pass
+
+
+class TileFormatError(GeopixError, ValueError):
+    """A web-tile format, tile size or output path that cannot hold the pyramid asked for."""
+
+    exit_code = 19
+
+
+class ZoomRangeError(GeopixError, ValueError):
+    """A ``--zoom`` range that is malformed or outside 0..24."""
+
+    exit_code = 20
+
+
+class TilesetError(GeopixError, ValueError):
+    """A path ``geopix serve`` cannot serve (not a tile folder, PMTiles, MBTiles or GeoTIFF)."""
+
+    exit_code = 21

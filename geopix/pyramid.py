@@ -1,0 +1,744 @@
+"""Web-Mercator XYZ tile pyramid from a map GeoTIFF: a tile folder, PMTiles or MBTiles.
+
+How it is built, and why:
+
+* **Max zoom** (unless ``--zoom`` says otherwise): the *smallest* zoom whose tile
+  resolution at the raster's centre latitude is <= the raster's ground resolution, so the
+  top level never throws detail away (it may upsample by less than 2×).  Min zoom: the
+  largest zoom at which the whole raster fits in one tile's width.
+* **Max-zoom tiles** are warped straight from the GeoTIFF with rasterio's ``WarpedVRT``
+  (EPSG:3857, bilinear, the raster's mask/alpha/nodata carried into the tile's alpha).
+  One Dask task per *meta-tile*: the max-zoom tiles under one zoom ``max - 3`` parent
+  (8×8 tiles, 2048² px at 256 px), so a task reads one window and memory stays bounded
+  whatever the raster size.  Workers write their tiles themselves; only tile addresses
+  come back to the client.
+* **Lower zooms** are built level by level from the tiles already written: 2×2 children
+  averaged with their alpha as weights, so nodata never bleeds in as dark fringes and
+  coverage stays exact (alpha is the fraction of valid pixels).
+* Fully transparent tiles are not written.  Tiles are staged as files in
+  ``OUT.partial`` (folder output) or ``OUT.partial.d`` (archives, packed at the end into
+  ``OUT.partial``); the final name appears only by a rename once everything is complete.
+
+Workers on a remote ``--scheduler`` need the input and output paths on a shared filesystem,
+as for ``geopix render``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from geopix.errors import (
+    EmptyRasterError,
+    InputNotFoundError,
+    MissingCRSError,
+    NotARasterError,
+    OutputExistsError,
+    OutputNotWritableError,
+    TileFormatError,
+    ZoomRangeError,
+)
+
+#: Tile file extension → (PIL format, MIME type).
+TILE_FORMATS: dict[str, tuple[str, str]] = {
+    "png": ("PNG", "image/png"),
+    "webp": ("WEBP", "image/webp"),
+    "jpg": ("JPEG", "image/jpeg"),
+}
+TILE_SIZES = (256, 512)
+MAX_ZOOM_LIMIT = 24
+EARTH_CIRCUMFERENCE_M = 2 * math.pi * 6378137.0
+LL_EPSILON = 1e-11  # as mercantile.tiles: a tile's own bounds select exactly that tile
+JPEG_BACKGROUND = (255, 255, 255)
+
+
+# ---- configuration and result ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PyramidConfig:
+    """How to cut the pyramid; ``None`` zooms are chosen from the raster (see module doc)."""
+
+    minzoom: int | None = None
+    maxzoom: int | None = None
+    format: str = "png"  # png | webp | jpg
+    tile_size: int = 256
+    overwrite: bool = False
+    quality: int = 90  # webp / jpg
+    meta_level: int = 3  # a max-zoom task covers the 2**meta_level × 2**meta_level tiles of one parent
+    name: str | None = None
+    attribution: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.format not in TILE_FORMATS:
+            raise TileFormatError(f"--format {self.format!r} is unknown; choose one of {', '.join(TILE_FORMATS)}")
+        if self.tile_size not in TILE_SIZES:
+            raise TileFormatError(f"--tile-size {self.tile_size} must be 256 or 512")
+        for label, z in (("min", self.minzoom), ("max", self.maxzoom)):
+            if z is not None and not 0 <= z <= MAX_ZOOM_LIMIT:
+                raise ZoomRangeError(f"{label} zoom {z} is outside 0..{MAX_ZOOM_LIMIT}")
+        if self.minzoom is not None and self.maxzoom is not None and self.minzoom > self.maxzoom:
+            raise ZoomRangeError(f"--zoom {self.minzoom}-{self.maxzoom}: the first zoom must not exceed the second")
+        if not 1 <= self.quality <= 100:
+            raise TileFormatError(f"quality {self.quality} must be within 1..100")
+        if not 0 <= self.meta_level <= 6:
+            raise TileFormatError(f"meta_level {self.meta_level} must be within 0..6")
+
+
+def parse_zoom(text: str) -> tuple[int, int]:
+    """``"12-18"`` → ``(12, 18)``; ``"15"`` → ``(15, 15)``."""
+    parts = text.strip().split("-")
+    try:
+        if len(parts) == 1:
+            lo = hi = int(parts[0])
+        elif len(parts) == 2:
+            lo, hi = int(parts[0]), int(parts[1])
+        else:
+            raise ValueError
+    except ValueError:
+        raise ZoomRangeError(f"--zoom {text!r} must look like 12-18 or 15") from None
+    if not (0 <= lo <= MAX_ZOOM_LIMIT and 0 <= hi <= MAX_ZOOM_LIMIT) or lo > hi:
+        raise ZoomRangeError(f"--zoom {text!r} must be MIN-MAX with 0 <= MIN <= MAX <= {MAX_ZOOM_LIMIT}")
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class PyramidResult:
+    """What ``build_pyramid`` wrote."""
+
+    path: Path
+    kind: str  # dir | pmtiles | mbtiles
+    format: str
+    tile_size: int
+    minzoom: int
+    maxzoom: int
+    bounds: tuple[float, float, float, float]  # lon/lat
+    tiles_per_zoom: dict[int, int]
+    bytes: int
+    seconds: float
+    tilejson: dict = field(default_factory=dict)
+
+    @property
+    def tiles(self) -> int:
+        return sum(self.tiles_per_zoom.values())
+
+
+# ---- the source raster ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class MapSource:
+    """What the tiler needs to know about a map GeoTIFF; small and picklable."""
+
+    path: str
+    bounds: tuple[float, float, float, float]  # lon/lat, clamped to Web Mercator
+    ground_resolution_m: float
+    centre_lat: float
+    rgb: tuple[int, int, int]  # 1-based bands
+    alpha: int | None  # 1-based alpha band
+    has_mask: bool  # an internal/external mask, nodata or alpha marks some pixels invalid
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def inspect_map(path: str | Path) -> MapSource:
+    """Open and check a map raster once on the client."""
+    import rasterio
+    from rasterio.enums import ColorInterp, MaskFlags
+    from rasterio.errors import RasterioIOError
+    from rasterio.warp import transform_bounds
+
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError(f"map raster {path} does not exist; check the path")
+    if path.is_dir():
+        raise NotARasterError(f"{path} is a directory; pass a map GeoTIFF (e.g. OUT/map.tif from geopix render)")
+    try:
+        src = rasterio.open(path)
+    except RasterioIOError as exc:
+        raise NotARasterError(f"{path} is not a raster GDAL can read ({str(exc).splitlines()[0]})") from exc
+    with src:
+        if src.crs is None:
+            raise MissingCRSError(f"{path} has no CRS, so it cannot be placed on a web map; assign one first")
+        if src.width < 1 or src.height < 1:
+            raise EmptyRasterError(f"{path} is empty ({src.width}×{src.height})")
+        if src.dtypes[0] != "uint8":
+            raise TileFormatError(f"{path} is {src.dtypes[0]}; web tiles are cut from 8-bit RGB maps")
+        interp = list(src.colorinterp)
+        alpha = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else None
+        colour = [b for b in range(1, src.count + 1) if b != alpha]
+        if len(colour) >= 3:
+            rgb = (colour[0], colour[1], colour[2])
+        elif len(colour) == 1:
+            rgb = (colour[0],) * 3
+        else:
+            raise TileFormatError(f"{path} has {src.count} bands; expected RGB, RGBA or one grey band")
+        flags = src.mask_flag_enums[0]
+        has_mask = alpha is not None or src.nodata is not None or MaskFlags.all_valid not in flags
+        w, s, e, n = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+        w, s, e, n = max(-180.0, w), max(-85.051129, s), min(180.0, e), min(85.051129, n)
+        if w >= e or s >= n:
+            raise EmptyRasterError(f"{path} does not overlap the Web Mercator world (bounds {w, s, e, n})")
+        res = _ground_resolution(src)
+        return MapSource(
+            path=str(path.resolve()),
+            bounds=(w, s, e, n),
+            ground_resolution_m=res,
+            centre_lat=(s + n) / 2,
+            rgb=rgb,
+            alpha=alpha,
+            has_mask=has_mask,
+            tags={k: v for k, v in src.tags().items() if k.startswith("GEOPIX_")},
+        )
+
+
+def _ground_resolution(src) -> float:
+    """Metres per pixel at the raster's centre (the finer of x and y)."""
+    if src.crs.is_geographic:
+        from pyproj import Geod
+
+        geod = Geod(ellps="WGS84")
+        cx, cy = src.xy(src.height // 2, src.width // 2)
+        _, _, dx = geod.inv(cx, cy, cx + abs(src.transform.a), cy)
+        _, _, dy = geod.inv(cx, cy, cx, cy + abs(src.transform.e))
+        return float(min(dx, dy))
+    factor = src.crs.linear_units_factor[1] if src.crs.linear_units_factor else 1.0
+    return float(min(abs(src.transform.a), abs(src.transform.e)) * factor)
+
+
+def tile_resolution(zoom: int, lat: float, tile_size: int = 256) -> float:
+    """Ground metres per tile pixel at ``zoom`` and latitude ``lat``."""
+    return EARTH_CIRCUMFERENCE_M * math.cos(math.radians(lat)) / (tile_size * 2**zoom)
+
+
+def auto_maxzoom(ground_resolution_m: float, lat: float, tile_size: int = 256) -> int:
+    """The smallest zoom whose tile resolution at ``lat`` is <= the raster's (no downsampling)."""
+    z = math.log2(EARTH_CIRCUMFERENCE_M * math.cos(math.radians(lat)) / (tile_size * ground_resolution_m))
+    zoom = math.ceil(z - 1e-9)  # a raster exactly at a zoom's resolution gets that zoom
+    return int(min(MAX_ZOOM_LIMIT, max(0, zoom)))
+
+
+def auto_minzoom(src: MapSource, maxzoom: int, tile_size: int = 256) -> int:
+    """The largest zoom at which the raster's extent is no wider or taller than one tile."""
+    import mercantile
+
+    w, s, e, n = src.bounds
+    x0, y1 = mercantile.xy(w, s)
+    x1, y0 = mercantile.xy(e, n)
+    extent = max(x1 - x0, y0 - y1)
+    world = 2 * math.pi * 6378137.0
+    z = math.floor(math.log2(world / extent)) if extent > 0 else maxzoom
+    return int(max(0, min(maxzoom, z)))
+
+
+def zoom_range(src: MapSource, config: PyramidConfig) -> tuple[int, int]:
+    maxz = (
+        config.maxzoom
+        if config.maxzoom is not None
+        else auto_maxzoom(src.ground_resolution_m, src.centre_lat, config.tile_size)
+    )
+    minz = config.minzoom if config.minzoom is not None else auto_minzoom(src, maxz, config.tile_size)
+    if minz > maxz:
+        raise ZoomRangeError(f"min zoom {minz} exceeds max zoom {maxz}; pass --zoom MIN-MAX")
+    return minz, maxz
+
+
+def tile_range(bounds: tuple[float, float, float, float], zoom: int) -> tuple[int, int, int, int]:
+    """``(xmin, ymin, xmax, ymax)`` inclusive: exactly the tiles ``mercantile.tiles`` yields."""
+    import mercantile
+
+    w, s, e, n = bounds
+    ul = mercantile.tile(w, n, zoom)
+    lr = mercantile.tile(e - LL_EPSILON, s + LL_EPSILON, zoom)
+    return ul.x, ul.y, lr.x, lr.y
+
+
+def meta_groups(
+    bounds: tuple[float, float, float, float], zoom: int, level: int
+) -> Iterator[tuple[tuple[int, int], ...]]:
+    """The tiles of ``zoom`` over ``bounds``, grouped by their ancestor ``level`` zooms up (lazily)."""
+    xmin, ymin, xmax, ymax = tile_range(bounds, zoom)
+    k = 2 ** min(level, zoom)
+    for py in range(ymin // k, ymax // k + 1):
+        for px in range(xmin // k, xmax // k + 1):
+            xs = range(max(xmin, px * k), min(xmax, px * k + k - 1) + 1)
+            ys = range(max(ymin, py * k), min(ymax, py * k + k - 1) + 1)
+            yield tuple((x, y) for y in ys for x in xs)
+
+
+# ---- tile codec -----------------------------------------------------------------------------
+def encode_tile(rgba: np.ndarray, fmt: str, quality: int = 90) -> bytes:
+    """``(4, T, T)`` uint8 → file bytes; opaque tiles drop the alpha channel (smaller files)."""
+    from PIL import Image
+
+    opaque = bool((rgba[3] == 255).all())
+    hwc = np.ascontiguousarray(rgba.transpose(1, 2, 0))
+    buf = io.BytesIO()
+    if fmt == "jpg":
+        a = hwc[..., 3:4].astype(np.float32) / 255.0
+        rgb = hwc[..., :3] * a + np.array(JPEG_BACKGROUND, np.float32) * (1 - a)
+        Image.fromarray(np.round(rgb).astype(np.uint8), "RGB").save(buf, format="JPEG", quality=quality)
+    elif fmt == "webp":
+        img = Image.fromarray(hwc[..., :3], "RGB") if opaque else Image.fromarray(hwc, "RGBA")
+        img.save(buf, format="WEBP", quality=quality, method=4)
+    else:
+        img = Image.fromarray(hwc[..., :3], "RGB") if opaque else Image.fromarray(hwc, "RGBA")
+        img.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def decode_tile(data: bytes) -> np.ndarray:
+    """File bytes → ``(4, T, T)`` uint8 RGBA."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGBA")).transpose(2, 0, 1).copy()
+
+
+def downsample2(rgba: np.ndarray) -> np.ndarray:
+    """``(4, 2T, 2T)`` → ``(4, T, T)``: alpha-weighted 2×2 mean; alpha becomes the valid fraction.
+
+    Weighting colour by alpha means invalid (black, transparent) pixels never darken the
+    edge of the data, and a pixel is transparent only when all four children are.
+    """
+    _, h, w = rgba.shape
+    t_h, t_w = h // 2, w // 2
+    a = rgba[3].astype(np.float32).reshape(t_h, 2, t_w, 2)
+    rgb = rgba[:3].astype(np.float32).reshape(3, t_h, 2, t_w, 2)
+    wsum = a.sum(axis=(1, 3))
+    num = (rgb * a[None]).sum(axis=(2, 4))
+    out = np.empty((4, t_h, t_w), np.uint8)
+    alpha = np.round(wsum / 4.0)
+    colour = np.where(wsum > 0, num / np.maximum(wsum, 1e-6), 0.0)
+    out[:3] = np.clip(np.round(colour), 0, 255).astype(np.uint8)
+    out[3] = alpha.astype(np.uint8)
+    out[:3][:, out[3] == 0] = 0
+    return out
+
+
+# ---- worker side ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TileJob:
+    """Everything a worker needs besides its tile group; small and picklable."""
+
+    source: MapSource
+    staging: str  # folder of {z}/{x}/{y}.{ext}
+    format: str
+    tile_size: int
+    quality: int
+
+
+def tile_file(root: str | Path, z: int, x: int, y: int, ext: str) -> Path:
+    return Path(root) / str(z) / str(x) / f"{y}.{ext}"
+
+
+def _write(job: TileJob, z: int, x: int, y: int, rgba: np.ndarray) -> int:
+    data = encode_tile(rgba, job.format, job.quality)
+    path = tile_file(job.staging, z, x, y, job.format)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return len(data)
+
+
+def render_group(job: TileJob, zoom: int, tiles: tuple[tuple[int, int], ...]) -> tuple[list[tuple[int, int]], int]:
+    """Warp one meta-tile window at ``zoom`` and write its non-empty tiles; return (written, bytes)."""
+    import mercantile
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.transform import from_bounds
+    from rasterio.vrt import WarpedVRT
+
+    t = job.tile_size
+    xs = [x for x, _ in tiles]
+    ys = [y for _, y in tiles]
+    x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
+    left, _, _, top = mercantile.xy_bounds(x0, y0, zoom)
+    _, bottom, right, _ = mercantile.xy_bounds(x1, y1, zoom)
+    width, height = (x1 - x0 + 1) * t, (y1 - y0 + 1) * t
+    src_info = job.source
+    vrt_opts = {
+        "crs": "EPSG:3857",
+        "transform": from_bounds(left, bottom, right, top, width, height),
+        "width": width,
+        "height": height,
+        "resampling": Resampling.bilinear,
+    }
+    if src_info.alpha is not None:
+        vrt_opts.update(src_alpha=src_info.alpha, dst_alpha=src_info.alpha)
+    else:
+        vrt_opts["add_alpha"] = True
+    with rasterio.open(src_info.path) as src, WarpedVRT(src, **vrt_opts) as vrt:
+        alpha_band = src_info.alpha if src_info.alpha is not None else vrt.count
+        data = vrt.read([*src_info.rgb, alpha_band])
+    written, nbytes = [], 0
+    for x, y in tiles:
+        r, c = (y - y0) * t, (x - x0) * t
+        tile = data[:, r : r + t, c : c + t]
+        if not tile[3].any():
+            continue
+        tile = tile.copy()
+        tile[:3][:, tile[3] == 0] = 0
+        nbytes += _write(job, zoom, x, y, tile)
+        written.append((x, y))
+    return written, nbytes
+
+
+def reduce_group(job: TileJob, zoom: int, tiles: tuple[tuple[int, int], ...]) -> tuple[list[tuple[int, int]], int]:
+    """Build ``tiles`` at ``zoom`` from their written children at ``zoom + 1``; return (written, bytes)."""
+    t = job.tile_size
+    written, nbytes = [], 0
+    for x, y in tiles:
+        mosaic = np.zeros((4, 2 * t, 2 * t), np.uint8)
+        found = False
+        for dy in (0, 1):
+            for dx in (0, 1):
+                path = tile_file(job.staging, zoom + 1, 2 * x + dx, 2 * y + dy, job.format)
+                if path.exists():
+                    mosaic[:, dy * t : dy * t + t, dx * t : dx * t + t] = decode_tile(path.read_bytes())
+                    found = True
+        if not found:
+            continue
+        tile = downsample2(mosaic)
+        if not tile[3].any():
+            continue
+        nbytes += _write(job, zoom, x, y, tile)
+        written.append((x, y))
+    return written, nbytes
+
+
+# ---- running groups -------------------------------------------------------------------------
+GroupFn = Callable[[TileJob, int, tuple[tuple[int, int], ...]], tuple[list[tuple[int, int]], int]]
+DoneFn = Callable[[tuple[tuple[int, int], ...], list[tuple[int, int]], int], None]
+
+
+def _run_groups(fn: GroupFn, job: TileJob, zoom: int, groups: Iterable, client, on_done: DoneFn) -> None:
+    """In process (``client is None``) or on Dask with back-pressure (2 tasks per worker in flight)."""
+    if client is None:
+        for group in groups:
+            on_done(group, *fn(job, zoom, group))
+        return
+    from distributed import as_completed
+
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    group_iter = iter(groups)
+    pending: dict[str, tuple] = {}
+    ac = as_completed()
+
+    def submit_next() -> None:
+        group = next(group_iter, None)
+        if group is not None:
+            fut = client.submit(
+                fn, job, zoom, group, pure=False, retries=2, key=f"geopix-tiles-{zoom}-{time.time_ns()}"
+            )
+            pending[fut.key] = group
+            ac.add(fut)
+
+    for _ in range(2 * n_workers):
+        submit_next()
+    for fut in ac:
+        group = pending.pop(fut.key)
+        written, nbytes = fut.result()
+        fut.release()
+        on_done(group, written, nbytes)
+        submit_next()
+
+
+class _Progress:
+    """A rich bar over candidate tiles (written + skipped as empty), quiet when disabled."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled, self.bar = total, enabled, None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]tiles z{task.fields[zoom]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+            )
+            self.bar.__enter__()
+            self.task = self.bar.add_task("tiles", total=self.total, zoom="")
+        return self
+
+    def advance(self, n: int, zoom: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=n, zoom=zoom)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+# ---- output ---------------------------------------------------------------------------------
+def output_kind(out: Path) -> str:
+    suffix = out.suffix.lower()
+    return {".pmtiles": "pmtiles", ".mbtiles": "mbtiles"}.get(suffix, "dir")
+
+
+def _prepare(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it or choose another OUT")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputNotWritableError(f"cannot create {out.parent}: {exc.strerror}; choose another OUT") from exc
+    if not os.access(out.parent, os.W_OK):
+        raise OutputNotWritableError(f"{out.parent} is not writable; choose another OUT")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def make_tilejson(
+    *,
+    name: str,
+    tiles_url: str,
+    bounds: tuple[float, float, float, float],
+    minzoom: int,
+    maxzoom: int,
+    attribution: str,
+    tile_size: int = 256,
+    fmt: str = "png",
+    description: str = "",
+) -> dict:
+    """A TileJSON 3.0.0 document."""
+    w, s, e, n = bounds
+    centre_zoom = max(minzoom, min(maxzoom, minzoom + (maxzoom - minzoom) // 2 + 1))
+    return {
+        "tilejson": "3.0.0",
+        "name": name,
+        "description": description,
+        "version": "1.0.0",
+        "attribution": attribution,
+        "scheme": "xyz",
+        "tiles": [tiles_url],
+        "minzoom": minzoom,
+        "maxzoom": maxzoom,
+        "bounds": [round(v, 7) for v in (w, s, e, n)],
+        "center": [round((w + e) / 2, 7), round((s + n) / 2, 7), centre_zoom],
+        "format": fmt,
+        "tileSize": tile_size,
+    }
+
+
+def attribution_for(src: MapSource, override: str | None = None) -> str:
+    """Name the model and the source imagery (from the map's GEOPIX_* tags)."""
+    if override:
+        return override
+    from geopix import __version__
+
+    model = src.tags.get("GEOPIX_MODEL", "unknown model")
+    source = src.tags.get("GEOPIX_SOURCE", Path(src.path).name)
+    return f"Map generated by geopix {__version__} (model: {model}) from {source}"
+
+
+def _iter_staged(staging: Path, zooms: range, ext: str) -> Iterator[tuple[int, int, int, Path]]:
+    """Every staged tile as ``(z, x, y, path)``, in PMTiles tile-id order (zoom, then Hilbert)."""
+    from pmtiles.tile import zxy_to_tileid
+
+    for z in zooms:
+        zdir = staging / str(z)
+        if not zdir.is_dir():
+            continue
+        entries = []
+        for xdir in zdir.iterdir():
+            for f in xdir.iterdir():
+                if f.suffix == f".{ext}":
+                    x, y = int(xdir.name), int(f.stem)
+                    entries.append((zxy_to_tileid(z, x, y), x, y, f))
+        entries.sort()
+        for _, x, y, f in entries:
+            yield z, x, y, f
+
+
+def write_pmtiles(staging: Path, dst: Path, tj: dict, fmt: str) -> None:
+    from pmtiles.tile import Compression, TileType, zxy_to_tileid
+    from pmtiles.writer import Writer
+
+    w, s, e, n = tj["bounds"]
+    cx, cy, cz = tj["center"]
+    tile_type = {"png": TileType.PNG, "webp": TileType.WEBP, "jpg": TileType.JPEG}[fmt]
+    with open(dst, "wb") as f:
+        writer = Writer(f)
+        for z, x, y, path in _iter_staged(staging, range(tj["minzoom"], tj["maxzoom"] + 1), fmt):
+            writer.write_tile(zxy_to_tileid(z, x, y), path.read_bytes())
+        header = {
+            "tile_type": tile_type,
+            "tile_compression": Compression.NONE,
+            "min_lon_e7": int(w * 1e7),
+            "min_lat_e7": int(s * 1e7),
+            "max_lon_e7": int(e * 1e7),
+            "max_lat_e7": int(n * 1e7),
+            "center_zoom": cz,
+            "center_lon_e7": int(cx * 1e7),
+            "center_lat_e7": int(cy * 1e7),
+        }
+        meta = {k: v for k, v in tj.items() if k not in ("tiles", "tilejson", "scheme")}
+        writer.finalize(header, meta)
+
+
+def write_mbtiles(staging: Path, dst: Path, tj: dict, fmt: str) -> None:
+    """MBTiles 1.3: TMS row numbering (row 0 at the south), metadata table."""
+    con = sqlite3.connect(dst)
+    try:
+        con.executescript(
+            "CREATE TABLE metadata (name TEXT, value TEXT);"
+            "CREATE TABLE tiles (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER, tile_data BLOB);"
+        )
+        meta = {
+            "name": tj["name"],
+            "format": fmt,
+            "bounds": ",".join(map(str, tj["bounds"])),
+            "center": ",".join(map(str, tj["center"])),
+            "minzoom": str(tj["minzoom"]),
+            "maxzoom": str(tj["maxzoom"]),
+            "attribution": tj["attribution"],
+            "description": tj["description"],
+            "type": "overlay",
+            "version": tj["version"],
+            "tileSize": str(tj["tileSize"]),
+        }
+        con.executemany("INSERT INTO metadata VALUES (?, ?)", list(meta.items()))
+        batch = []
+        for z, x, y, path in _iter_staged(staging, range(tj["minzoom"], tj["maxzoom"] + 1), fmt):
+            batch.append((z, x, (1 << z) - 1 - y, path.read_bytes()))
+            if len(batch) >= 500:
+                con.executemany("INSERT INTO tiles VALUES (?, ?, ?, ?)", batch)
+                batch = []
+        con.executemany("INSERT INTO tiles VALUES (?, ?, ?, ?)", batch)
+        con.execute("CREATE UNIQUE INDEX tile_index ON tiles (zoom_level, tile_column, tile_row)")
+        con.execute("CREATE UNIQUE INDEX name ON metadata (name)")
+        con.commit()
+    finally:
+        con.close()
+
+
+# ---- the public entry point -----------------------------------------------------------------
+def build_pyramid(
+    map_path: Path,
+    out: Path,
+    config: PyramidConfig,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+) -> PyramidResult:
+    """Cut ``map_path`` into a Web-Mercator pyramid at ``out`` (folder, ``.pmtiles`` or ``.mbtiles``).
+
+    ``scheduler="sync"`` runs in this process; ``None`` starts a local Dask cluster of
+    ``workers`` processes; anything else is a scheduler address or scheduler file.
+    """
+    t0 = time.perf_counter()
+    map_path, out = Path(map_path), Path(out)
+    src = inspect_map(map_path)
+    kind = output_kind(out)
+    if config.format == "jpg" and src.has_mask:
+        raise TileFormatError(
+            f"--format jpg has no transparency, but {map_path} has masked (nodata) pixels; use png or webp"
+        )
+    minz, maxz = zoom_range(src, config)
+    _prepare(out, config.overwrite)
+    partial = out.with_name(out.name + ".partial")
+    staging = partial if kind == "dir" else out.with_name(out.name + ".partial.d")
+    for p in {partial, staging}:
+        _remove(p)
+    staging.mkdir(parents=True)
+    job = TileJob(src, str(staging), config.format, config.tile_size, config.quality)
+    counts: dict[int, int] = {}
+    total_bytes = 0
+
+    def candidates(z: int) -> int:
+        x0, y0, x1, y1 = tile_range(src.bounds, z)
+        return (x1 - x0 + 1) * (y1 - y0 + 1)
+
+    client = cluster = None
+    try:
+        if scheduler != "sync":
+            from geopix.execute import connect
+
+            client, cluster = connect(scheduler, workers, 1)
+        with _Progress(sum(candidates(z) for z in range(minz, maxz + 1)), progress) as bar:
+            written_above: set[tuple[int, int]] = set()
+            for z in range(maxz, minz - 1, -1):
+                written: set[tuple[int, int]] = set()
+                nbytes = [0]
+
+                def on_done(group, got, n, z=z, written=written, nbytes=nbytes) -> None:
+                    written.update(got)
+                    nbytes[0] += n
+                    bar.advance(len(group), z)
+
+                if z == maxz:
+                    groups: Iterable = meta_groups(src.bounds, z, config.meta_level)
+                    _run_groups(render_group, job, z, groups, client, on_done)
+                else:
+                    parents = sorted({(x // 2, y // 2) for x, y in written_above}, key=lambda p: (p[1], p[0]))
+                    _run_groups(reduce_group, job, z, _group_by_ancestor(parents, config.meta_level), client, on_done)
+                    bar.advance(candidates(z) - len(parents), z)
+                counts[z] = len(written)
+                total_bytes += nbytes[0]
+                written_above = written
+    except BaseException:
+        _remove(staging)
+        raise
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+    tj = make_tilejson(
+        name=config.name or map_path.stem,
+        tiles_url="{z}/{x}/{y}." + config.format,
+        bounds=src.bounds,
+        minzoom=minz,
+        maxzoom=maxz,
+        attribution=attribution_for(src, config.attribution),
+        tile_size=config.tile_size,
+        fmt=config.format,
+        description=f"geopix web tiles of {map_path.name}",
+    )
+    try:
+        if kind == "dir":
+            (staging / "tilejson.json").write_text(json.dumps(tj, indent=2))
+        else:
+            (write_pmtiles if kind == "pmtiles" else write_mbtiles)(staging, partial, tj, config.format)
+            _remove(staging)
+        _remove(out)
+        partial.replace(out)
+    except BaseException:
+        _remove(staging)
+        _remove(partial)
+        raise
+    return PyramidResult(
+        path=out,
+        kind=kind,
+        format=config.format,
+        tile_size=config.tile_size,
+        minzoom=minz,
+        maxzoom=maxz,
+        bounds=src.bounds,
+        tiles_per_zoom=dict(sorted(counts.items())),
+        bytes=total_bytes,
+        seconds=time.perf_counter() - t0,
+        tilejson=tj,
+    )
+
+
+def _group_by_ancestor(tiles: list[tuple[int, int]], level: int) -> Iterator[tuple[tuple[int, int], ...]]:
+    """Consecutive runs of ``tiles`` sharing an ancestor ``level`` zooms up (input sorted by row)."""
+    k = 2**level
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for x, y in tiles:
+        groups.setdefault((x // k, y // k), []).append((x, y))
+    for key in sorted(groups, key=lambda p: (p[1], p[0])):
+        yield tuple(groups[key])

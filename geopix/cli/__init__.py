@@ -43,6 +43,7 @@ def _register() -> None:
     # Importing a command module adds its commands to ``app``.
     from geopix.cli import evaluate as _evaluate  # noqa: F401
     from geopix.cli import render as _render  # noqa: F401
+    from geopix.cli import tiles as _tiles  # noqa: F401
     from geopix.cli import train as _train  # noqa: F401
 
 

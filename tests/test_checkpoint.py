@@ -1,0 +1,141 @@
+"""Generator layout vs the authors' checkpoints; our self-describing format; refusing bad files."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from geopix.errors import CheckpointError, ModelNotAvailableError
+from geopix.infer import Predictor
+from geopix.models.checkpoint import ModelSpec, load_checkpoint, save_checkpoint, spec_from_official_state
+from geopix.models.generator import NLayerDiscriminator, UnetGenerator, count_parameters
+from geopix.models.registry import WEIGHTS_DIR, load_model
+from geopix.testing import random_checkpoint
+
+
+def official_shapes(ngf: int = 64) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the authors' unet_256 (batch norm), written out from their networks.py."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    # (outer_nc, inner_nc) from the innermost block outwards, as UnetGenerator builds them
+    levels = [(8, 8)] * 3 + [(4, 8), (2, 4), (1, 2)]
+    # A middle block is [LeakyReLU, conv, norm, submodule, ReLU, upconv, norm(, dropout)]:
+    # its child sits at index 3.
+    for depth, (o, i) in enumerate(reversed(levels)):  # outermost-but-one first
+        p = "model.model.1." + "model.3." * depth
+        outer, inner = o * ngf, i * ngf
+        shapes[p + "model.1.weight"] = (inner, outer, 4, 4)
+        shapes[p + "model.2.weight"] = (inner,)
+        shapes[p + "model.2.bias"] = (inner,)
+        shapes[p + "model.2.running_mean"] = (inner,)
+        shapes[p + "model.2.running_var"] = (inner,)
+        shapes[p + "model.5.weight"] = (inner * 2, outer, 4, 4)
+        shapes[p + "model.6.weight"] = (outer,)
+        shapes[p + "model.6.bias"] = (outer,)
+        shapes[p + "model.6.running_mean"] = (outer,)
+        shapes[p + "model.6.running_var"] = (outer,)
+    p = "model.model.1." + "model.3." * 6  # innermost: [LeakyReLU, conv, ReLU, upconv, norm]
+    shapes[p + "model.1.weight"] = (8 * ngf, 8 * ngf, 4, 4)
+    shapes[p + "model.3.weight"] = (8 * ngf, 8 * ngf, 4, 4)
+    for s in ("weight", "bias", "running_mean", "running_var"):
+        shapes[p + f"model.4.{s}"] = (8 * ngf,)
+    shapes["model.model.0.weight"] = (ngf, 3, 4, 4)
+    shapes["model.model.3.weight"] = (2 * ngf, 3, 4, 4)
+    shapes["model.model.3.bias"] = (3,)
+    return shapes
+
+
+def test_unet_256_matches_the_official_parameter_count_and_names() -> None:
+    net = UnetGenerator(ngf=64)
+    assert count_parameters(net) == 54_413_955
+    ours = {k: tuple(v.shape) for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert ours == official_shapes(64)
+
+
+def test_official_state_dict_without_num_batches_tracked_loads(tmp_path: Path) -> None:
+    state = {k: torch.randn(s) if len(s) > 1 else torch.rand(s) + 0.5 for k, s in official_shapes(8).items()}
+    path = tmp_path / "latest_net_G.pth"
+    torch.save(state, path)
+    model = load_checkpoint(path)
+    assert model.spec.ngf == 8 and model.spec.num_downs == 8 and model.spec.norm == "batch"
+    assert model.spec.source == "official-pth" and not model.net.training
+    assert torch.equal(model.net.state_dict()["model.model.0.weight"], state["model.model.0.weight"])
+
+
+def test_patchgan_is_70x70() -> None:
+    d = NLayerDiscriminator(6, 64, 3)
+    out = d(torch.zeros(1, 6, 256, 256))
+    assert out.shape == (1, 1, 30, 30) and count_parameters(d) == 2_768_705
+
+
+def test_our_format_round_trips_its_metadata(tmp_path: Path) -> None:
+    spec = ModelSpec(
+        ngf=4,
+        head="palette",
+        palette=((1, 2, 3), (4, 5, 6)),
+        output_nc=2,
+        direction="BtoA",
+        ground_resolution_m=1.7,
+        use_dropout=False,
+    )
+    net = spec.build()
+    path = save_checkpoint(net, spec, tmp_path / "m.safetensors", half=True)
+    loaded = load_checkpoint(path)
+    assert loaded.spec == spec
+    assert loaded.net.state_dict()["model.model.0.weight"].dtype == torch.float32
+
+
+def test_pickled_objects_are_refused(tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"model.model.0.weight": Evil()}, path)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_checkpoint(path)
+    raw = tmp_path / "raw.pth"
+    raw.write_bytes(pickle.dumps({"a": 1}, protocol=2))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(raw)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 10])
+def test_corrupt_checkpoint(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        load_checkpoint(path)
+
+
+def test_mismatched_checkpoint(tmp_path: Path) -> None:
+    path = random_checkpoint(tmp_path / "m.pth", ngf=4, official=True)
+    state = torch.load(path, weights_only=True)
+    state["model.model.3.bias"] = torch.zeros(5)
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"model\.model\.3\.bias"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="not a pix2pix unet"):
+        spec_from_official_state({"foo": torch.zeros(1)})
+
+
+def test_registry_names_and_missing_files(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="neither a registry name"):
+        load_model(tmp_path / "nope.safetensors")
+    if not (WEIGHTS_DIR / "map2sat.safetensors").exists():
+        with pytest.raises(ModelNotAvailableError, match="geopix train"):
+            load_model("map2sat")
+
+
+def test_inference_is_a_pure_function_of_the_tile(checkpoint: Path) -> None:
+    """Eval mode: a tile's output does not depend on its batch-mates or on being run twice."""
+    model = load_checkpoint(checkpoint)
+    pred = Predictor.from_loaded(model, "cpu")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 256, 256, generator=gen).numpy() * 2 - 1
+    alone = pred.predict(x[:1])
+    together = pred.predict(x)
+    assert abs(alone[0] - together[0]).max() < 1e-3
+    assert (pred.predict(x) == together).all()

@@ -106,7 +106,7 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
 def test_corrupt_checkpoint(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "bad.safetensors"
     path.write_bytes(content)
-    with pytest.raises(CheckpointError, match="bad.safetensors"):
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors"):
         load_checkpoint(path)
 
 

@@ -3,7 +3,8 @@
 A run directory holds everything: ``state.pt`` (weights, optimisers, schedulers, RNG, the
 epoch; loaded with ``weights_only=True``), ``generator.safetensors`` (a self-describing
 checkpoint usable by ``geopix render`` at any time), ``log.csv``, sample grids and a loss
-plot.  Ctrl-C saves ``state.pt`` before leaving, and ``resume=True`` continues exactly.
+plot.  Ctrl-C leaves ``state.pt`` at the last finished epoch (writing it first if this
+run has not), and ``resume=True`` continues exactly.
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ class Trainer:
             if self.D is not None:
                 self.D_train = nn.parallel.DistributedDataParallel(self.D, device_ids=ids)
         self.epoch = 0  # epochs completed
+        self._saved_epoch: int | None = None  # the epoch state.pt holds, once this run wrote or read it
         self.history: list[dict[str, float]] = []
         if cfg.resume and (self.run_dir / STATE).exists():
             self.load_state()
@@ -178,6 +180,7 @@ class Trainer:
         return state
 
     def save(self) -> None:
+        self._saved_epoch = self.epoch
         if self.rank != 0:
             return
         tmp = self.run_dir / (STATE + ".tmp")
@@ -206,6 +209,7 @@ class Trainer:
             self.opt_D.load_state_dict(state["opt_D"])
             self.sched_D.load_state_dict(state["sched_D"])
         self.epoch = int(state["epoch"])
+        self._saved_epoch = self.epoch
         self.history = json.loads(state["history"])
         _set_rng_state(state["rng"])
 
@@ -276,9 +280,16 @@ class Trainer:
             while self.epoch < cfg.total_epochs:
                 self._run_epoch(sampler, n_batches)
         except KeyboardInterrupt:
-            self.save()
+            if self._saved_epoch == self.epoch:
+                # state.pt already holds the last finished epoch.  Overwriting it with the
+                # weights of a half-done epoch (labelled as the finished one) would make the
+                # resumed run redo that epoch from the wrong start; keeping it stays exact.
+                note = f"{self.run_dir / STATE} holds epoch {self.epoch}; the interrupted epoch is redone"
+            else:  # nothing on disk for this epoch (first epoch, or --save-every > 1): keep the progress
+                self.save()
+                note = f"saved epoch {self.epoch} and the partial epoch's updates to {self.run_dir / STATE}"
             if self.rank == 0:
-                print(f"interrupted: saved epoch {self.epoch} to {self.run_dir / STATE}; rerun with --resume")
+                print(f"interrupted: {note}; rerun with --resume")
             raise
         if self.rank == 0:
             self._plot()

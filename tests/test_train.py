@@ -1,0 +1,170 @@
+"""Training internals: exact resume, Ctrl-C, crashes, resume checks, and DDP on CPU (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from geopix.config import PRESETS, TrainConfig
+from geopix.errors import GeopixError, ResumeError
+from geopix.models.registry import load_model
+from geopix.testing import synthetic_maps_dataset
+from geopix.train import GENERATOR, LOG, STATE, Trainer, train
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthetic_maps_dataset(tmp_path_factory.mktemp("maps"), n_train=4, n_val=1, size=256)
+
+
+def _cfg(data: Path, run_dir: Path, preset: str = "pix2pix", **kw: object) -> TrainConfig:
+    """Tiny and quick: ngf 4, 2 batches of 2 per epoch, one thread, CPU."""
+    values: dict[str, object] = {**PRESETS[preset], "ngf": 4, "ndf": 4, "palette_size": 4, "batch_size": 2}
+    values |= {"epochs": 1, "epochs_decay": 1, "threads": 1, "device": "cpu", "progress": False}
+    values |= kw
+    return TrainConfig(data=data, run_dir=run_dir, **values)
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / GENERATOR))
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+def _interrupt_at(monkeypatch: pytest.MonkeyPatch, epoch: int, step: int, exc: type[BaseException]) -> None:
+    """Make ``Trainer.step`` raise ``exc`` at the ``step``-th step (0-based) of ``epoch`` (0-based)."""
+    original = Trainer.step
+    calls: dict[int, int] = {}
+
+    def failing_step(self: Trainer, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        n = calls.get(self.epoch, 0)
+        calls[self.epoch] = n + 1
+        if self.epoch == epoch and n == step:
+            raise exc("stop here")
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "step", failing_step)
+
+
+@pytest.fixture(scope="module")
+def reference(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, torch.Tensor]]:
+    """Uninterrupted 2-epoch runs of both presets: what every resumed run must reproduce bit for bit."""
+    out = {}
+    for preset in ("pix2pix", "palette"):
+        run = tmp_path_factory.mktemp(f"ref-{preset}")
+        train(_cfg(data, run, preset))
+        out[preset] = _weights(run)
+    return out
+
+
+@pytest.mark.parametrize("preset", ["pix2pix", "palette"])
+@pytest.mark.parametrize("where", ["epoch boundary", "mid-epoch"])
+def test_ctrl_c_then_resume_is_exact(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: dict, preset: str, where: str
+) -> None:
+    step = 0 if where == "epoch boundary" else 1
+    with monkeypatch.context() as m:
+        _interrupt_at(m, epoch=1, step=step, exc=KeyboardInterrupt)
+        with pytest.raises(KeyboardInterrupt):
+            train(_cfg(data, tmp_path, preset))
+    state = torch.load(tmp_path / STATE, weights_only=True)
+    assert int(state["epoch"]) == 1
+    train(_cfg(data, tmp_path, preset, resume=True))
+    _assert_same(_weights(tmp_path), reference[preset])
+    rows = (tmp_path / LOG).read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["epoch", "1", "2"]  # the log is not duplicated
+
+
+def test_crash_then_resume_is_exact(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference) -> None:
+    """A hard failure mid-epoch leaves the last epoch's state.pt, which resumes exactly."""
+    with monkeypatch.context() as m:
+        _interrupt_at(m, epoch=1, step=1, exc=RuntimeError)
+        with pytest.raises(RuntimeError):
+            train(_cfg(data, tmp_path))
+    train(_cfg(data, tmp_path, resume=True))
+    _assert_same(_weights(tmp_path), reference["pix2pix"])
+
+
+def test_ctrl_c_in_the_first_step_saves_state(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _interrupt_at(monkeypatch, epoch=0, step=0, exc=KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(data, tmp_path))
+    state = torch.load(tmp_path / STATE, weights_only=True)
+    assert int(state["epoch"]) == 0 and {"G", "D", "opt_G", "opt_D", "rng"} <= state.keys()
+    assert (tmp_path / GENERATOR).exists()
+
+
+def test_resume_of_a_finished_run_changes_nothing(data: Path, tmp_path: Path, reference) -> None:
+    cfg = _cfg(data, tmp_path, "palette")
+    train(cfg)
+    train(replace(cfg, resume=True))
+    _assert_same(_weights(tmp_path), reference["palette"])
+
+
+def test_resume_rejects_a_different_architecture(data: Path, tmp_path: Path) -> None:
+    train(_cfg(data, tmp_path, "palette", epochs=1, epochs_decay=0))
+    with pytest.raises(ResumeError, match="ngf"):
+        Trainer(_cfg(data, tmp_path, "palette", ngf=8, resume=True))
+    (tmp_path / STATE).write_bytes(b"garbage")
+    with pytest.raises(ResumeError, match="cannot resume"):
+        Trainer(_cfg(data, tmp_path, "palette", resume=True))
+
+
+def test_checkpoint_records_the_recipe(data: Path, tmp_path: Path) -> None:
+    train(_cfg(data, tmp_path, "palette", epochs=1, epochs_decay=0, direction="BtoA", load_size=256))
+    model = load_model(tmp_path / GENERATOR)
+    assert model.spec.direction == "BtoA" and model.spec.head == "palette"
+    assert model.spec.ground_resolution_m == pytest.approx(1.0)  # 256 px stored at 1 m, loaded at 256 px
+    assert len(model.spec.palette) == 4
+    training = json.loads(model.spec.training)
+    assert training["epochs"] == 1 and training["config"]["ngf"] == 4
+
+
+def test_too_few_images_for_a_batch(data: Path, tmp_path: Path) -> None:
+    with pytest.raises(GeopixError, match="no full batch"):
+        train(_cfg(data, tmp_path, batch_size=8))
+
+
+# ---- DDP ----------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig) -> None:
+    os.environ |= {
+        "WORLD_SIZE": str(world),
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+    torch.set_num_threads(1)
+    train(cfg)
+
+
+@pytest.mark.parametrize("preset", ["palette", "pix2pix"])
+def test_ddp_on_cpu_with_gloo(data: Path, tmp_path: Path, preset: str) -> None:
+    import torch.multiprocessing as mp
+
+    cfg = _cfg(data, tmp_path, preset, batch_size=1, epochs=1, epochs_decay=0)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg), nprocs=2, join=True)
+    model = load_model(tmp_path / GENERATOR)
+    assert model.spec.ngf == 4
+    rows = (tmp_path / LOG).read_text().splitlines()
+    assert len(rows) == 2  # header + one epoch, written once (rank 0)
+    state = torch.load(tmp_path / STATE, weights_only=True)
+    assert int(state["epoch"]) == 1
+    assert not any(k.startswith("module.") for k in state["G"])  # the bare network, loadable alone

@@ -212,6 +212,16 @@ class Trainer:
         self._saved_epoch = self.epoch
         self.history = json.loads(state["history"])
         _set_rng_state(state["rng"])
+        # The optimisers come back with the lr of the *saved* schedule; recompute it from this
+        # run's --lr/--epochs/--epochs-decay so extending a run (more epochs) really trains.
+        # With the same options this gives the very same float, so resume stays exact.
+        lr = self.cfg.lr * _lr_lambda(self.cfg)(self.epoch)
+        for opt, sched in ((self.opt_G, self.sched_G), (self.opt_D, getattr(self, "sched_D", None))):
+            if opt is not None and sched is not None:
+                sched.base_lrs = [self.cfg.lr] * len(opt.param_groups)
+                for group in opt.param_groups:
+                    group["lr"], group["initial_lr"] = lr, self.cfg.lr
+                sched._last_lr = [lr] * len(opt.param_groups)
 
     # ---- one step ------------------------------------------------------------------------
     def _fake_rgb(self, out: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,101 @@
+"""``geopix train`` end to end for both presets: files written, checkpoint metadata, resume, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from geopix.cli import main
+from geopix.errors import DatasetError, GeopixError, ResumeError
+from geopix.models.registry import load_model
+from geopix.testing import synthetic_maps_dataset
+
+#: Colours the synthetic maps are drawn in: background, buildings, roads, vegetation, water.
+SCENE_COLOURS = np.array([(232, 229, 222), (242, 240, 234), (255, 255, 255), (202, 223, 170), (176, 207, 254)])
+TINY = ["--ngf", "4", "--ndf", "4", "--batch-size", "2", "--threads", "1", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthetic_maps_dataset(tmp_path_factory.mktemp("maps"), n_train=4, n_val=1, size=256)
+
+
+def _run(data: Path, run: Path, *extra: str) -> int:
+    return main(["train", str(data), "--run-dir", str(run), *TINY, *extra])
+
+
+def test_pix2pix_preset(data: Path, tmp_path: Path, capsys) -> None:
+    assert _run(data, tmp_path, "--epochs", "1", "--epochs-decay", "1") == 0
+    assert f"generator checkpoint: {tmp_path / 'generator.safetensors'}" in capsys.readouterr().out
+    for name in ("generator.safetensors", "state.pt", "log.csv", "samples_epoch001.png", "samples_epoch002.png"):
+        assert (tmp_path / name).exists(), name
+    rows = list(csv.DictReader((tmp_path / "log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(float(r["D"]) > 0 and float(r["G_gan"]) > 0 and float(r["G_l1"]) > 0 for r in rows)
+    assert float(rows[-1]["lr"]) == 0.0  # linear decay reaches zero at the last epoch
+    with Image.open(tmp_path / "samples_epoch002.png") as im:
+        assert im.size == (3 * 256, 4 * 256)  # input | output | target for 4 images
+    model = load_model(tmp_path / "generator.safetensors")
+    spec = model.spec
+    assert (spec.head, spec.direction, spec.ngf, spec.palette, spec.use_dropout) == ("tanh", "AtoB", 4, (), True)
+    # 256 px stored at 1 m/px, resized to the recipe's 286 px load size.
+    assert spec.ground_resolution_m == pytest.approx(256 / 286)
+    training = json.loads(spec.training)
+    assert training["epochs"] == 2 and training["config"]["gan_mode"] == "vanilla"
+    out = model.net(torch.zeros(1, 3, 256, 256))
+    assert out.shape == (1, 3, 256, 256)
+
+
+def test_palette_preset(data: Path, tmp_path: Path) -> None:
+    code = _run(
+        data, tmp_path, "--preset", "palette", "--palette-size", "4", "--epochs", "1", "--epochs-decay", "0",
+        "--direction", "AtoB", "--source-resolution", "0.5", "--load-size", "256",
+    )  # fmt: skip
+    assert code == 0
+    assert (tmp_path / "samples_epoch001.png").exists()
+    rows = list(csv.DictReader((tmp_path / "log.csv").open()))
+    assert rows[0]["D"] == rows[0]["G_gan"] == "" and float(rows[0]["G_ce"]) > 0  # no GAN in this recipe
+    assert not any(k.startswith("D") for k in torch.load(tmp_path / "state.pt", weights_only=True))
+    spec = load_model(tmp_path / "generator.safetensors").spec
+    assert spec.head == "palette" and spec.output_nc == 4 and spec.use_dropout is False
+    assert spec.ground_resolution_m == pytest.approx(0.5)
+    assert len(spec.palette) == 4 and len(set(spec.palette)) == 4
+    dist = np.linalg.norm(np.array(spec.palette)[:, None] - SCENE_COLOURS[None], axis=-1).min(1)
+    assert (dist < 25).all(), spec.palette  # k-means found the map's own flat colours
+    assert json.loads(spec.training)["config"]["batch_size"] == 2  # the option overrides the preset
+
+
+def test_btoa_direction_is_recorded(data: Path, tmp_path: Path) -> None:
+    args = ["--preset", "palette", "--palette-size", "3", "--epochs", "1", "--epochs-decay", "0", "--direction", "BtoA"]
+    assert _run(data, tmp_path, *args) == 0
+    spec = load_model(tmp_path / "generator.safetensors").spec
+    assert spec.direction == "BtoA" and len(spec.palette) == 3
+    # Targets are now aerial photos: no palette colour is the maps' white.
+    assert all(c != (255, 255, 255) for c in spec.palette)
+
+
+def test_resume_via_cli(data: Path, tmp_path: Path) -> None:
+    assert _run(data, tmp_path, "--preset", "palette", "--epochs", "1", "--epochs-decay", "0") == 0
+    first = load_model(tmp_path / "generator.safetensors")
+    assert _run(data, tmp_path, "--preset", "palette", "--epochs", "2", "--epochs-decay", "0", "--resume") == 0
+    rows = list(csv.DictReader((tmp_path / "log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    second = load_model(tmp_path / "generator.safetensors")
+    assert json.loads(second.spec.training)["epochs"] == 2
+    assert any(not torch.equal(a, b) for a, b in zip(first.net.parameters(), second.net.parameters(), strict=True))
+    # Changing the architecture under --resume is refused with the resume exit code.
+    code = _run(data, tmp_path, "--preset", "palette", "--ngf", "8", "--epochs", "3", "--resume")
+    assert code == ResumeError.exit_code
+
+
+def test_bad_options(data: Path, tmp_path: Path) -> None:
+    assert _run(data, tmp_path, "--preset", "nope") == GeopixError.exit_code
+    assert _run(data, tmp_path, "--direction", "sideways") == GeopixError.exit_code
+    assert _run(data, tmp_path, "--crop-size", "200") == GeopixError.exit_code
+    assert main(["train", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "r"), *TINY]) == DatasetError.exit_code

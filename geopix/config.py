@@ -73,6 +73,8 @@ class RenderConfig:
     keep_zarr: bool = False
     cog: bool = True
     progress: bool = True
+    #: Also write XYZ web tiles here (a folder, ``.pmtiles`` or ``.mbtiles``); relative to ``output_dir``.
+    xyz: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ class RenderResult:
     blocks: int
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    tiles_path: Path | None = None
 
     @property
     def tiles_per_second(self) -> float:
@@ -162,7 +163,8 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
     model = load_model(config.model)
     check_tiling(config.tiles, model.spec)
     info = inspect_raster(config.input, config.bands, config.allow_no_crs)
-    prepare_output(out_dir, [MAP_NAME], config.overwrite)
+    xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
+    prepare_output(out_dir, [MAP_NAME, *xyz_name], config.overwrite)
     job, plan = build_job(config, info, model, out_dir)
     blocks = list(plan.blocks())
     create_store(job.store, attrs={"geopix": __version__, "input": info.path, "model": job.model_path})
@@ -183,6 +185,21 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
     stats["finalize"] = time.perf_counter() - t_write
     if not config.keep_zarr:
         remove_store(job.store)
+    pyramid = None
+    if config.xyz is not None:
+        from geopix.pyramid import PyramidConfig, build_pyramid
+
+        t_pyr = time.perf_counter()
+        xyz = config.xyz if Path(config.xyz).is_absolute() else out_dir / config.xyz
+        pyramid = build_pyramid(
+            map_path,
+            xyz,
+            PyramidConfig(overwrite=config.overwrite),
+            scheduler=config.scheduler,
+            workers=config.workers,
+            progress=config.progress,
+        )
+        stats["pyramid"] = time.perf_counter() - t_pyr
     seconds = time.perf_counter() - t_start
     result = RenderResult(
         map_path=map_path,
@@ -195,6 +212,7 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
         blocks=len(blocks),
         seconds=seconds,
         stage_seconds={k: round(v, 3) for k, v in stats.items() if k != "pixels"},
+        tiles_path=pyramid.path if pyramid else None,
     )
     write_manifest(
         out_dir / "render.json",

@@ -205,3 +205,31 @@ def test_info_describes_the_job(aerial: Path, checkpoint: Path) -> None:
     meta = info(aerial, str(checkpoint))
     assert meta["size"] == [700, 600] and meta["crs"] == "EPSG:32633" and meta["tiles"] == 16
     assert meta["ground_resolution_m"] == [2.0, 2.0]
+
+
+def test_render_with_web_tiles(aerial: Path, checkpoint: Path, tmp_path: Path) -> None:
+    from geopix.pipeline import RenderConfig as _Cfg
+
+    result = render(
+        _Cfg(
+            input=aerial,
+            output_dir=tmp_path,
+            model=str(checkpoint),
+            scheduler="sync",
+            progress=False,
+            xyz=Path("tiles.mbtiles"),
+        )
+    )
+    assert result.tiles_path == tmp_path / "tiles.mbtiles" and result.tiles_path.stat().st_size > 0
+    assert "pyramid" in result.stage_seconds
+    with pytest.raises(errors.OutputExistsError, match=r"tiles\.mbtiles"):
+        render(
+            _Cfg(
+                input=aerial,
+                output_dir=tmp_path / "x",
+                model=str(checkpoint),
+                scheduler="sync",
+                progress=False,
+                xyz=Path("../tiles.mbtiles"),
+            )
+        )

@@ -64,6 +64,9 @@ def render_cmd(
     keep_zarr: bool = typer.Option(False, help="Keep the intermediate zarr block store."),
     cog: bool = typer.Option(True, "--cog/--no-cog", help="Write a Cloud-Optimized GeoTIFF with overviews."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    xyz: Path = typer.Option(
+        None, help="Also write web tiles: a folder, or a name ending .pmtiles/.mbtiles (relative to -o)."
+    ),
 ) -> None:
     """Render an aerial GeoTIFF into a seamless, georeferenced map raster (OUTPUT/map.tif)."""
     from geopix.pipeline import render
@@ -85,8 +88,10 @@ def render_cmd(
         keep_zarr=keep_zarr,
         cog=cog,
         progress=progress,
+        xyz=xyz,
     )
-    _summary(render(cfg))
+    result = render(cfg)
+    _summary(result, [f"web tiles: {result.tiles_path}"] if result.tiles_path else None)
 
 
 @app.command("predict")

@@ -1,0 +1,296 @@
+"""Render benchmarks: seam score, peak memory vs raster size, raw generator vs end-to-end throughput.
+
+Prints figures and writes JSON; nothing here asserts (targets are read by people, not CI).
+
+    python benchmarks/bench_render.py seams   [--model M]          # naive stitching vs ours, real GeoTIFF
+    python benchmarks/bench_render.py memory  [--sizes 4096,16384]  # peak RSS of the whole process tree
+    python benchmarks/bench_render.py throughput [--model M] [--size 3072]
+
+Rasters are built inside the benchmark from ../shared GeoTIFFs (mosaicked / tiled), never committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "geotiffs"
+VIENNA = SHARED / "vienna_30cm_epsg31256.tif"
+
+
+def default_model() -> str:
+    trained = ROOT / "geopix" / "weights" / "sat2map.safetensors"
+    if trained.exists():
+        return str(trained)
+    run = ROOT / "runs" / "sat2map" / "generator.safetensors"
+    return str(run) if run.exists() else ""
+
+
+def random_model(tmp: Path, ngf: int) -> str:
+    from geopix.testing import random_checkpoint
+
+    return str(random_checkpoint(tmp / f"random_ngf{ngf}.safetensors", ngf=ngf, ground_resolution_m=0.3))
+
+
+def mosaic(src: Path, dst: Path, size: int, res_m: float | None = None) -> Path:
+    """A ``size``² tiled GeoTIFF made by repeating (mirrored) ``src``; written block by block."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(src) as s:
+        data = s.read([1, 2, 3])
+        tr = s.transform
+        crs = s.crs
+    if res_m:
+        from rasterio.transform import Affine
+
+        tr = Affine(res_m, 0, tr.c, 0, -res_m, tr.f)
+    h, w = data.shape[1:]
+    tile = np.concatenate(
+        [np.concatenate([data, data[:, :, ::-1]], 2), np.concatenate([data[:, ::-1], data[:, ::-1, ::-1]], 2)], 1
+    )
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": crs,
+        "transform": tr,
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+        "BIGTIFF": "IF_SAFER",
+    }
+    step = 1024
+    with rasterio.open(dst, "w", **profile) as out:
+        for r in range(0, size, step):
+            for c in range(0, size, step):
+                hh, ww = min(step, size - r), min(step, size - c)
+                rows = np.arange(r, r + hh) % (2 * h)
+                cols = np.arange(c, c + ww) % (2 * w)
+                out.write(tile[:, rows][:, :, cols], window=Window(c, r, ww, hh))
+    return dst
+
+
+class PeakRSS:
+    """Samples the RSS of this process and all its descendants (Dask workers included)."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        import psutil
+
+        total = 0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def render_once(src: Path, out: Path, model: str, **kw) -> tuple[object, float]:
+    from geopix.config import InferConfig, RenderConfig, TileConfig
+    from geopix.pipeline import render
+
+    tiles = TileConfig(kw.pop("tile_size", 256), kw.pop("overlap", 64), kw.pop("chunk_size", 1024))
+    infer = InferConfig(batch_size=kw.pop("batch_size", 8))
+    cfg = RenderConfig(
+        input=src, output_dir=out, model=model, tiles=tiles, infer=infer, overwrite=True, progress=False, **kw
+    )
+    with PeakRSS() as rss:
+        result = render(cfg)
+    return result, rss.peak / 2**30
+
+
+# ---- seams -----------------------------------------------------------------------------------
+def seam_score(img: np.ndarray, valid: np.ndarray, rows: list[int], cols: list[int]) -> float:
+    """Mean |gradient| across the given tile borders ÷ mean |gradient| everywhere else."""
+    x = img.astype(np.float32)
+    gx = np.abs(np.diff(x, axis=2)).sum(0)  # between col c-1 and c at index c-1
+    gy = np.abs(np.diff(x, axis=1)).sum(0)
+    vx = valid[:, 1:] & valid[:, :-1]
+    vy = valid[1:, :] & valid[:-1, :]
+    border_x = np.zeros_like(vx)
+    border_y = np.zeros_like(vy)
+    for c in cols:
+        if 0 < c < x.shape[2]:
+            border_x[:, c - 1] = True
+    for r in rows:
+        if 0 < r < x.shape[1]:
+            border_y[r - 1, :] = True
+    on = np.concatenate([gx[border_x & vx], gy[border_y & vy]])
+    off = np.concatenate([gx[~border_x & vx], gy[~border_y & vy]])
+    return float(on.mean() / off.mean())
+
+
+def bench_seams(args: argparse.Namespace) -> dict:
+    import rasterio
+
+    from geopix.models.registry import load_model
+    from geopix.plan import TileGrid
+
+    model = args.model or default_model()
+    src = Path(args.input or VIENNA)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, overlap in (
+            ("naive (overlap 0, no blending)", 0),
+            (f"geopix (overlap {args.overlap})", args.overlap),
+        ):
+            out = Path(tmp) / name.split()[0]
+            render_once(
+                src, out, model, overlap=overlap, output_resolution="model", chunk_size=4096, resample=args.resample
+            )
+            with rasterio.open(out / "map.tif") as ds:
+                img, valid = ds.read(), ds.dataset_mask() > 0
+            g = TileGrid(img.shape[1], img.shape[2], 256, overlap)
+            # a tile's influence starts and ends at its window edges
+            rows = sorted({e for i in range(g.rows) for e in (g.window(i, 0).row, g.window(i, 0).row_stop)})
+            cols = sorted({e for j in range(g.cols) for e in (g.window(0, j).col, g.window(0, j).col_stop)})
+            results[name] = round(seam_score(img, valid, rows, cols), 3)
+    spec = load_model(model).spec
+    return {
+        "benchmark": "seams",
+        "input": src.name,
+        "model": Path(model).name,
+        "model_ngf": spec.ngf,
+        "resampled_to_model_resolution": args.resample,
+        "seam_score": results,
+    }
+
+
+# ---- memory ----------------------------------------------------------------------------------
+def bench_memory(args: argparse.Namespace) -> dict:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = args.model or random_model(tmp, 8)
+        for size in [int(s) for s in args.sizes.split(",")]:
+            src = mosaic(VIENNA, tmp / f"mosaic_{size}.tif", size)
+            result, peak = render_once(src, tmp / f"out_{size}", model, resample=False, chunk_size=args.chunk)
+            rows.append(
+                {
+                    "size": size,
+                    "peak_rss_gib": round(peak, 3),
+                    "seconds": round(result.seconds, 1),
+                    "tiles": result.tiles,
+                    "tiles_run": result.tiles_run,
+                }
+            )
+            print(rows[-1], flush=True)
+            (tmp / f"mosaic_{size}.tif").unlink()
+    base = rows[0]["peak_rss_gib"]
+    return {
+        "benchmark": "memory",
+        "model": Path(model).name,
+        "chunk": args.chunk,
+        "runs": rows,
+        "largest_vs_smallest": round(rows[-1]["peak_rss_gib"] / base, 3),
+    }
+
+
+# ---- throughput ------------------------------------------------------------------------------
+def raw_generator(model: str, batch: int, threads: int, seconds: float = 20.0) -> float:
+    import torch
+
+    from geopix.infer import Predictor
+    from geopix.models.checkpoint import load_checkpoint
+
+    torch.set_num_threads(threads)
+    pred = Predictor.from_loaded(load_checkpoint(model), "cpu")
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, 256, 256)).astype(np.float32)
+    pred.predict(x)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        pred.predict(x)
+        n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def bench_throughput(args: argparse.Namespace) -> dict:
+    model = args.model or default_model()
+    threads = os.cpu_count() or 1
+    raw = raw_generator(model, args.batch, threads)
+    print(f"raw generator: {raw:.2f} tiles/s (batch {args.batch}, {threads} threads)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        src = mosaic(VIENNA, tmp / "mosaic.tif", args.size)
+        result, peak = render_once(
+            src, tmp / "out", model, resample=False, chunk_size=args.chunk, batch_size=args.batch
+        )
+    e2e_planned = result.tiles / result.seconds
+    e2e_run = result.tiles_run / result.seconds
+    return {
+        "benchmark": "throughput",
+        "model": Path(model).name,
+        "raster": args.size,
+        "chunk": args.chunk,
+        "batch": args.batch,
+        "raw_tiles_per_s": round(raw, 2),
+        "e2e_planned_tiles_per_s": round(e2e_planned, 2),
+        "e2e_executed_tiles_per_s": round(e2e_run, 2),
+        "e2e_vs_raw_planned": round(e2e_planned / raw, 3),
+        "e2e_vs_raw_executed": round(e2e_run / raw, 3),
+        "tiles_planned": result.tiles,
+        "tiles_executed": result.tiles_run,
+        "seconds": round(result.seconds, 1),
+        "stage_worker_seconds": result.stage_seconds,
+        "peak_rss_gib": round(peak, 3),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("which", choices=["seams", "memory", "throughput"])
+    ap.add_argument("--model", default="")
+    ap.add_argument("--input", default="")
+    ap.add_argument("--overlap", type=int, default=64)
+    ap.add_argument("--sizes", default="4096,16384")
+    ap.add_argument("--size", type=int, default=3072)
+    ap.add_argument("--chunk", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--json", default="")
+    ap.add_argument("--resample", action="store_true", help="seams: run at the model's resolution (few tiles)")
+    args = ap.parse_args()
+    if not VIENNA.exists():
+        raise SystemExit(f"{VIENNA} is absent: these benchmarks build their rasters from ../shared")
+    out = {"seams": bench_seams, "memory": bench_memory, "throughput": bench_throughput}[args.which](args)
+    out["machine"] = f"{os.cpu_count()} cores, torch CPU"
+    print(json.dumps(out, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

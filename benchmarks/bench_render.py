@@ -12,6 +12,7 @@ Rasters are built inside the benchmark from ../shared GeoTIFFs (mosaicked / tile
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -99,10 +100,8 @@ class PeakRSS:
 
         total = 0
         for p in [self.proc, *self.proc.children(recursive=True)]:
-            try:
+            with contextlib.suppress(psutil.Error):
                 total += p.memory_info().rss
-            except psutil.Error:
-                pass
         return total
 
     def _run(self) -> None:

@@ -214,7 +214,15 @@ class GeoTIFFSource(TileSource):
             if not src.tile_exists(x, y, z):
                 return None
             try:
-                img = src.tile(x, y, z, tilesize=self.tile_size, indexes=self.info.rgb)
+                img = src.tile(
+                    x,
+                    y,
+                    z,
+                    tilesize=self.tile_size,
+                    indexes=self.info.rgb,
+                    resampling_method="bilinear",  # as the pyramid's max zoom
+                    reproject_method="bilinear",
+                )
             except TileOutsideBounds:
                 return None
         if not img.mask.any():
@@ -348,9 +356,9 @@ def make_server(
 ) -> ThreadingHTTPServer:
     """A bound, not yet running server (``port=0`` picks a free port); call ``serve_forever``."""
     tiles = open_tileset(path)
-    src = GeoTIFFSource(Path(source)) if source is not None else None
     if source is not None and Path(source).suffix.lower() not in (".tif", ".tiff", ".vrt"):
         raise TilesetError(f"--source {source} must be a GeoTIFF (the aerial imagery to compare against)")
+    src = GeoTIFFSource(Path(source)) if source is not None else None
     handler = type("BoundTileHandler", (TileHandler,), {"config": ServeConfig(tiles, src, cors)})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True

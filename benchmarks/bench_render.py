@@ -163,11 +163,10 @@ def bench_seams(args: argparse.Namespace) -> dict:
     src = Path(args.input or VIENNA)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, overlap in (
-            ("naive (overlap 0, no blending)", 0),
-            (f"geopix (overlap {args.overlap})", args.overlap),
-        ):
-            out = Path(tmp) / name.split()[0]
+        overlaps = [int(o) for o in str(args.overlaps or args.overlap).split(",")]
+        runs = [("naive (overlap 0, no blending)", 0)] + [(f"geopix (overlap {o})", o) for o in overlaps if o]
+        for name, overlap in runs:
+            out = Path(tmp) / f"o{overlap}"
             render_once(
                 src, out, model, overlap=overlap, output_resolution="model", chunk_size=4096, resample=args.resample
             )
@@ -275,6 +274,7 @@ def main() -> None:
     ap.add_argument("--model", default="")
     ap.add_argument("--input", default="")
     ap.add_argument("--overlap", type=int, default=64)
+    ap.add_argument("--overlaps", default="", help="seams: a comma-separated sweep, e.g. 16,32,64,96")
     ap.add_argument("--sizes", default="4096,16384")
     ap.add_argument("--size", type=int, default=3072)
     ap.add_argument("--chunk", type=int, default=1024)

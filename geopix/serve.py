@@ -195,8 +195,13 @@ class GeoTIFFSource(TileSource):
     cache_control = CACHE_DYNAMIC
 
     def __init__(self, path: Path, tile_size: int = 256) -> None:
+        # Imported here, on the main thread: first imports of rio_tiler racing in request threads fail.
+        from rio_tiler.errors import TileOutsideBounds
+        from rio_tiler.io import Reader
+
         from geopix.pyramid import auto_maxzoom, auto_minzoom, inspect_map
 
+        self._reader, self._outside = Reader, TileOutsideBounds
         self.path = path
         self.tile_size = tile_size
         self.ext = "png"
@@ -205,12 +210,9 @@ class GeoTIFFSource(TileSource):
         self.minzoom = auto_minzoom(self.info, self.maxzoom, tile_size)
 
     def get(self, z: int, x: int, y: int) -> bytes | None:
-        from rio_tiler.errors import TileOutsideBounds
-        from rio_tiler.io import Reader
-
         if z > self.maxzoom + 3:
             return None
-        with Reader(str(self.path)) as src:
+        with self._reader(str(self.path)) as src:
             if not src.tile_exists(x, y, z):
                 return None
             try:
@@ -223,7 +225,7 @@ class GeoTIFFSource(TileSource):
                     resampling_method="bilinear",  # as the pyramid's max zoom
                     reproject_method="bilinear",
                 )
-            except TileOutsideBounds:
+            except self._outside:
                 return None
         if not img.mask.any():
             return None

@@ -71,6 +71,7 @@ class RenderConfig:
     allow_no_crs: bool = False
     overwrite: bool = False
     keep_zarr: bool = False
+    force: bool = False  # discard an unfinished block store of a different job
     cog: bool = True
     progress: bool = True
     #: Also write XYZ web tiles here (a folder, ``.pmtiles`` or ``.mbtiles``); relative to ``output_dir``.

@@ -116,7 +116,7 @@ def process_block(job: BlockJob, block: Block) -> dict[str, float]:
     out[3] = mask.astype(np.uint8) * 255
     t["blend"] += time.perf_counter() - t3
     t4 = time.perf_counter()
-    write_block(job.store, block.out, out)
+    write_block(job.store, block.out, out, block.index)
     t["write"] += time.perf_counter() - t4
     return {
         **t,

@@ -24,7 +24,7 @@ from geopix.models.checkpoint import LoadedModel, ModelSpec
 from geopix.models.registry import load_model, resolve_model
 from geopix.plan import Block, RenderPlan, Window
 from geopix.read import RasterInfo, inspect_raster, work_grid
-from geopix.write import StoreSpec, create_store, finalize_geotiff, prepare_output, remove_store, write_manifest
+from geopix.write import StoreSpec, finalize_geotiff, open_store, prepare_output, remove_store, write_manifest
 
 MAP_NAME = "map.tif"
 STORE_NAME = "map.zarr"
@@ -45,6 +45,7 @@ class RenderResult:
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
     tiles_path: Path | None = None
+    blocks_resumed: int = 0  # blocks found finished by an interrupted earlier run
 
     @property
     def tiles_per_second(self) -> float:
@@ -166,8 +167,14 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
     xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
     prepare_output(out_dir, [MAP_NAME, *xyz_name], config.overwrite)
     job, plan = build_job(config, info, model, out_dir)
-    blocks = list(plan.blocks())
-    create_store(job.store, attrs={"geopix": __version__, "input": info.path, "model": job.model_path})
+    all_blocks = list(plan.blocks())
+    done = open_store(
+        job.store,
+        fingerprint(job, config),
+        {"geopix": __version__, "input": info.path, "model": job.model_path},
+        force=config.force,
+    )
+    blocks = [b for b in all_blocks if b.index not in done]
     stats = _execute(job, blocks, config)
     t_write = time.perf_counter()
     map_path = finalize_geotiff(
@@ -209,7 +216,8 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
         tiles=plan.n_tiles,
         tiles_run=int(stats.pop("tiles", 0)),
         tiles_skipped=int(stats.pop("skipped", 0)),
-        blocks=len(blocks),
+        blocks=len(all_blocks),
+        blocks_resumed=len(done),
         seconds=seconds,
         stage_seconds={k: round(v, 3) for k, v in stats.items() if k != "pixels"},
         tiles_path=pyramid.path if pyramid else None,
@@ -228,11 +236,38 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
             "tiles": result.tiles,
             "tiles_run": result.tiles_run,
             "blocks": result.blocks,
+            "blocks_resumed": result.blocks_resumed,
             "seconds": round(seconds, 3),
             "stage_seconds": result.stage_seconds,
         },
     )
     return result
+
+
+def fingerprint(job: BlockJob, config: RenderConfig) -> str:
+    """What makes two renders the same job: input file, model bytes, and every setting that
+    changes pixels.  An interrupted render resumes only into a store with this fingerprint."""
+    import hashlib
+
+    src = Path(job.info.path).stat()
+    h = hashlib.sha256()
+    with open(job.model_path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    doc = {
+        "geopix": __version__,
+        "input": job.info.path,
+        "size": src.st_size,
+        "mtime_ns": src.st_mtime_ns,
+        "model_sha256": h.hexdigest(),
+        "plan": dataclasses.asdict(job.plan),
+        "grid": dataclasses.asdict(job.grid),
+        "bands": job.info.bands,
+        "aoi": job.aoi_wkb.hex() if job.aoi_wkb else None,
+        "output_on_work": job.output_on_work,
+        "batch": job.infer.batch_size,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def build_job(config: RenderConfig, info: RasterInfo, model: LoadedModel, out_dir: Path) -> tuple[BlockJob, RenderPlan]:

@@ -51,11 +51,53 @@ def create_store(spec: StoreSpec, attrs: dict | None = None) -> zarr.Array:
     return arr
 
 
-def write_block(spec: StoreSpec, out: Window, rgba: np.ndarray) -> None:
-    """Write one block (exactly one chunk) of ``(4, h, w)`` uint8."""
+def write_block(spec: StoreSpec, out: Window, rgba: np.ndarray, index: tuple[int, int] | None = None) -> None:
+    """Write one block (exactly one chunk) of ``(4, h, w)`` uint8, then mark it done.
+
+    The marker is written after the chunk, so a block killed half-way is never counted as
+    done; writing the same block twice gives the same bytes (idempotent).
+    """
     arr = zarr.open_array(store=spec.path, mode="r+")
     r, c = out.row - spec.row, out.col - spec.col
     arr[:, r : r + out.height, c : c + out.width] = rgba
+    if index is not None:
+        marker = Path(spec.path) / DONE_DIR / f"{index[0]}_{index[1]}"
+        marker.parent.mkdir(exist_ok=True)
+        marker.write_bytes(b"")
+
+
+DONE_DIR = "geopix_done"
+FINGERPRINT_ATTR = "geopix_fingerprint"
+
+
+def open_store(spec: StoreSpec, fingerprint: str, attrs: dict, *, force: bool) -> set[tuple[int, int]]:
+    """Create the block store, or reopen an interrupted one; return the blocks already done.
+
+    A store left by an earlier run of the *same* job (same fingerprint) is resumed; one from a
+    different input, model or setting is refused unless ``force`` (then it is started afresh).
+    """
+    from geopix.errors import ResumeError
+
+    root = Path(spec.path)
+    if root.exists():
+        try:
+            old = zarr.open_array(store=spec.path, mode="r").attrs.get(FINGERPRINT_ATTR)
+        except Exception:  # an unreadable store is as good as none
+            old = None
+        if old == fingerprint:
+            done = set()
+            for p in (root / DONE_DIR).glob("*_*"):
+                a, b = p.name.split("_")
+                done.add((int(a), int(b)))
+            return done
+        if old is not None and not force:
+            raise ResumeError(
+                f"{root} holds an unfinished render of a different input, model or setting; "
+                "rerun the original command to finish it, or pass --force to discard it"
+            )
+        shutil.rmtree(root)
+    create_store(spec, attrs={**attrs, FINGERPRINT_ATTR: fingerprint})
+    return set()
 
 
 def prepare_output(out_dir: Path, names: list[str], overwrite: bool) -> None:

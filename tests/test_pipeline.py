@@ -233,3 +233,41 @@ def test_render_with_web_tiles(aerial: Path, checkpoint: Path, tmp_path: Path) -
                 xyz=Path("../tiles.mbtiles"),
             )
         )
+
+
+def test_interrupted_render_resumes_and_matches(
+    monkeypatch: pytest.MonkeyPatch, aerial: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    import geopix.execute as execute
+
+    reference = _pixels(_render(aerial, tmp_path / "ref", checkpoint, tiles=TileConfig(256, 64, 256)))
+    real = execute.process_block
+    calls = {"n": 0}
+
+    def dies_after_three(job, block):
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return real(job, block)
+
+    monkeypatch.setattr(execute, "process_block", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        _render(aerial, tmp_path / "o", checkpoint, tiles=TileConfig(256, 64, 256))
+    assert not (tmp_path / "o" / "map.tif").exists()
+    monkeypatch.setattr(execute, "process_block", real)
+    # a different setting must not reuse the unfinished store
+    with pytest.raises(errors.ResumeError, match="--force"):
+        _render(aerial, tmp_path / "o", checkpoint, tiles=TileConfig(256, 32, 256))
+    result = render(
+        RenderConfig(
+            input=aerial,
+            output_dir=tmp_path / "o",
+            model=str(checkpoint),
+            tiles=TileConfig(256, 64, 256),
+            scheduler="sync",
+            progress=False,
+        )
+    )
+    assert result.blocks_resumed == 3 and result.blocks == 9
+    got = _pixels(tmp_path / "o" / "map.tif")
+    assert np.array_equal(got[0], reference[0]) and np.array_equal(got[1], reference[1])

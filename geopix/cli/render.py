@@ -29,7 +29,8 @@ def _summary(result, extra: list[str] | None = None) -> None:
     t.add_row("output", str(result.map_path))
     t.add_row("size", f"{result.width} × {result.height} px")
     t.add_row("tiles", f"{result.tiles} planned, {result.tiles_run} run, {result.tiles_skipped} skipped (no data)")
-    t.add_row("blocks", str(result.blocks))
+    resumed = f" ({result.blocks_resumed} already done by an interrupted run)" if result.blocks_resumed else ""
+    t.add_row("blocks", f"{result.blocks}{resumed}")
     t.add_row("time", f"{result.seconds:.1f} s")
     t.add_row("throughput", f"{result.tiles_per_second:.2f} tiles/s, {result.megapixels_per_second:.2f} Mpx/s")
     t.add_row("stages (worker-seconds)", ", ".join(f"{k} {v:.1f}" for k, v in result.stage_seconds.items()))
@@ -62,6 +63,7 @@ def render_cmd(
     allow_no_crs: bool = typer.Option(False, help="Accept a raster without CRS (output is not georeferenced)."),
     overwrite: bool = typer.Option(False, help="Replace an existing map.tif."),
     keep_zarr: bool = typer.Option(False, help="Keep the intermediate zarr block store."),
+    force: bool = typer.Option(False, help="Discard an unfinished render of a different job in OUTPUT/map.zarr."),
     cog: bool = typer.Option(True, "--cog/--no-cog", help="Write a Cloud-Optimized GeoTIFF with overviews."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     xyz: Path = typer.Option(
@@ -86,6 +88,7 @@ def render_cmd(
         allow_no_crs=allow_no_crs,
         overwrite=overwrite,
         keep_zarr=keep_zarr,
+        force=force,
         cog=cog,
         progress=progress,
         xyz=xyz,

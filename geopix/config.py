@@ -118,6 +118,7 @@ class TrainConfig:
     threads: int | None = None
     save_every: int = 1
     sample_every: int = 1
+    bn_recal_batches: int = 25  # batches used to recompute BatchNorm statistics before each save
     max_images: int | None = None  # use only the first N training pairs (quick runs, tests)
     resume: bool = False
     progress: bool = True

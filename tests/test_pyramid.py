@@ -16,7 +16,7 @@ from rasterio.transform import from_bounds
 from rasterio.warp import reproject
 
 from geopix.cli import main
-from geopix.errors import OutputExistsError, TileFormatError, ZoomRangeError
+from geopix.errors import EmptyRasterError, OutputExistsError, TileFormatError, ZoomRangeError
 from geopix.pyramid import (
     PyramidConfig,
     auto_maxzoom,
@@ -277,11 +277,23 @@ def test_jpeg_needs_an_unmasked_raster(map_tif: Path, tmp_path: Path) -> None:
     with pytest.raises(TileFormatError, match="jpg"):
         build_pyramid(map_tif, tmp_path / "j", PyramidConfig(format="jpg"), scheduler="sync", progress=False)
     assert not list(tmp_path.iterdir())
+    # an internal mask that marks every pixel valid (as a rendered COG has) does not need alpha
     opaque = make_map(tmp_path / "opaque.tif", 200, masked=False)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(opaque, "r+") as ds:
+        ds.write_mask(np.full((200, 200), 255, np.uint8))
     res = build_pyramid(opaque, tmp_path / "j", PyramidConfig(format="jpg"), scheduler="sync", progress=False)
     p = next((tmp_path / "j" / str(res.maxzoom)).glob("*/*.jpg"))
     with Image.open(p) as im:
         assert im.format == "JPEG" and im.mode == "RGB"
+
+
+def test_fully_masked_raster_is_an_error(tmp_path: Path) -> None:
+    path = make_map(tmp_path / "empty.tif", 64)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as ds:
+        ds.write_mask(np.zeros((64, 64), np.uint8))
+    with pytest.raises(EmptyRasterError, match="no valid pixels"):
+        build_pyramid(path, tmp_path / "e.pmtiles", PyramidConfig(), scheduler="sync", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tif", "empty_src.tif"]
 
 
 def test_overwrite_and_atomic_output(map_tif: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

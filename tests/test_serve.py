@@ -191,3 +191,32 @@ def test_unservable_paths(tmp_path: Path, tilesets: dict[str, Path]) -> None:
         make_server(tmp_path / "x.txt", port=0)
     with pytest.raises(TilesetError, match="--source"):
         make_server(tilesets["dir"], port=0, source=tilesets["pmtiles"])
+
+
+def test_pmtiles_leaf_directories(tmp_path: Path) -> None:
+    """An archive big enough to need leaf directories reads the same as pmtiles' own Reader."""
+    from pmtiles.reader import MmapSource, Reader
+    from pmtiles.tile import Compression, TileType, zxy_to_tileid
+    from pmtiles.writer import Writer
+
+    from geopix.serve import PMTilesSource
+
+    z = 12
+    rng = np.random.default_rng(0)
+    ids = rng.choice(4096 * 4096, size=30000, replace=False)  # random ids: directories compress badly
+    tiles = [(int(i % 4096), int(i // 4096)) for i in ids]
+    path = tmp_path / "big.pmtiles"
+    with open(path, "wb") as f:
+        w = Writer(f)
+        for x, y in sorted(tiles, key=lambda t: zxy_to_tileid(z, *t)):
+            w.write_tile(zxy_to_tileid(z, x, y), f"{x},{y}".encode() * (1 + (x * y) % 7))
+        w.finalize({"tile_type": TileType.PNG, "tile_compression": Compression.NONE}, {"name": "big"})
+    src = PMTilesSource(path)
+    with open(path, "rb") as f:
+        reader = Reader(MmapSource(f))
+        assert reader.header()["leaf_directory_length"] > 0
+        present = set(tiles)
+        for x, y in [*tiles[::97], (1, 1), (4095, 4094)]:
+            assert src.get(z, x, y) == reader.get(z, x, y)
+            assert src.get(z, x, y) == (f"{x},{y}".encode() * (1 + (x * y) % 7) if (x, y) in present else None)
+    src.close()

@@ -1,0 +1,163 @@
+"""Web tiles: ``geopix tiles`` vs ``gdal2tiles --xyz`` on the same raster and zoom range.
+
+Prints a side-by-side table (wall time, tiles, bytes) and writes JSON.  Nothing asserts.
+
+    python benchmarks/bench_tiles.py [--input MAP.tif | --size 4096] [--zoom 14-18] [--processes 2]
+
+Without ``--input`` a synthetic map raster (RGB + internal mask, top-left quarter masked,
+0.5 m/px, UTM 33N) of ``--size``² pixels is written to a temporary folder.  gdal2tiles comes
+from Debian's ``gdal-bin`` (``gdal2tiles`` or ``gdal2tiles.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def synthetic_map(path: Path, size: int, res: float = 0.5) -> Path:
+    """A map-like raster as ``geopix render`` writes it (RGB + internal mask), written in blocks."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    from geopix.testing import _scene
+
+    block = 1024
+    profile = {
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": "EPSG:32633",
+        "transform": from_origin(500000.0, 5300000.0, res, res),
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+        "photometric": "RGB",
+    }
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **profile) as dst:
+        for r in range(0, size, block):
+            for c in range(0, size, block):
+                h, w = min(block, size - r), min(block, size - c)
+                _, rgb = _scene((h, w), seed=(r // block) * 97 + c // block)
+                mask = np.full((h, w), 255, np.uint8)
+                rr, cc = np.mgrid[r : r + h, c : c + w]
+                mask[(rr < size // 2) & (cc < size // 2)] = 0
+                win = Window(c, r, w, h)
+                dst.write(np.where(mask > 0, rgb.transpose(2, 0, 1), 0), window=win)
+                dst.write_mask(mask, window=win)
+    return path
+
+
+def tree_stats(root: Path, ext: str = "png") -> tuple[int, int, int]:
+    """(tiles, bytes, fully transparent tiles) under ``root``."""
+    from PIL import Image
+
+    files = list(root.rglob(f"*.{ext}"))
+    empty = 0
+    for f in files:
+        with Image.open(f) as im:
+            if im.mode in ("RGBA", "LA") and im.getchannel("A").getextrema()[1] == 0:
+                empty += 1
+    return len(files), sum(f.stat().st_size for f in files), empty
+
+
+def run_gdal2tiles(src: Path, out: Path, zoom: str, processes: int) -> dict:
+    exe = shutil.which("gdal2tiles") or shutil.which("gdal2tiles.py")
+    if exe is None:
+        return {"tool": "gdal2tiles", "skipped": "gdal2tiles not installed (apt-get install gdal-bin)"}
+    # bilinear: the resampling geopix uses at the max zoom
+    cmd = [
+        exe,
+        "--xyz",
+        f"--processes={processes}",
+        "-z",
+        zoom,
+        "-r",
+        "bilinear",
+        "-w",
+        "none",
+        "-q",
+        str(src),
+        str(out),
+    ]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - t0
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip()
+    tiles, nbytes, empty = tree_stats(out)
+    return {"tool": "gdal2tiles", "version": version, "command": " ".join(cmd), "seconds": seconds,
+            "tiles": tiles, "bytes": nbytes, "empty_tiles": empty}  # fmt: skip
+
+
+def run_geopix(src: Path, out: Path, zoom: str, workers: int, scheduler: str | None) -> dict:
+    from geopix.pyramid import PyramidConfig, build_pyramid, parse_zoom
+
+    lo, hi = parse_zoom(zoom)
+    t0 = time.perf_counter()
+    res = build_pyramid(src, out, PyramidConfig(minzoom=lo, maxzoom=hi), scheduler=scheduler, workers=workers,
+                        progress=False)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    tiles, nbytes, empty = tree_stats(out)
+    label = "geopix (sync, 1 process)" if scheduler == "sync" else f"geopix (Dask, {workers} workers)"
+    return {"tool": label, "seconds": seconds, "tiles": tiles, "bytes": nbytes, "empty_tiles": empty,
+            "per_zoom": res.tiles_per_zoom}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--input", type=Path, help="map GeoTIFF; default: a synthetic one")
+    ap.add_argument("--size", type=int, default=4096, help="synthetic raster side in pixels")
+    ap.add_argument("--zoom", default=None, help="zoom range MIN-MAX; default: geopix's automatic range")
+    ap.add_argument("--processes", type=int, default=2, help="gdal2tiles processes = geopix Dask workers")
+    ap.add_argument("--sync", action="store_true", help="also time geopix in one process")
+    ap.add_argument("--json", type=Path, default=Path("bench_tiles.json"))
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="geopix-bench-tiles-") as tmp:
+        tmp = Path(tmp)
+        src = args.input or synthetic_map(tmp / "map.tif", args.size)
+        if args.zoom is None:
+            from geopix.pyramid import PyramidConfig, inspect_map, zoom_range
+
+            lo, hi = zoom_range(inspect_map(src), PyramidConfig())
+            args.zoom = f"{lo}-{hi}"
+        rows = [run_gdal2tiles(src, tmp / "gdal2tiles", args.zoom, args.processes)]
+        rows.append(run_geopix(src, tmp / "geopix", args.zoom, args.processes, None))
+        if args.sync:
+            rows.append(run_geopix(src, tmp / "geopix-sync", args.zoom, 1, "sync"))
+        import rasterio
+
+        with rasterio.open(src) as s:
+            raster = {"path": str(args.input or f"synthetic {args.size}²"), "size": [s.width, s.height],
+                      "crs": str(s.crs), "res": list(s.res)}  # fmt: skip
+
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    print(f"raster: {raster['path']} {raster['size'][0]}×{raster['size'][1]} px, {raster['crs']}, "
+          f"res {raster['res'][0]:g}; zoom {args.zoom}; {machine['cpus']} CPUs")  # fmt: skip
+    print(f"{'tool':<28} {'wall s':>8} {'tiles':>7} {'empty':>6} {'MB':>8} {'tiles/s':>8}")
+    for r in rows:
+        if "skipped" in r:
+            print(f"{r['tool']:<28} skipped: {r['skipped']}")
+            continue
+        print(f"{r['tool']:<28} {r['seconds']:>8.1f} {r['tiles']:>7} {r['empty_tiles']:>6} {r['bytes'] / 1e6:>8.2f} "
+              f"{r['tiles'] / r['seconds']:>8.1f}")  # fmt: skip
+    args.json.write_text(json.dumps({"raster": raster, "zoom": args.zoom, "machine": machine, "results": rows},
+                                    indent=2, default=str))  # fmt: skip
+    print(f"JSON: {args.json}")
+
+
+if __name__ == "__main__":
+    main()

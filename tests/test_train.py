@@ -168,3 +168,22 @@ def test_ddp_on_cpu_with_gloo(data: Path, tmp_path: Path, preset: str) -> None:
     state = torch.load(tmp_path / STATE, weights_only=True)
     assert int(state["epoch"]) == 1
     assert not any(k.startswith("module.") for k in state["G"])  # the bare network, loadable alone
+
+
+def test_bn_recalibration_matches_the_current_weights(data: Path, tmp_path: Path) -> None:
+    """Running statistics are recomputed from the weights as they are, not left stale."""
+    trainer = Trainer(_cfg(data, tmp_path, "palette", batch_size=2, bn_recal_batches=2))
+    bns = [m for m in trainer.G.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in bns:  # stale statistics, as after weights moved fast
+        m.running_mean.fill_(5.0)
+        m.running_var.fill_(100.0)
+    trainer.recalibrate_bn()
+    first = bns[0]
+    assert first.momentum == 0.1 and float(first.running_var.mean()) < 50
+    # the first norm follows the first convolution: its running mean is the batch mean over
+    # the calibration images (a cumulative average of two batches of two)
+    x = torch.stack([trainer.dataset[i]["a"] for i in range(4)])
+    conv = trainer.G.model.model[1].model[1]
+    with torch.no_grad():
+        y = conv(torch.nn.functional.leaky_relu(trainer.G.model.model[0](x), 0.2))
+    torch.testing.assert_close(first.running_mean, y.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)

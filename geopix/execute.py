@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -36,7 +37,44 @@ class BlockJob:
     infer: InferConfig = field(default_factory=InferConfig)
     output_on_work: bool = False
     aoi_wkb: bytes | None = None  # AOI in the raster's CRS
+    #: Share predictions of tiles on block borders through files beside the store, so a
+    #: neighbouring block reads them instead of running the model again.
+    cache_tiles: bool = True
     out_transform: tuple[float, ...] | None = None  # output grid affine (for the AOI mask)
+
+
+TILE_CACHE = "geopix_tiles"
+
+
+class TileCache:
+    """Predictions of border tiles, one ``.npy`` file each (float32, exact).
+
+    A prediction is a pure function of the tile's pixels, so a cached one equals a fresh one
+    bit for bit; two blocks writing the same tile write the same bytes (atomic rename).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, ij: tuple[int, int]) -> Path:
+        return self.root / f"{ij[0]}_{ij[1]}.npy"
+
+    def get(self, ij: tuple[int, int]) -> np.ndarray | None:
+        try:
+            return np.load(self._path(ij))
+        except (FileNotFoundError, ValueError, OSError):
+            return None
+
+    def put(self, ij: tuple[int, int], pred: np.ndarray) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{ij[0]}_{ij[1]}.{os.getpid()}.{threading.get_ident()}.npy"
+        np.save(tmp, np.ascontiguousarray(pred, dtype=np.float32))
+        tmp.replace(self._path(ij))
+
+
+def cache_friendly_order(blocks: list[Block]) -> list[Block]:
+    """Checkerboard order: blocks of one colour first, so the others find every shared tile done."""
+    return sorted(blocks, key=lambda b: ((b.index[0] + b.index[1]) % 2, b.index))
 
 
 # ---- one worker process ---------------------------------------------------------------------
@@ -81,24 +119,36 @@ def process_block(job: BlockJob, block: Block) -> dict[str, float]:
     t["read"] += time.perf_counter() - t0
 
     acc = Accumulator(block.work, 3, plan.tile, plan.overlap)
-    todo = []
+    cache = TileCache(Path(job.store.path) / TILE_CACHE) if job.cache_tiles else None
+    todo, preds = [], {}
     for ij in block.tiles:
         win = grid.window(*ij)
         sl = win.relative_to(block.read)
-        if valid[sl].any():
-            todo.append((win, sl))
+        if not valid[sl].any():
+            continue
+        shared = win.intersection(block.work) != win  # a neighbouring block needs it too
+        cached = cache.get(ij) if cache is not None and shared else None
+        if cached is not None:
+            preds[ij] = cached
+        else:
+            todo.append((ij, sl, shared))
     bs = job.infer.batch_size
     for batch in _batches(todo, bs):
         t1 = time.perf_counter()
         x = np.zeros((bs, 3, plan.tile, plan.tile), dtype=np.float32)  # fixed shape: same kernels
-        for k, (_, sl) in enumerate(batch):
+        for k, (_, sl, _) in enumerate(batch):
             x[k] = data[(slice(None), *sl)]
         pred = predictor.predict(x)
-        t2 = time.perf_counter()
-        for k, (win, _) in enumerate(batch):
-            acc.add(win, pred[k])
-        t["infer"] += t2 - t1
-        t["blend"] += time.perf_counter() - t2
+        t["infer"] += time.perf_counter() - t1
+        for k, (ij, _, shared) in enumerate(batch):
+            preds[ij] = pred[k]
+            if cache is not None and shared:
+                cache.put(ij, pred[k])
+    t2 = time.perf_counter()
+    for ij in block.tiles:  # always the global order, whichever tiles came from the cache
+        if ij in preds:
+            acc.add(grid.window(*ij), preds[ij])
+    t["blend"] += time.perf_counter() - t2
 
     t3 = time.perf_counter()
     values, covered = acc.result()
@@ -121,7 +171,8 @@ def process_block(job: BlockJob, block: Block) -> dict[str, float]:
     return {
         **t,
         "tiles": float(len(todo)),
-        "skipped": float(len(block.tiles) - len(todo)),
+        "cached": float(len(preds) - len(todo)),
+        "skipped": float(len(block.tiles) - len(preds)),
         "pixels": float(block.out.size),
     }
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from geopix import __version__
 from geopix.config import InferConfig, RenderConfig, TileConfig
 from geopix.errors import AOIError, GeopixError, InputNotFoundError, NotARasterError, TilingError
-from geopix.execute import BlockJob, connect, default_workers, run_dask, run_sync
+from geopix.execute import BlockJob, cache_friendly_order, connect, default_workers, run_dask, run_sync
 from geopix.models.checkpoint import LoadedModel, ModelSpec
 from geopix.models.registry import load_model, resolve_model
 from geopix.plan import Block, RenderPlan, Window
@@ -46,6 +46,7 @@ class RenderResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     tiles_path: Path | None = None
     blocks_resumed: int = 0  # blocks found finished by an interrupted earlier run
+    tiles_cached: int = 0  # border tiles read from a neighbouring block instead of recomputed
 
     @property
     def tiles_per_second(self) -> float:
@@ -172,9 +173,9 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
         job.store,
         fingerprint(job, config),
         {"geopix": __version__, "input": info.path, "model": job.model_path},
-        force=config.force,
+        force=config.force or config.overwrite,
     )
-    blocks = [b for b in all_blocks if b.index not in done]
+    blocks = cache_friendly_order([b for b in all_blocks if b.index not in done])
     stats = _execute(job, blocks, config)
     t_write = time.perf_counter()
     map_path = finalize_geotiff(
@@ -216,6 +217,7 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
         tiles=plan.n_tiles,
         tiles_run=int(stats.pop("tiles", 0)),
         tiles_skipped=int(stats.pop("skipped", 0)),
+        tiles_cached=int(stats.pop("cached", 0)),
         blocks=len(all_blocks),
         blocks_resumed=len(done),
         seconds=seconds,
@@ -235,6 +237,7 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
             "output": str(map_path),
             "tiles": result.tiles,
             "tiles_run": result.tiles_run,
+            "tiles_cached": result.tiles_cached,
             "blocks": result.blocks,
             "blocks_resumed": result.blocks_resumed,
             "seconds": round(seconds, 3),

@@ -28,7 +28,11 @@ def _summary(result, extra: list[str] | None = None) -> None:
     t = Table(title="geopix render", show_header=False)
     t.add_row("output", str(result.map_path))
     t.add_row("size", f"{result.width} × {result.height} px")
-    t.add_row("tiles", f"{result.tiles} planned, {result.tiles_run} run, {result.tiles_skipped} skipped (no data)")
+    t.add_row(
+        "tiles",
+        f"{result.tiles} planned, {result.tiles_run} run, {result.tiles_cached} shared between blocks, "
+        f"{result.tiles_skipped} skipped (no data)",
+    )
     resumed = f" ({result.blocks_resumed} already done by an interrupted run)" if result.blocks_resumed else ""
     t.add_row("blocks", f"{result.blocks}{resumed}")
     t.add_row("time", f"{result.seconds:.1f} s")

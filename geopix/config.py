@@ -67,7 +67,8 @@ class RenderConfig:
     resample: bool = True
     output_resolution: str = "source"  # source | model
     workers: int | None = None
-    scheduler: str | None = None
+    scheduler: str | None = None  # address, scheduler file, or "sync"; None: $DASK_SCHEDULER_ADDRESS or local
+    scheduler_file: Path | None = None  # written by `dask scheduler --scheduler-file`
     allow_no_crs: bool = False
     overwrite: bool = False
     keep_zarr: bool = False

@@ -205,29 +205,148 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 2))
 
 
-def connect(scheduler: str | None, workers: int | None, threads: int | None):
-    """A ``distributed.Client``: to ``scheduler`` if given (address or scheduler file), else a LocalCluster."""
+#: Environment variable naming a scheduler when neither --scheduler nor --scheduler-file is given
+#: (the same name Dask itself reads).
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+#: How long to wait for a remote scheduler to have at least one worker (seconds).
+WORKER_WAIT_ENV = "GEOPIX_WORKER_WAIT"
+#: Packages whose versions must agree between client and workers: a mismatch in the first group
+#: breaks (de)serialisation of tasks, in ``geopix`` it can change pixels, in ``torch`` too
+#: (compared without the ``+cpu``/``+cu126`` build tag, so CPU and GPU workers can mix).
+_SERIALISATION_PACKAGES = ("python", "dask", "distributed", "cloudpickle", "msgpack")
+_WORKER_PACKAGES = ("geopix", "torch")
+
+
+def resolve_scheduler(scheduler: str | None, scheduler_file: str | Path | None = None) -> str | None:
+    """The cluster to use: ``--scheduler``, else ``--scheduler-file``, else ``$DASK_SCHEDULER_ADDRESS``.
+
+    ``None`` means a local cluster; ``"sync"`` means in this process.
+    """
+    if scheduler and scheduler_file:
+        raise ClusterError("give either --scheduler or --scheduler-file, not both")
+    if scheduler:
+        return scheduler
+    if scheduler_file:
+        if not Path(scheduler_file).is_file():
+            raise ClusterError(
+                f"--scheduler-file {scheduler_file} does not exist; `dask scheduler --scheduler-file FILE` writes it"
+            )
+        return str(scheduler_file)
+    return os.environ.get(SCHEDULER_ENV) or None
+
+
+def _comparable(pkg: str, version: str | None) -> str | None:
+    if version is None:
+        return None
+    if pkg == "torch":
+        return version.split("+")[0]
+    if pkg == "python":
+        return ".".join(version.split(".")[:2])
+    return version
+
+
+def version_mismatches(versions: dict) -> list[str]:
+    """Lines naming each package whose version differs between this client and the cluster.
+
+    ``versions`` is what ``Client.get_versions(packages=["geopix", "torch"])`` returns.  Pure, so
+    it is tested without a cluster.
+    """
+    client = versions["client"]["packages"]
+    problems = []
+    nodes = {"scheduler": versions.get("scheduler") or {}}
+    nodes.update({f"worker {addr}": v or {} for addr, v in (versions.get("workers") or {}).items()})
+    for name, info in nodes.items():
+        pkgs = info.get("packages", {})
+        wanted = _SERIALISATION_PACKAGES + (() if name == "scheduler" else _WORKER_PACKAGES)
+        for pkg in wanted:
+            mine, theirs = _comparable(pkg, client.get(pkg)), _comparable(pkg, pkgs.get(pkg))
+            if mine != theirs:
+                problems.append(f"{name}: {pkg} {theirs or 'MISSING'} (client has {mine or 'MISSING'})")
+    return problems
+
+
+def check_cluster(client, wait_s: float | None = None) -> None:
+    """Fail early and clearly instead of hanging (no workers) or failing in a task (version skew)."""
+    if wait_s is None:
+        wait_s = float(os.environ.get(WORKER_WAIT_ENV, "120"))
+    try:
+        client.wait_for_workers(1, timeout=wait_s)
+    except TimeoutError as exc:
+        raise ClusterError(
+            f"the Dask scheduler at {client.scheduler.address} has no workers after {wait_s:.0f} s; "
+            f"start some with `dask worker {client.scheduler.address}` (or raise ${WORKER_WAIT_ENV})"
+        ) from exc
+    problems = version_mismatches(client.get_versions(packages=list(_WORKER_PACKAGES)))
+    if problems:
+        raise ClusterError(
+            "the cluster runs other package versions than this client: "
+            + "; ".join(problems[:6])
+            + (f" (+{len(problems) - 6} more)" if len(problems) > 6 else "")
+            + "; install the same versions on the workers"
+        )
+
+
+def dashboard_link(client) -> str | None:
+    """The Dask dashboard URL, or None when the scheduler runs without one."""
+    try:
+        return client.dashboard_link
+    except (KeyError, AttributeError, TypeError):
+        return None
+
+
+def connect(
+    scheduler: str | None,
+    workers: int | None,
+    threads: int | None,
+    announce: Callable[[str], None] | None = None,
+):
+    """``(client, cluster_or_None)``: to ``scheduler`` (address or scheduler file), else a LocalCluster.
+
+    A remote cluster is checked (has workers, same versions) before any task is sent; with
+    ``announce`` the dashboard link is passed to it once.
+    """
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
+        timeout = dask.config.get("distributed.comm.timeouts.connect")
+        is_file = scheduler.endswith(".json") or Path(scheduler).is_file()
         try:
-            if scheduler.endswith(".json"):
-                return Client(scheduler_file=scheduler, timeout="20s"), None
-            return Client(scheduler, timeout="20s"), None
-        except (OSError, TimeoutError) as exc:
+            if is_file:
+                client = Client(scheduler_file=scheduler, timeout=timeout)
+            else:
+                client = Client(scheduler, timeout=timeout)
+        except (OSError, TimeoutError, ValueError) as exc:
             raise ClusterError(
                 f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with `dask scheduler` "
-                "or leave --scheduler out to use a local cluster"
+                f"or leave --scheduler/--scheduler-file/${SCHEDULER_ENV} out to use a local cluster"
             ) from exc
-    n = workers or default_workers()
-    cluster = LocalCluster(
-        n_workers=n,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=40,
-    )
-    return Client(cluster), cluster
+        try:
+            check_cluster(client)
+        except BaseException:
+            client.close()
+            raise
+        cluster = None
+    else:
+        n = workers or default_workers()
+        try:
+            import bokeh  # noqa: F401  (the dashboard needs it)
+
+            dashboard: str | None = "127.0.0.1:0"  # ephemeral port: several renders may run at once
+        except ImportError:
+            dashboard = None
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=dashboard,
+            silence_logs=40,
+        )
+        client = Client(cluster)
+    link = dashboard_link(client)
+    if announce is not None and link:
+        announce(f"Dask dashboard: {link}")
+    return client, cluster
 
 
 def run_dask(job: BlockJob, blocks: Iterable[Block], on_done: ProgressFn, client, max_in_flight: int) -> None:
@@ -253,7 +372,7 @@ def run_dask(job: BlockJob, blocks: Iterable[Block], on_done: ProgressFn, client
         ac.add(fut)
         return True
 
-    ac = as_completed()
+    ac = as_completed(loop=client.loop)  # this client's loop, not the default client's (renders in threads)
     for _ in range(max_in_flight):
         if not submit_next():
             break

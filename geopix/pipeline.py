@@ -19,7 +19,15 @@ from pathlib import Path
 from geopix import __version__
 from geopix.config import InferConfig, RenderConfig, TileConfig
 from geopix.errors import AOIError, GeopixError, InputNotFoundError, NotARasterError, TilingError
-from geopix.execute import BlockJob, cache_friendly_order, connect, default_workers, run_dask, run_sync
+from geopix.execute import (
+    BlockJob,
+    cache_friendly_order,
+    connect,
+    default_workers,
+    resolve_scheduler,
+    run_dask,
+    run_sync,
+)
 from geopix.models.checkpoint import LoadedModel, ModelSpec
 from geopix.models.registry import load_model, resolve_model
 from geopix.plan import Block, RenderPlan, Window
@@ -168,6 +176,9 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
     xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
     prepare_output(out_dir, [MAP_NAME, *xyz_name], config.overwrite)
     job, plan = build_job(config, info, model, out_dir)
+    scheduler = resolve_scheduler(config.scheduler, config.scheduler_file)
+    if scheduler != config.scheduler:  # --scheduler-file or $DASK_SCHEDULER_ADDRESS: also for the pyramid
+        config = dataclasses.replace(config, scheduler=scheduler, scheduler_file=None)
     all_blocks = list(plan.blocks())
     done = open_store(
         job.store,
@@ -337,7 +348,7 @@ def _execute(job: BlockJob, blocks: list[Block], config: RenderConfig) -> dict[s
         if config.scheduler is None and job.infer.threads is None:
             threads = max(1, (os.cpu_count() or 1) // workers)
             job = dataclasses.replace(job, infer=dataclasses.replace(job.infer, threads=threads))
-        client, cluster = connect(config.scheduler, workers, job.infer.threads)
+        client, cluster = connect(config.scheduler, workers, job.infer.threads, announce=_to_stderr)
         try:
             n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
             run_dask(job, blocks, on_done, client, max_in_flight=2 * n_workers)
@@ -346,6 +357,12 @@ def _execute(job: BlockJob, blocks: list[Block], config: RenderConfig) -> dict[s
             if cluster is not None:
                 cluster.close()
     return totals
+
+
+def _to_stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
 
 
 def _config_from_kwargs(kwargs: dict) -> RenderConfig:

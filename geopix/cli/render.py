@@ -58,6 +58,9 @@ def render_cmd(
     scheduler: str = typer.Option(
         None, help="Existing Dask scheduler (tcp://host:port or a scheduler .json); 'sync' runs in-process."
     ),
+    scheduler_file: Path = typer.Option(
+        None, help="Scheduler file written by `dask scheduler --scheduler-file` (else $DASK_SCHEDULER_ADDRESS)."
+    ),
     aoi: Path = typer.Option(None, help="GeoJSON area of interest (any CRS); limits the work and the output."),
     bands: str = typer.Option(None, help="1-based R,G,B band numbers, e.g. 1,2,3."),
     resample: bool = typer.Option(
@@ -89,6 +92,7 @@ def render_cmd(
         output_resolution=output_resolution,
         workers=workers,
         scheduler=scheduler,
+        scheduler_file=scheduler_file,
         allow_no_crs=allow_no_crs,
         overwrite=overwrite,
         keep_zarr=keep_zarr,

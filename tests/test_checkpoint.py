@@ -139,3 +139,17 @@ def test_inference_is_a_pure_function_of_the_tile(checkpoint: Path) -> None:
     together = pred.predict(x)
     assert abs(alone[0] - together[0]).max() < 1e-3
     assert (pred.predict(x) == together).all()
+
+
+def test_export_halves_weights_and_corrects_metadata(checkpoint: Path, tmp_path: Path) -> None:
+    from geopix.cli import main
+
+    dst = tmp_path / "ship.safetensors"
+    note = tmp_path / "note.json"
+    note.write_text('{"acc_5": 0.5}')
+    assert main(["export", str(checkpoint), str(dst), "--ground-resolution", "1.888", "--note", str(note)]) == 0
+    shipped, orig = load_checkpoint(dst), load_checkpoint(checkpoint)
+    assert shipped.spec.ground_resolution_m == 1.888 and '"acc_5": 0.5' in shipped.spec.training
+    w0 = shipped.net.state_dict()["model.model.0.weight"]
+    assert torch.allclose(w0, orig.net.state_dict()["model.model.0.weight"], atol=1e-3)
+    assert dst.stat().st_size < checkpoint.stat().st_size

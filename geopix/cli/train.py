@@ -54,3 +54,30 @@ def train_cmd(
     cfg = TrainConfig(**values)
     path = train(cfg)
     typer.echo(f"generator checkpoint: {path}")
+
+
+@app.command("export")
+def export_cmd(
+    src: Path = typer.Argument(..., help="A generator checkpoint (e.g. RUN_DIR/generator.safetensors)."),
+    dst: Path = typer.Argument(..., help="Where to write the shippable checkpoint."),
+    half: bool = typer.Option(True, "--half/--full", help="Store weights as fp16 (about half the size)."),
+    ground_resolution: float = typer.Option(None, help="Correct the metres per pixel the model expects."),
+    direction: str = typer.Option(None, help="Set AtoB or BtoA."),
+    note: Path = typer.Option(None, help="A JSON file (e.g. an eval report) to record as the training note."),
+) -> None:
+    """Re-save a checkpoint for shipping (fp16, corrected metadata)."""
+    import json
+
+    from geopix.models.checkpoint import export_checkpoint, load_checkpoint
+
+    overrides: dict[str, object] = {}
+    if ground_resolution is not None:
+        overrides["ground_resolution_m"] = ground_resolution
+    if direction is not None:
+        overrides["direction"] = direction
+    if note is not None:
+        training = json.loads(load_checkpoint(src).spec.training or "{}")
+        training["note"] = json.loads(note.read_text())
+        overrides["training"] = json.dumps(training)
+    path = export_checkpoint(src, dst, half=half, **overrides)
+    typer.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")

@@ -221,3 +221,14 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     for p in net.parameters():
         p.requires_grad_(False)
     return LoadedModel(spec=spec, net=net, path=str(path))
+
+
+def export_checkpoint(src: str | Path, dst: str | Path, *, half: bool = True, **overrides: object) -> Path:
+    """Re-save a checkpoint for shipping: fp16 weights (BatchNorm statistics stay fp32) and
+    corrected or added metadata (``ground_resolution_m``, ``training`` JSON, …)."""
+    model = load_checkpoint(src)
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelSpec)}
+    if unknown:
+        raise CheckpointError(f"cannot set {sorted(unknown)} on a checkpoint; known fields: ModelSpec")
+    spec = dataclasses.replace(model.spec, **overrides)
+    return save_checkpoint(model.net, spec, dst, half=half)

@@ -193,7 +193,7 @@ def bench_memory(args: argparse.Namespace) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = args.model or random_model(tmp, 8)
+        model = args.model or random_model(tmp, 4)
         for size in [int(s) for s in args.sizes.split(",")]:
             src = mosaic(VIENNA, tmp / f"mosaic_{size}.tif", size)
             result, peak = render_once(src, tmp / f"out_{size}", model, resample=False, chunk_size=args.chunk)

@@ -15,6 +15,7 @@ Input scaling (the model expects 8-bit RGB mapped to [-1, 1]):
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,11 @@ from geopix.errors import (
 from geopix.plan import Window
 
 SUPPORTED_DTYPES = ("uint8", "uint16")
+
+# GDAL's block cache defaults to 5 % of RAM *per process*; every Dask worker would fill it with
+# blocks it never reads again, so memory would grow with the raster.  256 MB is plenty for
+# block-by-block reading; set GDAL_CACHEMAX yourself to override.
+os.environ.setdefault("GDAL_CACHEMAX", "256")
 
 
 @dataclass(frozen=True, slots=True)

@@ -233,6 +233,24 @@ def test_scheduler_without_workers_is_a_cluster_error(
         lonely.stop()
 
 
+def test_scheduler_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from geopix.execute import resolve_scheduler
+
+    sfile = tmp_path / "s.json"
+    sfile.write_text("{}")
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://127.0.0.1:1")
+    assert resolve_scheduler("tcp://127.0.0.1:2") == "tcp://127.0.0.1:2"  # the option wins over the env
+    assert resolve_scheduler("sync") == "sync"
+    assert resolve_scheduler(None, sfile) == str(sfile)
+    assert resolve_scheduler(None, None) == "tcp://127.0.0.1:1"
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
+    assert resolve_scheduler(None, None) is None  # a local cluster
+    with pytest.raises(errors.ClusterError, match="not both"):
+        resolve_scheduler("tcp://127.0.0.1:2", sfile)
+    with pytest.raises(errors.ClusterError, match="does not exist"):
+        resolve_scheduler(None, tmp_path / "missing.json")
+
+
 def test_live_cluster_versions_match(cluster: Cluster) -> None:
     with cluster.client() as c:
         versions = c.get_versions(packages=["geopix", "torch"])

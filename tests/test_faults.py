@@ -181,3 +181,39 @@ def test_client_killed_mid_render_resumes_only_unfinished_blocks(
     assert manifest["blocks"] == N_BLOCKS and manifest["blocks_resumed"] == len(done_before)
     assert sorted(recomputed) == sorted({f"{i}_{j}" for i in range(5) for j in range(6)} - done_before)
     assert (out / "map.tif").read_bytes() == ref
+
+
+def test_client_with_a_local_cluster_killed_leaves_no_process_and_resumes(
+    job, tmp_path: Path, client_proc: list[subprocess.Popen]
+) -> None:
+    """`geopix render` without a scheduler owns its workers: they must not outlive it."""
+    import psutil
+
+    src, model, ref = job
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "geopix", "render", str(src), "-o", str(out), "-m", str(model), *CHUNK]
+    cmd += ["--workers", "2", "--no-progress"]
+    p = subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **CHILD_ENV},
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    client_proc.append(p)
+    deadline = time.monotonic() + 300
+    while _done(out) < 3 and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert p.poll() is None
+    children = psutil.Process(p.pid).children(recursive=True)
+    assert children  # the LocalCluster's worker processes
+    p.send_signal(signal.SIGKILL)
+    p.wait(30)
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"worker processes outlived their client: {[c.pid for c in alive]}"
+    code = main(["render", str(src), "-o", str(out), "-m", str(model), *CHUNK, "--scheduler", "sync", "--no-progress"])
+    assert code == 0
+    manifest = json.loads((out / "render.json").read_text())
+    assert 3 <= manifest["blocks_resumed"] < N_BLOCKS
+    assert (out / "map.tif").read_bytes() == ref

@@ -54,27 +54,37 @@ def _worker_pids(cluster: Cluster) -> dict[str, int]:
         return c.run(os.getpid)
 
 
+def _processing(client) -> dict[str, int]:
+    """Blocks the scheduler has handed to each worker and not yet seen finish."""
+    return client.run_on_scheduler(
+        lambda dask_scheduler: {a: len(ws.processing) for a, ws in dask_scheduler.workers.items()}
+    )
+
+
 def _render_with_a_worker_killed(cluster: Cluster, job, out: Path, rng: random.Random) -> dict:
-    """Start a render, SIGKILL one worker process once ``k`` blocks are done, let it finish."""
+    """Start a render, SIGKILL a busy worker process once ``k`` blocks are done, let it finish."""
     src, model, ref = job
     pids = _worker_pids(cluster)
     kill_after = rng.randint(1, N_BLOCKS // 2)
-    victim = rng.choice(sorted(pids))
     outcome: dict = {}
 
     def run() -> None:
         args = ["render", str(src), "-o", str(out), "-m", str(model), *CHUNK, "--no-progress"]
         outcome["code"] = main([*args, "--scheduler", cluster.address, "--threads", "1"])
 
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 300
-    while _done(out) < kill_after and t.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(rng.uniform(0, 0.1))
-    outcome["done_at_kill"] = _done(out)
-    outcome["alive_at_kill"] = t.is_alive()
-    os.kill(pids[victim], signal.SIGKILL)
+    with cluster.client() as watcher:
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        deadline = time.monotonic() + 300
+        while _done(out) < kill_after and t.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.1))
+        busy = {a: n for a, n in _processing(watcher).items() if n}
+        victim = rng.choice(sorted(busy or pids))
+        outcome["victim_processing"] = busy.get(victim, 0)
+        outcome["done_at_kill"] = _done(out)
+        outcome["alive_at_kill"] = t.is_alive()
+        os.kill(pids[victim], signal.SIGKILL)
     t.join(600)
     assert not t.is_alive(), "the render did not finish after a worker was killed"
     outcome["same_bytes"] = (out / "map.tif").read_bytes() == ref
@@ -100,6 +110,7 @@ def _replaced(cluster: Cluster, dead: int, timeout: float = 120) -> bool:
 def _check(o: dict) -> None:
     assert o["code"] == 0
     assert o["alive_at_kill"] and o["done_at_kill"] < N_BLOCKS, o  # the kill hit a running render
+    assert o["victim_processing"] >= 1, o  # ... and a worker with blocks in hand, which had to be redone
     assert o["replaced"], "the killed worker is still there"
     assert o["manifest"]["blocks"] == N_BLOCKS and o["same_bytes"], o
 
@@ -113,7 +124,10 @@ def test_worker_killed_at_random_moments_five_times(nanny_cluster: Cluster, job,
     seed = int(os.environ.get("GEOPIX_FAULT_SEED", time.time_ns() % 10_000))
     rng = random.Random(seed)
     results = [_render_with_a_worker_killed(nanny_cluster, job, tmp_path / f"run{i}", rng) for i in range(5)]
-    print(f"seed {seed}: killed after {[r['done_at_kill'] for r in results]} of {N_BLOCKS} blocks")
+    print(
+        f"seed {seed}: killed after {[r['done_at_kill'] for r in results]} of {N_BLOCKS} blocks, "
+        f"the victim holding {[r['victim_processing'] for r in results]} blocks"
+    )
     for r in results:
         _check(r)
 

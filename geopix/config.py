@@ -73,6 +73,8 @@ class RenderConfig:
     overwrite: bool = False
     keep_zarr: bool = False
     force: bool = False  # discard an unfinished block store of a different job
+    #: Match the raster's band means/stds to the model's training inputs (when it declares them).
+    match_colors: bool = True
     cog: bool = True
     progress: bool = True
     #: Also write XYZ web tiles here (a folder, ``.pmtiles`` or ``.mbtiles``); relative to ``output_dir``.

@@ -31,7 +31,7 @@ from geopix.execute import (
 from geopix.models.checkpoint import LoadedModel, ModelSpec
 from geopix.models.registry import load_model, resolve_model
 from geopix.plan import Block, RenderPlan, Window
-from geopix.read import RasterInfo, inspect_raster, work_grid
+from geopix.read import RasterInfo, colour_match, inspect_raster, work_grid
 from geopix.write import StoreSpec, finalize_geotiff, open_store, prepare_output, remove_store, write_manifest
 
 MAP_NAME = "map.tif"
@@ -173,6 +173,8 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
     model = load_model(config.model)
     check_tiling(config.tiles, model.spec)
     info = inspect_raster(config.input, config.bands, config.allow_no_crs)
+    if config.match_colors and model.spec.input_stats:
+        info = colour_match(info, model.spec.input_stats)
     xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
     prepare_output(out_dir, [MAP_NAME, *xyz_name], config.overwrite)
     job, plan = build_job(config, info, model, out_dir)
@@ -277,6 +279,8 @@ def fingerprint(job: BlockJob, config: RenderConfig) -> str:
         "plan": dataclasses.asdict(job.plan),
         "grid": dataclasses.asdict(job.grid),
         "bands": job.info.bands,
+        "stretch": job.info.stretch,
+        "colour": job.info.colour,
         "aoi": job.aoi_wkb.hex() if job.aoi_wkb else None,
         "output_on_work": job.output_on_work,
         "batch": job.infer.batch_size,

@@ -63,6 +63,7 @@ class RasterInfo:
     alpha: int | None  # 1-based alpha band, if any
     res_m: tuple[float, float] | None  # ground resolution (x, y) in metres per pixel
     stretch: tuple[tuple[float, float], ...] | None = None  # uint16: (lo, hi) per band
+    colour: tuple[tuple[float, float], ...] | None = None  # per band (gain, bias) after the stretch
     crs_name: str = ""
 
     @property
@@ -201,7 +202,37 @@ def to_unit(data: np.ndarray, info: RasterInfo) -> np.ndarray:
         hi = np.array([s[1] for s in info.stretch], dtype=np.float32)[:, None, None]
         x = np.clip((x - lo) / (hi - lo), 0.0, 1.0) * 255.0
         x = np.rint(x)
+    if info.colour is not None:
+        gain = np.array([c[0] for c in info.colour], dtype=np.float32)[:, None, None]
+        bias = np.array([c[1] for c in info.colour], dtype=np.float32)[:, None, None]
+        x = np.clip(x * gain + bias, 0.0, 255.0)
     return x / 127.5 - 1.0
+
+
+def colour_match(info: RasterInfo, target: tuple[tuple[float, float], ...]) -> RasterInfo:
+    """Return ``info`` with a per-band affine map that gives the raster the training inputs'
+    mean and standard deviation.
+
+    Statistics come from valid pixels of a ≤1024 px overview of the whole raster, computed
+    once, so every tile gets the same mapping (inference stays a pure function of the
+    pixels).  Measured on Vienna (mean 127 vs 61 in the maps dataset): without it the model
+    painted dark gardens as water.
+    """
+    with rasterio.open(info.path) as src:
+        f = max(1, math.ceil(max(src.width, src.height) / 1024))
+        shape = (max(1, src.height // f), max(1, src.width // f))
+        data = src.read(list(info.bands), out_shape=(3, *shape), resampling=RioResampling.average)
+        valid = src.dataset_mask(out_shape=shape, resampling=RioResampling.nearest) > 0
+    x = to_unit(data, info) * 127.5 + 127.5  # the stretch (uint16) first, 0..255
+    pix = x[:, valid] if valid.any() else x.reshape(3, -1)
+    out = []
+    for band, (t_mean, t_std) in zip(pix, target, strict=True):
+        s_mean, s_std = float(band.mean()), float(band.std())
+        gain = t_std / s_std if s_std > 1e-3 else 1.0
+        out.append((round(gain, 6), round(t_mean - gain * s_mean, 6)))
+    from dataclasses import replace
+
+    return replace(info, colour=tuple(out))
 
 
 def _reflect_pad(arr: np.ndarray, inside: Window, want: Window) -> np.ndarray:

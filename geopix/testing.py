@@ -132,6 +132,7 @@ def random_checkpoint(
     ground_resolution_m: float = 2.0,
     official: bool = False,
     seed: int = 0,
+    input_stats: tuple[tuple[float, float], ...] = (),
 ) -> Path:
     """A randomly initialised unet_256 checkpoint: ours (safetensors) or the authors' ``.pth`` layout."""
     import torch
@@ -148,6 +149,7 @@ def random_checkpoint(
         palette=palette,
         output_nc=len(palette) or 3,
         ground_resolution_m=ground_resolution_m,
+        input_stats=input_stats,
     )
     net = spec.build()
     init_weights(net)

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from geopix.config import TrainConfig
-from geopix.data.pairs import PairDataset, find_pairs, fit_palette, read_pair
+from geopix.data.pairs import PairDataset, find_pairs, fit_palette, input_statistics, read_pair
 from geopix.errors import GeopixError, ResumeError
 from geopix.infer import resolve_device
 from geopix.models.checkpoint import ModelSpec, save_checkpoint
@@ -124,6 +124,7 @@ class Trainer:
             use_dropout=cfg.use_dropout,
             direction=cfg.direction,
             ground_resolution_m=self.ground_resolution_m,
+            input_stats=input_statistics(pairs, cfg.direction),
         )
         self.dataset = PairDataset(
             pairs,

@@ -71,6 +71,9 @@ def render_cmd(
     overwrite: bool = typer.Option(False, help="Replace an existing map.tif."),
     keep_zarr: bool = typer.Option(False, help="Keep the intermediate zarr block store."),
     force: bool = typer.Option(False, help="Discard an unfinished render of a different job in OUTPUT/map.zarr."),
+    match_colors: bool = typer.Option(
+        True, "--match-colors/--no-match-colors", help="Match the input's colours to the model's training imagery."
+    ),
     cog: bool = typer.Option(True, "--cog/--no-cog", help="Write a Cloud-Optimized GeoTIFF with overviews."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     xyz: Path = typer.Option(
@@ -97,6 +100,7 @@ def render_cmd(
         overwrite=overwrite,
         keep_zarr=keep_zarr,
         force=force,
+        match_colors=match_colors,
         cog=cog,
         progress=progress,
         xyz=xyz,

@@ -64,6 +64,7 @@ def export_cmd(
     ground_resolution: float = typer.Option(None, help="Correct the metres per pixel the model expects."),
     direction: str = typer.Option(None, help="Set AtoB or BtoA."),
     note: Path = typer.Option(None, help="A JSON file (e.g. an eval report) to record as the training note."),
+    input_stats: Path = typer.Option(None, help="Dataset folder: record its input colour statistics."),
 ) -> None:
     """Re-save a checkpoint for shipping (fp16, corrected metadata)."""
     import json
@@ -75,6 +76,11 @@ def export_cmd(
         overrides["ground_resolution_m"] = ground_resolution
     if direction is not None:
         overrides["direction"] = direction
+    if input_stats is not None:
+        from geopix.data.pairs import find_pairs, input_statistics
+
+        spec = load_checkpoint(src).spec
+        overrides["input_stats"] = input_statistics(find_pairs(input_stats, "train"), direction or spec.direction)
     if note is not None:
         training = json.loads(load_checkpoint(src).spec.training or "{}")
         training["note"] = json.loads(note.read_text())

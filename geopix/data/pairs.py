@@ -214,3 +214,14 @@ def fit_palette(
     lab = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
     order = np.argsort(-np.bincount(lab, minlength=k), kind="stable")
     return [tuple(int(v) for v in np.clip(np.round(c[j]), 0, 255)) for j in order]
+
+
+def input_statistics(
+    pairs: Sequence[PairRef], direction: str = "AtoB", max_images: int = 200
+) -> tuple[tuple[float, float], ...]:
+    """Per-band (mean, std) of the *input* images on 0..255, stored in checkpoints so render
+    can match other imagery's colours to what the model was trained on."""
+    step = max(1, len(pairs) // max_images)
+    pix = [read_pair(ref, direction)[0].reshape(-1, 3)[::7] for ref in list(pairs)[::step]]
+    x = np.concatenate(pix).astype(np.float64)
+    return tuple((round(float(m), 3), round(float(s), 3)) for m, s in zip(x.mean(0), x.std(0), strict=True))

@@ -49,6 +49,9 @@ class ModelSpec:
     geopix_version: str = __version__
     source: str = "geopix"
     training: str = "{}"  # JSON blob: recipe, epochs, metrics; informative only
+    #: Per-band (mean, std) of the training inputs on the 0..255 scale; render can match a
+    #: raster's colours to them (imagery from another sensor or season looks very different).
+    input_stats: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -92,6 +95,8 @@ class ModelSpec:
                     value = tuple(tuple(int(c) for c in rgb) for rgb in value)
                 elif key == "band_order":
                     value = tuple(value)
+                elif key == "input_stats":
+                    value = tuple((float(m), float(s)) for m, s in value)
                 kwargs[key] = value
         return cls(**kwargs)
 

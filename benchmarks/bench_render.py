@@ -214,6 +214,7 @@ def bench_memory(args: argparse.Namespace) -> dict:
     return {
         "benchmark": "memory",
         "model": Path(model).name,
+        "model_res_m": args.model_res,
         "chunk": args.chunk,
         "runs": rows,
         "largest_vs_smallest": round(rows[-1]["peak_rss_gib"] / base, 3),
@@ -280,6 +281,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="4096,16384")
     ap.add_argument("--size", type=int, default=3072)
     ap.add_argument("--chunk", type=int, default=1024)
+    ap.add_argument("--model-res", type=float, default=1.2, help="memory: the random model ground resolution")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--json", default="")
     ap.add_argument("--resample", action="store_true", help="seams: run at the model's resolution (few tiles)")

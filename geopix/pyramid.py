@@ -40,9 +40,7 @@ import numpy as np
 
 from geopix.errors import (
     EmptyRasterError,
-    InputNotFoundError,
     MissingCRSError,
-    NotARasterError,
     OutputExistsError,
     OutputNotWritableError,
     TileFormatError,
@@ -148,21 +146,13 @@ class MapSource:
 
 def inspect_map(path: str | Path) -> MapSource:
     """Open and check a map raster once on the client."""
-    import rasterio
     from rasterio.enums import ColorInterp, MaskFlags
-    from rasterio.errors import RasterioIOError
     from rasterio.warp import transform_bounds
 
+    from geopix.read import ground_resolution, open_raster
+
     path = Path(path)
-    if not path.exists():
-        raise InputNotFoundError(f"map raster {path} does not exist; check the path")
-    if path.is_dir():
-        raise NotARasterError(f"{path} is a directory; pass a map GeoTIFF (e.g. OUT/map.tif from geopix render)")
-    try:
-        src = rasterio.open(path)
-    except RasterioIOError as exc:
-        raise NotARasterError(f"{path} is not a raster GDAL can read ({str(exc).splitlines()[0]})") from exc
-    with src:
+    with open_raster(path, "map raster") as src:
         if src.crs is None:
             raise MissingCRSError(f"{path} has no CRS, so it cannot be placed on a web map; assign one first")
         if src.width < 1 or src.height < 1:
@@ -184,7 +174,7 @@ def inspect_map(path: str | Path) -> MapSource:
         w, s, e, n = max(-180.0, w), max(-85.051129, s), min(180.0, e), min(85.051129, n)
         if w >= e or s >= n:
             raise EmptyRasterError(f"{path} does not overlap the Web Mercator world (bounds {w, s, e, n})")
-        res = _ground_resolution(src)
+        res = min(ground_resolution(src))
         return MapSource(
             path=str(path.resolve()),
             bounds=(w, s, e, n),
@@ -209,20 +199,6 @@ def has_invalid_pixels(src: MapSource) -> bool:
             if not mask.all():
                 return True
     return False
-
-
-def _ground_resolution(src) -> float:
-    """Metres per pixel at the raster's centre (the finer of x and y)."""
-    if src.crs.is_geographic:
-        from pyproj import Geod
-
-        geod = Geod(ellps="WGS84")
-        cx, cy = src.xy(src.height // 2, src.width // 2)
-        _, _, dx = geod.inv(cx, cy, cx + abs(src.transform.a), cy)
-        _, _, dy = geod.inv(cx, cy, cx, cy + abs(src.transform.e))
-        return float(min(dx, dy))
-    factor = src.crs.linear_units_factor[1] if src.crs.linear_units_factor else 1.0
-    return float(min(abs(src.transform.a), abs(src.transform.e)) * factor)
 
 
 def tile_resolution(zoom: int, lat: float, tile_size: int = 256) -> float:

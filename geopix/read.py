@@ -78,7 +78,8 @@ class RasterInfo:
         return min(xs), min(ys), max(xs), max(ys)
 
 
-def _ground_resolution(src: rasterio.io.DatasetReader) -> tuple[float, float] | None:
+def ground_resolution(src: rasterio.io.DatasetReader) -> tuple[float, float] | None:
+    """Metres per pixel (x, y) at the raster's centre; geodesic for geographic CRSs."""
     if src.crs is None:
         return None
     if src.crs.is_geographic:
@@ -108,20 +109,24 @@ def _default_bands(src: rasterio.io.DatasetReader) -> tuple[tuple[int, ...], int
     )
 
 
+def open_raster(path: Path, role: str = "raster") -> rasterio.io.DatasetReader:
+    """Open ``path`` for reading, or raise the error that names what is wrong with it."""
+    if not path.exists():
+        raise InputNotFoundError(f"{role} {path} does not exist; check the path")
+    if path.is_dir():
+        raise NotARasterError(f"{role} {path} is a directory; pass a GeoTIFF file")
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as exc:
+        raise NotARasterError(
+            f"{role} {path} is not a raster GDAL can read ({str(exc).splitlines()[0]}); pass a GeoTIFF"
+        ) from exc
+
+
 def inspect_raster(path: str | Path, bands: tuple[int, ...] | None = None, allow_no_crs: bool = False) -> RasterInfo:
     """Open ``path`` and check everything a render needs; raise a ``GeopixError`` naming the fix."""
     path = Path(path)
-    if not path.exists():
-        raise InputNotFoundError(f"input raster {path} does not exist; check the path")
-    if path.is_dir():
-        raise NotARasterError(f"input {path} is a directory; pass a GeoTIFF file")
-    try:
-        src = rasterio.open(path)
-    except RasterioIOError as exc:
-        raise NotARasterError(
-            f"{path} is not a raster GDAL can read ({str(exc).splitlines()[0]}); pass a GeoTIFF"
-        ) from exc
-    with src:
+    with open_raster(path, "input raster") as src:
         if src.width < 1 or src.height < 1 or src.count < 1:
             raise EmptyRasterError(f"{path} is empty ({src.width}×{src.height}, {src.count} bands)")
         if src.crs is None and not allow_no_crs:
@@ -157,7 +162,7 @@ def inspect_raster(path: str | Path, bands: tuple[int, ...] | None = None, allow
             nodata=src.nodata,
             bands=tuple(bands),
             alpha=alpha,
-            res_m=_ground_resolution(src),
+            res_m=ground_resolution(src),
             stretch=stretch,
         )
 

@@ -382,9 +382,10 @@ def test_real_geotiffs(name: str, maxzoom: int, tmp_path: Path) -> None:
         )
         valid = tile[3] == 255
         # interior pixels only: bilinear at the data edge reads nodata differently in the two warps
-        from scipy.ndimage import binary_erosion
-
-        valid = binary_erosion(valid, iterations=2)
+        for _ in range(2):  # erode by one pixel, twice (4-neighbourhood)
+            valid = valid & np.roll(valid, 1, 0) & np.roll(valid, -1, 0) & np.roll(valid, 1, 1) & np.roll(valid, -1, 1)
+            valid[[0, -1], :] = False
+            valid[:, [0, -1]] = False
         if valid.any():
             assert np.abs(tile[:3].astype(int) - want.astype(int))[:, valid].mean() < 2
     assert math.isfinite(res.seconds)

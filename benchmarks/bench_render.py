@@ -92,6 +92,7 @@ class PeakRSS:
         self.proc = psutil.Process()
         self.interval = interval
         self.peak = 0
+        self.per_process: dict[str, int] = {}
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
@@ -101,7 +102,10 @@ class PeakRSS:
         total = 0
         for p in [self.proc, *self.proc.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
+                rss = p.memory_info().rss
+                total += rss
+                key = "client" if p.pid == self.proc.pid else f"{p.pid}:{' '.join(p.cmdline()[-2:])[-40:]}"
+                self.per_process[key] = max(self.per_process.get(key, 0), rss)
         return total
 
     def _run(self) -> None:
@@ -129,6 +133,8 @@ def render_once(src: Path, out: Path, model: str, **kw) -> tuple[object, float]:
     )
     with PeakRSS() as rss:
         result = render(cfg)
+    top = sorted(rss.per_process.items(), key=lambda kv: -kv[1])[:4]
+    print("  peak RSS by process:", ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in top), flush=True)
     return result, rss.peak / 2**30
 
 

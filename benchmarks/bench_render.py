@@ -274,7 +274,13 @@ def bench_throughput(args: argparse.Namespace) -> dict:
         tmp = Path(tmp)
         src = mosaic(VIENNA, tmp / "mosaic.tif", args.size)
         result, peak = render_once(
-            src, tmp / "out", model, resample=False, chunk_size=args.chunk, batch_size=args.batch
+            src,
+            tmp / "out",
+            model,
+            resample=False,
+            chunk_size=args.chunk,
+            batch_size=args.batch,
+            workers=args.workers or None,
         )
     e2e_planned = result.tiles / result.seconds
     e2e_run = result.tiles_run / result.seconds
@@ -309,6 +315,7 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--model-res", type=float, default=1.2, help="memory: the random model ground resolution")
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=0, help="throughput: local workers (0: the default)")
     ap.add_argument("--json", default="")
     ap.add_argument("--resample", action="store_true", help="seams: run at the model's resolution (few tiles)")
     args = ap.parse_args()

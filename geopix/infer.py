@@ -84,7 +84,7 @@ class Predictor:
         x = x.contiguous(memory_format=self.memory_format)
         out = self.net(x)
         if self.palette is not None:
-            rgb = palette_to_rgb(out, self.palette)
+            rgb = palette_to_rgb(out, self.palette, self.spec.palette_sharpness)
         else:
             rgb = (out.float().clamp(-1, 1) + 1.0) * 127.5
         return rgb.float().cpu().numpy()

@@ -153,3 +153,17 @@ def test_export_halves_weights_and_corrects_metadata(checkpoint: Path, tmp_path:
     w0 = shipped.net.state_dict()["model.model.0.weight"]
     assert torch.allclose(w0, orig.net.state_dict()["model.model.0.weight"], atol=1e-3)
     assert dst.stat().st_size < checkpoint.stat().st_size
+
+
+def test_palette_sharpness_moves_from_argmax_to_the_expected_colour() -> None:
+    from geopix.models.generator import palette_to_rgb
+
+    palette = ((0, 0, 0), (200, 100, 50))
+    logits = torch.tensor([2.0, 1.0]).view(1, 2, 1, 1)
+    hard = palette_to_rgb(logits, palette)
+    assert hard.flatten().tolist() == [0, 0, 0]
+    soft = palette_to_rgb(logits, palette, 1.0).flatten()
+    p1 = float(torch.softmax(torch.tensor([2.0, 1.0]), 0)[1])
+    torch.testing.assert_close(soft, torch.tensor([200 * p1, 100 * p1, 50 * p1]))
+    sharp = palette_to_rgb(logits, palette, 50.0).flatten()
+    assert float(sharp.abs().max()) < 1e-6 * 200 + 1e-12 or float(sharp.max()) < 1e-10

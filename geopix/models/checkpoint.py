@@ -52,6 +52,8 @@ class ModelSpec:
     #: Per-band (mean, std) of the training inputs on the 0..255 scale; render can match a
     #: raster's colours to them (imagery from another sensor or season looks very different).
     input_stats: tuple[tuple[float, float], ...] = ()
+    #: Palette head decoding: 0 = argmax; s > 0 = colours weighted by softmax(s · logits).
+    palette_sharpness: float = 0.0
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:

@@ -79,7 +79,12 @@ def _render_with_a_worker_killed(cluster: Cluster, job, out: Path, rng: random.R
         while _done(out) < kill_after and t.is_alive() and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(rng.uniform(0, 0.1))
-        busy = {a: n for a, n in _processing(watcher).items() if n}
+        busy: dict = {}
+        while t.is_alive() and time.monotonic() < deadline:  # between two tasks nobody is busy: look again
+            busy = {a: n for a, n in _processing(watcher).items() if n}
+            if busy:
+                break
+            time.sleep(0.005)
         victim = rng.choice(sorted(busy or pids))
         outcome["victim_processing"] = busy.get(victim, 0)
         outcome["done_at_kill"] = _done(out)

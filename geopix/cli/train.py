@@ -71,6 +71,7 @@ def export_cmd(
 
     from geopix.models.checkpoint import export_checkpoint, load_checkpoint
 
+    spec = load_checkpoint(src).spec
     overrides: dict[str, object] = {}
     if ground_resolution is not None:
         overrides["ground_resolution_m"] = ground_resolution
@@ -79,10 +80,9 @@ def export_cmd(
     if input_stats is not None:
         from geopix.data.pairs import find_pairs, input_statistics
 
-        spec = load_checkpoint(src).spec
         overrides["input_stats"] = input_statistics(find_pairs(input_stats, "train"), direction or spec.direction)
     if note is not None:
-        training = json.loads(load_checkpoint(src).spec.training or "{}")
+        training = json.loads(spec.training or "{}")
         training["note"] = json.loads(note.read_text())
         overrides["training"] = json.dumps(training)
     path = export_checkpoint(src, dst, half=half, **overrides)

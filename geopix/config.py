@@ -109,12 +109,15 @@ class TrainConfig:
     epochs_decay: int = 100  # linear decay to 0
     # data
     load_size: int = 286
+    load_size_max: int | None = None  # scale jitter: each sample's load size in [load_size, this]
     crop_size: int = 256
+    colour_jitter: float = 0.0  # brightness/contrast/saturation/gain jitter of the input photo
     flip: bool = True
     rotate: bool = False
     source_resolution_m: float = 1.0  # ground resolution of the dataset's images as stored
     # run
     seed: int = 0
+    init_from: str | None = None  # start from these weights (a registry name or checkpoint path)
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     workers: int = 0

@@ -27,11 +27,12 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from geopix.config import TrainConfig
-from geopix.data.pairs import PairDataset, find_pairs, fit_palette, input_statistics, read_pair
-from geopix.errors import GeopixError, ResumeError
+from geopix.data.pairs import PairDataset, find_pairs, fit_palette, input_statistics, read_pair, resize_square
+from geopix.errors import CheckpointError, GeopixError, ResumeError
 from geopix.infer import resolve_device
 from geopix.models.checkpoint import ModelSpec, save_checkpoint
 from geopix.models.generator import NLayerDiscriminator, init_weights
+from geopix.models.registry import load_model
 
 STATE = "state.pt"
 GENERATOR = "generator.safetensors"
@@ -108,12 +109,17 @@ class Trainer:
             pairs = pairs[: cfg.max_images]
         self.pairs = pairs
         src_a, _ = read_pair(pairs[0], cfg.direction)
-        self.ground_resolution_m = cfg.source_resolution_m * src_a.shape[1] / cfg.load_size
-        palette = (
-            fit_palette(pairs, cfg.palette_size, direction=cfg.direction, seed=cfg.seed)
-            if cfg.head == "palette"
-            else ()
-        )
+        # With scale jitter the model sees a range of resolutions; declare the geometric middle.
+        seen = cfg.load_size if not cfg.load_size_max else (cfg.load_size * cfg.load_size_max) ** 0.5
+        self.ground_resolution_m = cfg.source_resolution_m * src_a.shape[1] / seen
+        init = load_model(cfg.init_from) if cfg.init_from else None
+        if init is not None:
+            self._check_init(init.spec)
+            palette = list(init.spec.palette)
+        elif cfg.head == "palette":
+            palette = fit_palette(pairs, cfg.palette_size, direction=cfg.direction, seed=cfg.seed)
+        else:
+            palette = []
         self.spec = ModelSpec(
             ngf=cfg.ngf,
             num_downs=cfg.num_downs,
@@ -135,9 +141,13 @@ class Trainer:
             rotate=cfg.rotate,
             palette=palette or None,
             seed=cfg.seed,
+            load_size_max=cfg.load_size_max,
+            colour_jitter=cfg.colour_jitter,
         )
         self.G: nn.Module = self.spec.build()
         init_weights(self.G)
+        if init is not None:
+            self.G.load_state_dict(init.net.state_dict())
         self.G.to(self.device)
         self.D: nn.Module | None = None
         self.opt_D = None
@@ -166,6 +176,25 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         if cfg.resume and (self.run_dir / STATE).exists():
             self.load_state()
+
+    def _check_init(self, spec: ModelSpec) -> None:
+        """``--init-from`` must have the architecture this run builds, or the weights won't fit."""
+        cfg = self.cfg
+        want = {
+            "ngf": cfg.ngf,
+            "num_downs": cfg.num_downs,
+            "norm": cfg.norm,
+            "head": cfg.head,
+            "direction": cfg.direction,
+        }
+        if cfg.head == "palette":
+            want["output_nc"] = cfg.palette_size
+        for key, value in want.items():
+            if getattr(spec, key) != value:
+                raise CheckpointError(
+                    f"--init-from {cfg.init_from}: it has {key}={getattr(spec, key)!r} but this run builds "
+                    f"{key}={value!r}; pass matching options (e.g. --{key.replace('_', '-')} {getattr(spec, key)})"
+                )
 
     # ---- persistence -------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -419,7 +448,8 @@ class Trainer:
         predictor = Predictor(self.spec, self.G, self.device)
         rows = []
         for i in range(min(n, len(self.dataset))):
-            a, b = self.dataset.loaded(i)
+            a, b = read_pair(self.pairs[i], self.cfg.direction)
+            a, b = resize_square(a, self.cfg.load_size), resize_square(b, self.cfg.load_size)
             c = (self.cfg.load_size - self.cfg.crop_size) // 2
             a = a[c : c + self.cfg.crop_size, c : c + self.cfg.crop_size]
             b = b[c : c + self.cfg.crop_size, c : c + self.cfg.crop_size]

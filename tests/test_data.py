@@ -146,6 +146,46 @@ def test_palette_labels(tmp_path: Path) -> None:
 def test_crop_larger_than_load_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError):
         PairDataset([_coords_pair(tmp_path)], load_size=32, crop_size=64)
+    with pytest.raises(DatasetError, match="load-size-max"):
+        PairDataset([_coords_pair(tmp_path)], load_size=40, crop_size=32, load_size_max=36)
+    with pytest.raises(DatasetError, match="colour-jitter"):
+        PairDataset([_coords_pair(tmp_path)], load_size=40, crop_size=32, colour_jitter=1.5)
+
+
+def test_scale_jitter_keeps_a_and_b_aligned_and_varies_the_scale(tmp_path: Path) -> None:
+    """Each sample's crop covers a different ground extent, identical on both sides."""
+    yy, xx = np.mgrid[0:200, 0:200]
+    a = np.stack([yy, xx, np.zeros_like(yy)], -1).astype(np.uint8)
+    _save(tmp_path / "A" / "p.png", a)
+    _save(tmp_path / "B" / "p.png", a)
+    ds = PairDataset(find_pairs(tmp_path) * 2, load_size=40, crop_size=32, load_size_max=160, flip=False, seed=3)
+    extents = set()
+    for epoch in range(20):
+        ds.set_epoch(epoch)
+        item = ds[epoch % 2]
+        assert item["a"].shape == item["b"].shape == (3, 32, 32)
+        torch.testing.assert_close(item["a"], item["b"])
+        rows = (item["a"][0] + 1) * 127.5
+        extents.add(round(float(rows[-1, 0] - rows[0, 0]) / 10))
+        ds2 = PairDataset(find_pairs(tmp_path) * 2, load_size=40, crop_size=32, load_size_max=160, flip=False, seed=3)
+        ds2.set_epoch(epoch)
+        assert torch.equal(ds2[epoch % 2]["a"], item["a"])  # deterministic
+    assert len(extents) >= 4  # from ~40 px (load 160) to ~160 px (load 40) of source rows
+
+
+def test_colour_jitter_changes_the_photo_only(tmp_path: Path) -> None:
+    ref = _coords_pair(tmp_path)
+    plain = PairDataset([ref], load_size=40, crop_size=32, seed=2)
+    jittered = PairDataset([ref], load_size=40, crop_size=32, seed=2, colour_jitter=0.3)
+    for epoch in range(5):
+        plain.set_epoch(epoch), jittered.set_epoch(epoch)
+        assert torch.equal(plain[0]["b"], jittered[0]["b"])  # the map keeps its exact colours
+        assert not torch.equal(plain[0]["a"], jittered[0]["a"])
+    assert torch.equal(jittered[0]["a"], jittered[0]["a"])
+    assert torch.equal(
+        PairDataset([ref], load_size=40, crop_size=32, train=False, colour_jitter=0.3)[0]["a"],
+        PairDataset([ref], load_size=40, crop_size=32, train=False)[0]["a"],
+    )  # never at eval
 
 
 # ---- cutting pairs from rasters -----------------------------------------------------------------

@@ -131,6 +131,21 @@ def test_checkpoint_records_the_recipe(data: Path, tmp_path: Path) -> None:
     assert training["epochs"] == 1 and training["config"]["ngf"] == 4
 
 
+def test_init_from_starts_at_those_weights_and_checks_the_architecture(data: Path, tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    train(_cfg(data, first, "palette", epochs=1, epochs_decay=0, load_size=256))
+    start = load_model(first / GENERATOR)
+    tuned = Trainer(
+        _cfg(data, tmp_path / "tuned", "palette", init_from=str(first / GENERATOR), load_size=256, load_size_max=400)
+    )
+    for key, value in start.net.state_dict().items():
+        torch.testing.assert_close(tuned.G.state_dict()[key], value)
+    assert tuned.spec.palette == start.spec.palette  # the classes keep their meaning
+    assert tuned.spec.ground_resolution_m == pytest.approx(256 / (256 * 400) ** 0.5)  # geometric middle
+    with pytest.raises(GeopixError, match="ngf"):
+        Trainer(_cfg(data, tmp_path / "bad", "palette", ngf=8, init_from=str(first / GENERATOR)))
+
+
 def test_too_few_images_for_a_batch(data: Path, tmp_path: Path) -> None:
     with pytest.raises(GeopixError, match="no full batch"):
         train(_cfg(data, tmp_path, batch_size=8))

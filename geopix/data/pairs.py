@@ -92,7 +92,7 @@ def read_pair(ref: PairRef, direction: str = "AtoB") -> tuple[np.ndarray, np.nda
     return (a, b) if direction == "AtoB" else (b, a)
 
 
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
     if img.shape[0] == size and img.shape[1] == size:
         return img
     return np.asarray(Image.fromarray(img).resize((size, size), Image.BICUBIC))
@@ -105,7 +105,7 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 def to_unit(img: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 → 3xHxW float in [-1, 1] (the authors' normalisation)."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
 def nearest_palette(img: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
@@ -115,11 +115,31 @@ def nearest_palette(img: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
     return d.argmin(1).reshape(img.shape[1:])
 
 
+def jitter_colours(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Random brightness, contrast, saturation and per-band gain on an HxWx3 uint8 photo.
+
+    Other cameras, seasons and sun angles differ from the training imagery mostly in these;
+    jittering them makes the model read structure rather than one city's colours.
+    """
+    x = img.astype(np.float32)
+    mean = x.mean()
+    grey = x.mean(-1, keepdims=True)
+    brightness, contrast, saturation = rng.uniform(1 - strength, 1 + strength, size=3)
+    gain = rng.uniform(1 - strength / 3, 1 + strength / 3, size=3).astype(np.float32)
+    x = grey + (x - grey) * saturation
+    x = mean + (x - mean) * contrast
+    x = x * brightness * gain
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
 class PairDataset(Dataset):
     """Resize to ``load_size``, random ``crop_size`` crop, shared flips/rotations.
 
     ``rotate`` adds the 90° rotations: top-down imagery and maps have no "up", so the
-    eight dihedral transforms are all valid samples.
+    eight dihedral transforms are all valid samples.  ``load_size_max`` draws each sample's
+    scale log-uniformly between ``load_size`` and it (real imagery never matches one ground
+    resolution exactly); ``colour_jitter`` perturbs the input photo's colours (see
+    :func:`jitter_colours`).  The target map is never colour-jittered.
     """
 
     def __init__(
@@ -135,9 +155,17 @@ class PairDataset(Dataset):
         palette: Sequence[Sequence[int]] | None = None,
         seed: int = 0,
         cache: bool = True,
+        load_size_max: int | None = None,
+        colour_jitter: float = 0.0,
     ) -> None:
         if crop_size > load_size:
             raise DatasetError(f"crop size {crop_size} is larger than load size {load_size}")
+        if load_size_max is not None and load_size_max < load_size:
+            raise DatasetError(f"--load-size-max {load_size_max} is smaller than --load-size {load_size}")
+        if not 0.0 <= colour_jitter < 1.0:
+            raise DatasetError(f"--colour-jitter {colour_jitter} must be in [0, 1)")
+        self.load_size_max = load_size_max if train else None
+        self.colour_jitter = colour_jitter if train else 0.0
         self.pairs = list(pairs)
         self.direction = direction
         self.load_size = load_size
@@ -158,10 +186,11 @@ class PairDataset(Dataset):
         return len(self.pairs)
 
     def loaded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The pair at ``load_size`` — or as stored, when each sample picks its own scale."""
         if index in self._cache:
             return self._cache[index]
         a, b = read_pair(self.pairs[index], self.direction)
-        out = (_resize(a, self.load_size), _resize(b, self.load_size))
+        out = (a, b) if self.load_size_max else (resize_square(a, self.load_size), resize_square(b, self.load_size))
         if self.cache:
             self._cache[index] = out
         return out
@@ -170,14 +199,29 @@ class PairDataset(Dataset):
         a, b = self.loaded(index)
         if self.train:
             rng = np.random.default_rng(sample_seed(self.seed, self.epoch, index))
-            top, left = rng.integers(0, self.load_size - self.crop_size + 1, size=2)
+            if self.load_size_max:
+                # Crop the stored image at the size that becomes crop_size at this sample's
+                # scale, then resize only the crop: the same result as resizing the whole
+                # image first, for a fraction of the work.
+                lo, hi = np.log(self.load_size), np.log(self.load_size_max)
+                scale = float(np.exp(rng.uniform(lo, hi))) / a.shape[1]
+                side = min(a.shape[0], a.shape[1], round(self.crop_size / scale))
+                top, left = (int(rng.integers(0, n - side + 1)) for n in a.shape[:2])
+                sl = (slice(top, top + side), slice(left, left + side))
+                a, b = resize_square(a[sl], self.crop_size), resize_square(b[sl], self.crop_size)
+            else:
+                top, left = rng.integers(0, self.load_size - self.crop_size + 1, size=2)
+                sl = (slice(top, top + self.crop_size), slice(left, left + self.crop_size))
+                a, b = a[sl], b[sl]
             do_flip = self.flip and rng.random() < 0.5
             k = int(rng.integers(0, 4)) if self.rotate else 0
+            if self.colour_jitter:
+                a = jitter_colours(a, rng, self.colour_jitter)
         else:
             top = left = (self.load_size - self.crop_size) // 2
             do_flip, k = False, 0
-        sl = (slice(top, top + self.crop_size), slice(left, left + self.crop_size))
-        a, b = a[sl], b[sl]
+            sl = (slice(top, top + self.crop_size), slice(left, left + self.crop_size))
+            a, b = a[sl], b[sl]
         if do_flip:
             a, b = a[:, ::-1], b[:, ::-1]
         if k:

@@ -45,10 +45,15 @@ class InferConfig:
     batch_size: int = 8
     threads: int | None = None  # torch intra-op threads per worker; None: cores / workers
     channels_last: bool = True
+    #: fp32 | bf16 | fp16 | auto (bf16 where the hardware runs it natively: CUDA, or a CPU
+    #: with AVX512-BF16/AMX; fp32 elsewhere).  Resolved once per render, for every worker.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise GeopixError(f"--batch-size {self.batch_size} must be >= 1")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise GeopixError(f"--precision {self.precision!r} must be auto, fp32, bf16 or fp16")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise GeopixError(f"--device {self.device!r} must be auto, cpu, cuda or cuda:N")
 

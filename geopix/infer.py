@@ -27,6 +27,31 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Does this device run bf16 convolutions natively (faster than fp32)?
+
+    CUDA: compute capability 8.0+ (Ampere and later).  CPU: oneDNN's check for AVX512-BF16
+    or AMX; without them bf16 is emulated and slower than fp32.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and torch.backends.mkldnn.is_available()
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``auto`` → ``bf16`` where it is native (see :func:`native_bf16`), else ``fp32``."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 _ALLOCATOR_TUNED = False
 
 
@@ -57,11 +82,18 @@ class Predictor:
     """Runs a generator on float tiles in [-1, 1] and returns RGB floats in 0..255."""
 
     def __init__(
-        self, spec: ModelSpec, net: nn.Module, device: torch.device | str = "cpu", channels_last: bool = True
+        self,
+        spec: ModelSpec,
+        net: nn.Module,
+        device: torch.device | str = "cpu",
+        channels_last: bool = True,
+        precision: str = "fp32",
     ) -> None:
         tune_allocator()
         self.spec = spec
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.autocast_dtype = _DTYPES[self.precision]
         self.net = net.to(self.device).eval()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
@@ -71,8 +103,10 @@ class Predictor:
         )
 
     @classmethod
-    def from_loaded(cls, model: LoadedModel, device: str = "auto", channels_last: bool = True) -> Predictor:
-        return cls(model.spec, model.net, resolve_device(device), channels_last)
+    def from_loaded(
+        cls, model: LoadedModel, device: str = "auto", channels_last: bool = True, precision: str = "fp32"
+    ) -> Predictor:
+        return cls(model.spec, model.net, resolve_device(device), channels_last, precision)
 
     @torch.inference_mode()
     def predict(self, tiles: np.ndarray) -> np.ndarray:
@@ -82,7 +116,13 @@ class Predictor:
             raise ValueError(f"tile sides {tiles.shape[-2:]} must be multiples of {m}")
         x = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32)).to(self.device)
         x = x.contiguous(memory_format=self.memory_format)
-        out = self.net(x)
+        if self.autocast_dtype is None:
+            out = self.net(x)
+        else:
+            # Autocast runs convolutions in bf16/fp16; the colour decoding below is fp32.
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                out = self.net(x)
+        out = out.float()
         if self.palette is not None:
             rgb = palette_to_rgb(out, self.palette, self.spec.palette_sharpness)
         else:

@@ -7,12 +7,13 @@ raster and the job it would be; ``demo`` makes a synthetic scene and renders it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +23,8 @@ from geopix.errors import AOIError, GeopixError, InputNotFoundError, NotARasterE
 from geopix.execute import (
     BlockJob,
     cache_friendly_order,
+    cluster_precision,
     connect,
-    default_workers,
     resolve_scheduler,
     run_dask,
     run_sync,
@@ -55,6 +56,7 @@ class RenderResult:
     tiles_path: Path | None = None
     blocks_resumed: int = 0  # blocks found finished by an interrupted earlier run
     tiles_cached: int = 0  # border tiles read from a neighbouring block instead of recomputed
+    precision: str = "fp32"  # what the generator ran in (``auto`` resolved)
 
     @property
     def tiles_per_second(self) -> float:
@@ -177,19 +179,24 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
         info = colour_match(info, model.spec.input_stats)
     xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
     prepare_output(out_dir, [MAP_NAME, *xyz_name], config.overwrite)
-    job, plan = build_job(config, info, model, out_dir)
     scheduler = resolve_scheduler(config.scheduler, config.scheduler_file)
     if scheduler != config.scheduler:  # --scheduler-file or $DASK_SCHEDULER_ADDRESS: also for the pyramid
         config = dataclasses.replace(config, scheduler=scheduler, scheduler_file=None)
-    all_blocks = list(plan.blocks())
-    done = open_store(
-        job.store,
-        fingerprint(job, config),
-        {"geopix": __version__, "input": info.path, "model": job.model_path},
-        force=config.force or config.overwrite,
-    )
-    blocks = cache_friendly_order([b for b in all_blocks if b.index not in done])
-    stats = _execute(job, blocks, config)
+    with _cluster(config) as client:
+        # Resolve `auto` precision once, for every worker, before the fingerprint: a render
+        # resumed on another scheduler then never mixes bf16 and fp32 blocks.
+        infer = dataclasses.replace(config.infer, precision=cluster_precision(config.infer, client))
+        config = dataclasses.replace(config, infer=_local_threads(config, infer))
+        job, plan = build_job(config, info, model, out_dir)
+        all_blocks = list(plan.blocks())
+        done = open_store(
+            job.store,
+            fingerprint(job, config),
+            {"geopix": __version__, "input": info.path, "model": job.model_path},
+            force=config.force or config.overwrite,
+        )
+        blocks = cache_friendly_order([b for b in all_blocks if b.index not in done])
+        stats = _execute(job, blocks, config, client)
     t_write = time.perf_counter()
     map_path = finalize_geotiff(
         job.store,
@@ -236,6 +243,7 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
         seconds=seconds,
         stage_seconds={k: round(v, 3) for k, v in stats.items() if k != "pixels"},
         tiles_path=pyramid.path if pyramid else None,
+        precision=job.infer.precision,
     )
     write_manifest(
         out_dir / "render.json",
@@ -246,6 +254,7 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
             "tile_size": plan.tile,
             "overlap": plan.overlap,
             "chunk_size": plan.chunk,
+            "precision": job.infer.precision,
             "work_grid": [job.grid.height, job.grid.width],
             "output": str(map_path),
             "tiles": result.tiles,
@@ -284,6 +293,7 @@ def fingerprint(job: BlockJob, config: RenderConfig) -> str:
         "aoi": job.aoi_wkb.hex() if job.aoi_wkb else None,
         "output_on_work": job.output_on_work,
         "batch": job.infer.batch_size,
+        "precision": job.infer.precision,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -334,10 +344,39 @@ def _store_transform(job: BlockJob):
     return base @ Affine.translation(job.store.col, job.store.row)
 
 
-def _execute(job: BlockJob, blocks: list[Block], config: RenderConfig) -> dict[str, float]:
+def _local_threads(config: RenderConfig, infer: InferConfig) -> InferConfig:
+    """Torch threads per task on a local cluster: 1 with the in-process default (a task thread
+    per core), cores / workers with worker processes; remote workers keep their own setting."""
+    if config.scheduler is None and config.workers is None:
+        return dataclasses.replace(infer, threads=1)
+    if config.scheduler is None and infer.threads is None:
+        return dataclasses.replace(infer, threads=max(1, (os.cpu_count() or 1) // config.workers))
+    return infer
+
+
+@contextlib.contextmanager
+def _cluster(config: RenderConfig) -> Iterator[object | None]:
+    """A Dask client for the render (None with the sync scheduler); closed afterwards."""
+    if config.scheduler == "sync":
+        yield None
+        return
+    import torch
+
+    torch_threads = torch.get_num_threads()  # the in-process worker changes it; put it back
+    client, cluster = connect(config.scheduler, config.workers, None, announce=_to_stderr)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+        torch.set_num_threads(torch_threads)
+
+
+def _execute(job: BlockJob, blocks: list[Block], config: RenderConfig, client) -> dict[str, float]:
+    """Run the blocks (in this process when ``client`` is None); return the summed stage timings."""
     totals: dict[str, float] = {}
     n_tiles = sum(len(b.tiles) for b in blocks)
-
     with _Progress(n_tiles, config.progress, "render") as bar:
 
         def on_done(block: Block, stats: dict[str, float]) -> None:
@@ -345,21 +384,11 @@ def _execute(job: BlockJob, blocks: list[Block], config: RenderConfig) -> dict[s
                 totals[k] = totals.get(k, 0.0) + v
             bar.advance(len(block.tiles))
 
-        if config.scheduler == "sync":
+        if client is None:
             run_sync(job, blocks, on_done)
-            return totals
-        workers = config.workers or default_workers()
-        if config.scheduler is None and job.infer.threads is None:
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            job = dataclasses.replace(job, infer=dataclasses.replace(job.infer, threads=threads))
-        client, cluster = connect(config.scheduler, workers, job.infer.threads, announce=_to_stderr)
-        try:
-            n_workers = max(1, len(client.scheduler_info().get("workers", {})) or workers)
-            run_dask(job, blocks, on_done, client, max_in_flight=2 * n_workers)
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        else:
+            slots = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
+            run_dask(job, blocks, on_done, client, max_in_flight=2 * max(1, slots))
     return totals
 
 
@@ -371,7 +400,7 @@ def _to_stderr(line: str) -> None:
 
 def _config_from_kwargs(kwargs: dict) -> RenderConfig:
     tiles = TileConfig(**{k: kwargs.pop(k) for k in ("tile_size", "overlap", "chunk_size") if k in kwargs})
-    infer = InferConfig(**{k: kwargs.pop(k) for k in ("device", "batch_size", "threads") if k in kwargs})
+    infer = InferConfig(**{k: kwargs.pop(k) for k in ("device", "batch_size", "threads", "precision") if k in kwargs})
     if "input" not in kwargs or "output_dir" not in kwargs:
         raise GeopixError("render() needs input= and output_dir= (or a RenderConfig)")
     kwargs["input"] = Path(kwargs["input"])
@@ -411,7 +440,7 @@ def predict(
     loaded = load_model(model)
     check_tiling(tiles, loaded.spec)
     prepare_output(out_dir, [f"{p.stem}.png" for p in files], overwrite)
-    predictor = Predictor.from_loaded(loaded, infer.device, infer.channels_last)
+    predictor = Predictor.from_loaded(loaded, infer.device, infer.channels_last, infer.precision)
     written = []
     for path in files:
         try:

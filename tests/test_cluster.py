@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -351,6 +352,7 @@ def _load_workflow(name: str):
     return mod
 
 
+@pytest.mark.skipif(shutil.which("gdalbuildvrt") is None, reason="--mosaic needs gdalbuildvrt (apt: gdal-bin)")
 def test_render_many_scenes_and_a_mosaic_on_one_cluster(cluster: Cluster, tmp_path: Path) -> None:
     wf = _load_workflow("render_many")
     scenes = tmp_path / "scenes"

@@ -36,6 +36,7 @@ def _summary(result, extra: list[str] | None = None) -> None:
     resumed = f" ({result.blocks_resumed} already done by an interrupted run)" if result.blocks_resumed else ""
     t.add_row("blocks", f"{result.blocks}{resumed}")
     t.add_row("time", f"{result.seconds:.1f} s")
+    t.add_row("precision", result.precision)
     t.add_row("throughput", f"{result.tiles_per_second:.2f} tiles/s, {result.megapixels_per_second:.2f} Mpx/s")
     t.add_row("stages (worker-seconds)", ", ".join(f"{k} {v:.1f}" for k, v in result.stage_seconds.items()))
     for line in extra or []:
@@ -53,7 +54,12 @@ def render_cmd(
     batch_size: int = typer.Option(8, help="Tiles per forward pass."),
     chunk_size: int = typer.Option(1024, help="Output block size in pixels (one Dask task, one zarr chunk)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
-    workers: int = typer.Option(None, help="Local Dask worker processes (default: 2 or fewer cores)."),
+    precision: str = typer.Option(
+        "auto", help="fp32 | bf16 | fp16 | auto (bf16 where native: CUDA, CPUs with AVX512-BF16/AMX)."
+    ),
+    workers: int = typer.Option(
+        None, help="Local Dask worker processes (default: one in-process worker, a thread per core)."
+    ),
     threads: int = typer.Option(None, help="Torch threads per worker (default: cores / workers)."),
     scheduler: str = typer.Option(
         None, help="Existing Dask scheduler (tcp://host:port or a scheduler .json); 'sync' runs in-process."
@@ -88,7 +94,7 @@ def render_cmd(
         output_dir=output_dir,
         model=model,
         tiles=TileConfig(tile_size, overlap, chunk_size),
-        infer=InferConfig(device=device, batch_size=batch_size, threads=threads),
+        infer=InferConfig(device=device, batch_size=batch_size, threads=threads, precision=precision),
         bands=_bands(bands),
         aoi=aoi,
         resample=resample,
@@ -118,6 +124,7 @@ def predict_cmd(
     overlap: int = typer.Option(64, help="Window overlap."),
     batch_size: int = typer.Option(8, help="Tiles per forward pass."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    precision: str = typer.Option("auto", help="fp32 | bf16 | fp16 | auto (bf16 where native)."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
 ) -> None:
     """Map a folder of plain images with the same tiling and blending as render."""
@@ -128,7 +135,7 @@ def predict_cmd(
         out_dir,
         model=model,
         tiles=TileConfig(tile_size, overlap, max(1024, tile_size)),
-        infer=InferConfig(device=device, batch_size=batch_size),
+        infer=InferConfig(device=device, batch_size=batch_size, precision=precision),
         overwrite=overwrite,
         progress=lambda p: typer.echo(f"wrote {p}", err=True),
     )

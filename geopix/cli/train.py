@@ -68,6 +68,9 @@ def export_cmd(
     direction: str = typer.Option(None, help="Set AtoB or BtoA."),
     note: Path = typer.Option(None, help="A JSON file (e.g. an eval report) to record as the training note."),
     input_stats: Path = typer.Option(None, help="Dataset folder: record its input colour statistics."),
+    palette_sharpness: float = typer.Option(
+        None, help="Palette decoding: 0 = argmax colour, k > 0 = colours weighted by softmax(k · logits)."
+    ),
 ) -> None:
     """Re-save a checkpoint for shipping (fp16, corrected metadata)."""
     import json
@@ -80,6 +83,8 @@ def export_cmd(
         overrides["ground_resolution_m"] = ground_resolution
     if direction is not None:
         overrides["direction"] = direction
+    if palette_sharpness is not None:
+        overrides["palette_sharpness"] = palette_sharpness
     if input_stats is not None:
         from geopix.data.pairs import find_pairs, input_statistics
 

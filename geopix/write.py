@@ -2,8 +2,8 @@
 
 Workers write each finished output block into its own zarr chunk (RGB + alpha, uint8),
 so concurrent writers never share a chunk.  The final step streams the chunks into a
-tiled GeoTIFF and converts it to a Cloud-Optimized GeoTIFF with rio-cogeo (GDAL's COG
-driver would buffer the whole raster).  Files appear under their final names only when
+tiled GeoTIFF, which GDAL's COG driver copies into a Cloud-Optimized GeoTIFF on disk
+(opening the COG driver for writing would buffer the whole raster; copying streams).  Files appear under their final names only when
 complete: everything is written to ``*.partial`` first and renamed.
 """
 
@@ -123,6 +123,12 @@ def prepare_output(out_dir: Path, names: list[str], overwrite: bool) -> None:
         )
 
 
+#: Above this many bytes (RGB + mask, uncompressed) the intermediate GeoTIFF is compressed
+#: (ZSTD level 1) to spare temporary disk; below it, it is stored raw, the fastest to write
+#: and to read back.
+RAW_INTERMEDIATE_BYTES = 2 << 30
+
+
 def finalize_geotiff(
     spec: StoreSpec,
     dst: Path,
@@ -132,7 +138,14 @@ def finalize_geotiff(
     cog: bool = True,
     tags: dict[str, str] | None = None,
 ) -> Path:
-    """Stream the block store into ``dst`` (RGB + internal mask; COG with overviews)."""
+    """Stream the block store into ``dst`` (RGB + internal mask; COG with overviews).
+
+    COG: the chunks go into a plain tiled GeoTIFF, which GDAL's COG driver copies with
+    overviews (``CreateCopy`` from a file streams; only *writing* through the COG driver
+    would buffer the raster).  Measured on a 6144² map (2 cores): deflate intermediate +
+    rio-cogeo 2.95 s; raw intermediate + COG driver, deflate without predictor 1.2 s and a
+    6 % smaller file (a horizontal predictor does not help flat map colours).
+    """
     arr = zarr.open_array(store=spec.path, mode="r")
     tiled = dst.with_name(dst.name + ".tiled.partial")
     profile = {
@@ -146,11 +159,13 @@ def finalize_geotiff(
         "tiled": True,
         "blockxsize": 512,
         "blockysize": 512,
-        "compress": "deflate",
-        "predictor": 2,
         "photometric": "RGB",
         "BIGTIFF": "IF_SAFER",
     }
+    if not cog:
+        profile |= {"compress": "deflate", "zlevel": 6}
+    elif spec.width * spec.height * 4 > RAW_INTERMEDIATE_BYTES:
+        profile |= {"compress": "zstd", "zstd_level": 1}
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tiled, "w", **profile) as out:
         out.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         for r in range(0, spec.height, spec.chunk):
@@ -163,22 +178,20 @@ def finalize_geotiff(
             out.update_tags(**tags)
     partial = dst.with_name(dst.name + ".partial")
     if cog:
-        from rio_cogeo.cogeo import cog_translate
-        from rio_cogeo.profiles import cog_profiles
+        from rasterio.shutil import copy as rio_copy
 
-        cog_profile = dict(cog_profiles.get("deflate"))
-        cog_profile["predictor"] = 2
-        cog_translate(
-            str(tiled),
-            str(partial),
-            cog_profile,
-            add_mask=True,
-            overview_resampling="average",
-            in_memory=False,
-            quiet=True,
-            forward_ns_tags=True,
-            config={"GDAL_TIFF_INTERNAL_MASK": True, "GDAL_NUM_THREADS": "ALL_CPUS"},
-        )
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_NUM_THREADS="ALL_CPUS"):
+            rio_copy(
+                tiled,
+                partial,
+                driver="COG",
+                COMPRESS="DEFLATE",
+                PREDICTOR="NO",
+                BLOCKSIZE=512,
+                OVERVIEW_RESAMPLING="AVERAGE",
+                NUM_THREADS="ALL_CPUS",
+                BIGTIFF="IF_SAFER",
+            )
         tiled.unlink()
     else:
         tiled.replace(partial)

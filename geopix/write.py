@@ -131,6 +131,9 @@ def prepare_output(out_dir: Path, names: list[str], overwrite: bool) -> None:
 #: (ZSTD level 1) to spare temporary disk; below it, it is stored raw, the fastest to write
 #: and to read back.
 RAW_INTERMEDIATE_BYTES = 2 << 30
+#: GDAL block cache (MB) while the GeoTIFF/COG is written: 64 MB keeps a 16384² finalize flat
+#: (peak RSS 0.68 GiB vs 0.60 at 4096²; 0.94 with the 256 MB that reading uses) at equal speed.
+FINALIZE_CACHE_MB = 64
 
 
 def finalize_geotiff(
@@ -170,7 +173,12 @@ def finalize_geotiff(
         profile |= {"compress": "deflate", "zlevel": 6}
     elif spec.width * spec.height * 4 > RAW_INTERMEDIATE_BYTES:
         profile |= {"compress": "zstd", "zstd_level": 1}
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tiled, "w", **profile) as out:
+    # Writing and copying stream block by block; a small block cache keeps the process from
+    # growing with the raster (GDAL would otherwise fill what reading was allowed, 256 MB).
+    with (
+        rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=FINALIZE_CACHE_MB),
+        rasterio.open(tiled, "w", **profile) as out,
+    ):
         out.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         for r in range(0, spec.height, spec.chunk):
             for c in range(0, spec.width, spec.chunk):
@@ -184,7 +192,7 @@ def finalize_geotiff(
     if cog:
         from rasterio.shutil import copy as rio_copy
 
-        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_NUM_THREADS="ALL_CPUS"):
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=FINALIZE_CACHE_MB):
             rio_copy(
                 tiled,
                 partial,

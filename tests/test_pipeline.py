@@ -45,10 +45,13 @@ def test_chunk_size_and_workers_do_not_change_a_byte(aerial: Path, checkpoint: P
     a = _render(aerial, tmp_path / "a", checkpoint, tiles=TileConfig(256, 64, 512))
     b = _render(aerial, tmp_path / "b", checkpoint, tiles=TileConfig(256, 64, 2048), scheduler=None, workers=1)
     c = _render(aerial, tmp_path / "c", checkpoint, tiles=TileConfig(256, 64, 512), scheduler=None, workers=2)
+    # the in-process default: one block gets every core's torch thread, many blocks one each
+    d = _render(aerial, tmp_path / "d", checkpoint, tiles=TileConfig(256, 64, 2048), scheduler=None)
+    e = _render(aerial, tmp_path / "e", checkpoint, tiles=TileConfig(256, 64, 512), scheduler=None)
     pa, pb, pc = _pixels(a), _pixels(b), _pixels(c)
     for x, y in ((pa, pb), (pa, pc)):
         assert np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
-    assert a.read_bytes() == b.read_bytes() == c.read_bytes()
+    assert a.read_bytes() == b.read_bytes() == c.read_bytes() == d.read_bytes() == e.read_bytes()
 
 
 def test_resampling_to_the_model_resolution(data_dir: Path, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from geopix.errors import AOIError, GeopixError, InputNotFoundError, NotARasterE
 from geopix.execute import (
     BlockJob,
     cache_friendly_order,
+    close_readers,
     cluster_precision,
     connect,
     resolve_scheduler,
@@ -389,11 +390,15 @@ def _execute(job: BlockJob, blocks: list[Block], config: RenderConfig, client) -
                 totals[k] = totals.get(k, 0.0) + v
             bar.advance(len(block.tiles))
 
-        if client is None:
-            run_sync(job, blocks, on_done)
-        else:
-            slots = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
-            run_dask(job, blocks, on_done, client, max_in_flight=2 * max(1, slots))
+        try:
+            if client is None:
+                run_sync(job, blocks, on_done)
+            else:
+                slots = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
+                run_dask(job, blocks, on_done, client, max_in_flight=2 * max(1, slots))
+        finally:
+            if client is None or config.scheduler is None:
+                close_readers()  # the task threads ran in this process; nothing runs now
     return totals
 
 

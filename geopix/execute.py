@@ -357,7 +357,6 @@ def dashboard_link(client) -> str | None:
 def connect(
     scheduler: str | None,
     workers: int | None,
-    threads: int | None,
     announce: Callable[[str], None] | None = None,
 ):
     """``(client, cluster_or_None)``: to ``scheduler`` (address or scheduler file), else a LocalCluster.
@@ -394,26 +393,18 @@ def connect(
             dashboard: str | None = "127.0.0.1:0"  # ephemeral port: several renders may run at once
         except ImportError:
             dashboard = None
-        if workers is None:
-            # The default: one in-process worker with a task thread per core.  Nothing to
-            # spawn, the model is loaded once, and while one thread runs the generator the
-            # other reads, blends and writes (measured: 2 threads × 1 torch thread run the
-            # generator as fast as 1 × 2, so the I/O comes for free).
-            cluster = LocalCluster(
-                n_workers=1,
-                threads_per_worker=os.cpu_count() or 1,
-                processes=False,
-                dashboard_address=dashboard,
-                silence_logs=40,
-            )
-        else:
-            cluster = LocalCluster(
-                n_workers=workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=dashboard,
-                silence_logs=40,
-            )
+        # The default (workers None): one in-process worker with a task thread per core.
+        # Nothing to spawn, the model is loaded once, and while one thread runs the generator
+        # the other reads, blends and writes (measured: 2 threads × 1 torch thread run the
+        # generator as fast as 1 × 2, so the I/O comes for free).  --workers N: N processes.
+        in_process = workers is None
+        cluster = LocalCluster(
+            n_workers=1 if in_process else workers,
+            threads_per_worker=(os.cpu_count() or 1) if in_process else 1,
+            processes=not in_process,
+            dashboard_address=dashboard,
+            silence_logs=40,
+        )
         client = Client(cluster)
     link = dashboard_link(client)
     if announce is not None and link:

@@ -126,8 +126,8 @@ class Predictor:
         if self.palette is not None:
             rgb = palette_to_rgb(out, self.palette, self.spec.palette_sharpness)
         else:
-            rgb = (out.float().clamp(-1, 1) + 1.0) * 127.5
-        return rgb.float().cpu().numpy()
+            rgb = (out.clamp(-1, 1) + 1.0) * 127.5
+        return rgb.cpu().numpy()
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 → (N, H, W, 3) uint8; pads (reflect) to the network's multiple."""

@@ -187,7 +187,7 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
         # Resolve `auto` precision once, for every worker, before the fingerprint: a render
         # resumed on another scheduler then never mixes bf16 and fp32 blocks.
         infer = dataclasses.replace(config.infer, precision=cluster_precision(config.infer, client))
-        config = dataclasses.replace(config, infer=_local_threads(config, infer))
+        config = dataclasses.replace(config, infer=infer)
         job, plan = build_job(config, info, model, out_dir)
         all_blocks = list(plan.blocks())
         done = open_store(
@@ -197,11 +197,7 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
             force=config.force or config.overwrite,
         )
         blocks = cache_friendly_order([b for b in all_blocks if b.index not in done])
-        if config.scheduler is None and config.workers is None and 0 < len(blocks) < (os.cpu_count() or 1):
-            # Fewer blocks than task threads: give each block's generator the idle cores.
-            # (The thread count does not change a byte: see the 1-vs-2-workers test.)
-            threads = (os.cpu_count() or 1) // len(blocks)
-            job = dataclasses.replace(job, infer=dataclasses.replace(job.infer, threads=threads))
+        job = dataclasses.replace(job, infer=_local_threads(config, job.infer, len(blocks)))
         stats = _execute(job, blocks, config, client)
     t_write = time.perf_counter()
     map_path = finalize_geotiff(
@@ -350,13 +346,18 @@ def _store_transform(job: BlockJob):
     return base @ Affine.translation(job.store.col, job.store.row)
 
 
-def _local_threads(config: RenderConfig, infer: InferConfig) -> InferConfig:
-    """Torch threads per task on a local cluster: 1 with the in-process default (a task thread
-    per core), cores / workers with worker processes; remote workers keep their own setting."""
+def _local_threads(config: RenderConfig, infer: InferConfig, n_blocks: int) -> InferConfig:
+    """Torch threads per task on a local cluster; remote workers keep their own setting.
+
+    The in-process default runs a task thread per core, so each task gets 1 — or, with fewer
+    blocks than cores, the idle cores too (the thread count does not change a byte: see the
+    determinism test).  Worker processes get cores / workers.
+    """
+    cores = os.cpu_count() or 1
     if config.scheduler is None and config.workers is None:
-        return dataclasses.replace(infer, threads=1)
+        return dataclasses.replace(infer, threads=max(1, cores // max(1, min(cores, n_blocks))))
     if config.scheduler is None and infer.threads is None:
-        return dataclasses.replace(infer, threads=max(1, (os.cpu_count() or 1) // config.workers))
+        return dataclasses.replace(infer, threads=max(1, cores // config.workers))
     return infer
 
 
@@ -369,7 +370,7 @@ def _cluster(config: RenderConfig) -> Iterator[object | None]:
     import torch
 
     torch_threads = torch.get_num_threads()  # the in-process worker changes it; put it back
-    client, cluster = connect(config.scheduler, config.workers, None, announce=_to_stderr)
+    client, cluster = connect(config.scheduler, config.workers, announce=_to_stderr)
     try:
         yield client
     finally:

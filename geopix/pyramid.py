@@ -655,7 +655,7 @@ def build_pyramid(
         if scheduler != "sync":
             from geopix.execute import connect
 
-            client, cluster = connect(scheduler, workers, 1)
+            client, cluster = connect(scheduler, workers)
         with _Progress(sum(candidates(z) for z in range(minz, maxz + 1)), progress) as bar:
             written_above: set[tuple[int, int]] = set()
             for z in range(maxz, minz - 1, -1):

@@ -14,6 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,29 +177,20 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
     model = load_model(config.model)
     check_tiling(config.tiles, model.spec)
     info = inspect_raster(config.input, config.bands, config.allow_no_crs)
-    if config.match_colors and model.spec.input_stats:
-        info = colour_match(info, model.spec.input_stats)
     xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
     prepare_output(out_dir, [MAP_NAME, *xyz_name], config.overwrite)
     scheduler = resolve_scheduler(config.scheduler, config.scheduler_file)
     if scheduler != config.scheduler:  # --scheduler-file or $DASK_SCHEDULER_ADDRESS: also for the pyramid
         config = dataclasses.replace(config, scheduler=scheduler, scheduler_file=None)
-    with _cluster(config) as client:
-        # Resolve `auto` precision once, for every worker, before the fingerprint: a render
-        # resumed on another scheduler then never mixes bf16 and fp32 blocks.
-        infer = dataclasses.replace(config.infer, precision=cluster_precision(config.infer, client))
-        config = dataclasses.replace(config, infer=infer)
-        job, plan = build_job(config, info, model, out_dir)
-        all_blocks = list(plan.blocks())
-        done = open_store(
-            job.store,
-            fingerprint(job, config),
-            {"geopix": __version__, "input": info.path, "model": job.model_path},
-            force=config.force or config.overwrite,
-        )
-        blocks = cache_friendly_order([b for b in all_blocks if b.index not in done])
-        job = dataclasses.replace(job, infer=_local_threads(config, job.infer, len(blocks)))
-        stats = _execute(job, blocks, config, client)
+    with ThreadPoolExecutor(1) as pool:
+        # The colour statistics decode the whole raster (GDAL, without the GIL) while the
+        # cluster starts (mostly Python): on an 8192² raster 1.1 s and 1.1 s, now overlapped.
+        matching = config.match_colors and model.spec.input_stats
+        stats_future = pool.submit(colour_match, info, model.spec.input_stats) if matching else None
+        with _cluster(config) as client:
+            if stats_future is not None:
+                info = stats_future.result()
+            config, job, plan, all_blocks, done, stats = _compute_blocks(config, client, model, info, out_dir)
     t_write = time.perf_counter()
     map_path = finalize_geotiff(
         job.store,
@@ -269,6 +261,25 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
         },
     )
     return result
+
+
+def _compute_blocks(config: RenderConfig, client, model: LoadedModel, info: RasterInfo, out_dir: Path):
+    """Plan the job, open (or resume) the block store and run the blocks still to do."""
+    # Resolve `auto` precision once, for every worker, before the fingerprint: a render
+    # resumed on another scheduler then never mixes bf16 and fp32 blocks.
+    infer = dataclasses.replace(config.infer, precision=cluster_precision(config.infer, client))
+    config = dataclasses.replace(config, infer=infer)
+    job, plan = build_job(config, info, model, out_dir)
+    all_blocks = list(plan.blocks())
+    done = open_store(
+        job.store,
+        fingerprint(job, config),
+        {"geopix": __version__, "input": info.path, "model": job.model_path},
+        force=config.force or config.overwrite,
+    )
+    blocks = cache_friendly_order([b for b in all_blocks if b.index not in done])
+    job = dataclasses.replace(job, infer=_local_threads(config, job.infer, len(blocks)))
+    return config, job, plan, all_blocks, done, _execute(job, blocks, config, client)
 
 
 def fingerprint(job: BlockJob, config: RenderConfig) -> str:

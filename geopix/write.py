@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import zarr
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.transform import Affine
 from rasterio.windows import Window as RioWindow
 
@@ -134,6 +134,17 @@ RAW_INTERMEDIATE_BYTES = 2 << 30
 #: GDAL block cache (MB) while the GeoTIFF/COG is written: 64 MB keeps a 16384² finalize flat
 #: (peak RSS 0.68 GiB vs 0.60 at 4096²; 0.94 with the 256 MB that reading uses) at equal speed.
 FINALIZE_CACHE_MB = 64
+#: Tile side of the COG and of its intermediate.
+COG_BLOCK = 512
+
+
+def overview_factors(width: int, height: int, block: int = COG_BLOCK) -> list[int]:
+    """The COG driver's own overview levels: halve (rounding down) until the largest side fits one block."""
+    factors, f, side = [], 2, max(width, height)
+    while side // (f // 2) > block:
+        factors.append(f)
+        f *= 2
+    return factors
 
 
 def finalize_geotiff(
@@ -164,8 +175,8 @@ def finalize_geotiff(
         "crs": crs,
         "transform": transform,
         "tiled": True,
-        "blockxsize": 512,
-        "blockysize": 512,
+        "blockxsize": COG_BLOCK,
+        "blockysize": COG_BLOCK,
         "photometric": "RGB",
         "BIGTIFF": "IF_SAFER",
     }
@@ -193,13 +204,20 @@ def finalize_geotiff(
         from rasterio.shutil import copy as rio_copy
 
         with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_NUM_THREADS="ALL_CPUS", GDAL_CACHEMAX=FINALIZE_CACHE_MB):
+            # Overviews built in place in the raw intermediate (all cores), which the COG
+            # driver then copies: 8192² map 1.4 + 2.6 s against 4.3 s more when the COG
+            # driver computes them itself (same levels, same bytes: tests/test_write.py).
+            factors = overview_factors(spec.width, spec.height, COG_BLOCK)
+            if factors:
+                with rasterio.open(tiled, "r+") as ds:
+                    ds.build_overviews(factors, Resampling.average)
             rio_copy(
                 tiled,
                 partial,
                 driver="COG",
                 COMPRESS="DEFLATE",
                 PREDICTOR="NO",
-                BLOCKSIZE=512,
+                BLOCKSIZE=COG_BLOCK,
                 OVERVIEW_RESAMPLING="AVERAGE",
                 NUM_THREADS="ALL_CPUS",
                 BIGTIFF="IF_SAFER",

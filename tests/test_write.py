@@ -1,0 +1,70 @@
+"""The block store and the final COG: overviews built in place equal the COG driver's own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.shutil import copy as rio_copy
+from rasterio.transform import Affine
+
+from geopix.plan import Window
+from geopix.write import COG_BLOCK, StoreSpec, create_store, finalize_geotiff, overview_factors, write_block
+
+
+def _store(tmp_path: Path, h: int, w: int, chunk: int = 256) -> StoreSpec:
+    """A store of flat map-like colours with a masked corner (RGB 0 under the mask, as render writes)."""
+    spec = StoreSpec(str(tmp_path / "s.zarr"), h, w, chunk)
+    create_store(spec)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgba = np.zeros((4, h, w), np.uint8)
+    palette = rng.integers(0, 256, (6, 3), dtype=np.uint8)
+    cls = ((yy // 37) * 7 + (xx // 53)) % 6
+    rgba[:3] = palette[cls].transpose(2, 0, 1)
+    valid = ~((yy > h * 0.7) & (xx < w * 0.4))
+    rgba[:3] *= valid
+    rgba[3] = valid * 255
+    for r in range(0, h, chunk):
+        for c in range(0, w, chunk):
+            win = Window(r, c, min(chunk, h - r), min(chunk, w - c))
+            write_block(spec, win, rgba[:, r : r + win.height, c : c + win.width])
+    return spec
+
+
+@pytest.mark.parametrize("side", [300, 512, 513, 1024, 1025, 1500, 2049])
+def test_overview_factors_are_the_cog_drivers(tmp_path: Path, side: int) -> None:
+    src = tmp_path / "raw.tif"
+    profile = {"driver": "GTiff", "width": side, "height": side // 2 + 1, "count": 1, "dtype": "uint8",
+               "crs": "EPSG:3857", "transform": Affine(1, 0, 0, 0, -1, side)}  # fmt: skip
+    with rasterio.open(src, "w", **profile) as ds:
+        ds.write(np.zeros((1, side // 2 + 1, side), np.uint8))
+    rio_copy(src, tmp_path / "cog.tif", driver="COG", BLOCKSIZE=COG_BLOCK)
+    with rasterio.open(tmp_path / "cog.tif") as ds:
+        assert overview_factors(ds.width, ds.height) == ds.overviews(1)
+
+
+def test_cog_overviews_and_mask_equal_the_cog_drivers(tmp_path: Path) -> None:
+    """Our in-place overviews (then copied) must give what the COG driver computes itself."""
+    spec = _store(tmp_path, 1300, 1100)
+    tr = Affine(2.0, 0, 500_000, 0, -2.0, 4_000_000)
+    ours = finalize_geotiff(spec, tmp_path / "map.tif", crs="EPSG:32633", transform=tr)
+    # the reference: the same raw intermediate, overviews left to the COG driver
+    raw = tmp_path / "raw.tif"
+    finalize_geotiff(spec, raw, crs="EPSG:32633", transform=tr, cog=False)
+    ref = tmp_path / "ref.tif"
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        rio_copy(raw, ref, driver="COG", COMPRESS="DEFLATE", PREDICTOR="NO", BLOCKSIZE=COG_BLOCK,
+                 OVERVIEW_RESAMPLING="AVERAGE")  # fmt: skip
+    with rasterio.open(ours) as a, rasterio.open(ref) as b:
+        assert a.overviews(1) == b.overviews(1) == [2, 4]
+        assert a.profile["compress"] == "deflate" and a.profile["blockxsize"] == COG_BLOCK
+        for f in [1, *a.overviews(1)]:
+            shape = (a.height // f, a.width // f) if f > 1 else (a.height, a.width)
+            assert np.array_equal(a.read(out_shape=(3, *shape)), b.read(out_shape=(3, *shape)))
+            assert np.array_equal(a.dataset_mask(out_shape=shape), b.dataset_mask(out_shape=shape))
+        # masked pixels stay out of the averages: the overview of a valid area keeps its colours
+        assert a.dataset_mask(out_shape=(650, 550))[640, 10] == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("map")) == ["map.tif"]

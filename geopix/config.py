@@ -117,6 +117,7 @@ class TrainConfig:
     load_size_max: int | None = None  # scale jitter: each sample's load size in [load_size, this]
     crop_size: int = 256
     colour_jitter: float = 0.0  # brightness/contrast/saturation/gain jitter of the input photo
+    sharpness_jitter: float = 0.0  # random unsharp mask / blur of the input photo
     flip: bool = True
     rotate: bool = False
     source_resolution_m: float = 1.0  # ground resolution of the dataset's images as stored

@@ -143,6 +143,7 @@ class Trainer:
             seed=cfg.seed,
             load_size_max=cfg.load_size_max,
             colour_jitter=cfg.colour_jitter,
+            sharpness_jitter=cfg.sharpness_jitter,
         )
         self.G: nn.Module = self.spec.build()
         init_weights(self.G)

@@ -188,6 +188,28 @@ def test_colour_jitter_changes_the_photo_only(tmp_path: Path) -> None:
     )  # never at eval
 
 
+def test_sharpness_jitter_changes_the_photo_only(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)  # texture: blurring or sharpening a linear ramp changes nothing
+    _save(tmp_path / "A" / "p.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    _save(tmp_path / "B" / "p.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    ref = find_pairs(tmp_path)[0]
+    plain = PairDataset([ref], load_size=40, crop_size=32, seed=2, colour_jitter=0.3)
+    sharp = PairDataset([ref], load_size=40, crop_size=32, seed=2, colour_jitter=0.3, sharpness_jitter=0.5)
+    changed = 0
+    for epoch in range(6):
+        plain.set_epoch(epoch), sharp.set_epoch(epoch)
+        assert torch.equal(plain[0]["b"], sharp[0]["b"])  # the map keeps its exact colours
+        changed += not torch.equal(plain[0]["a"], sharp[0]["a"])  # same crop, colours; other sharpness
+        assert torch.equal(sharp[0]["a"], sharp[0]["a"])  # deterministic
+    assert changed >= 5
+    with pytest.raises(DatasetError, match="--sharpness-jitter"):
+        PairDataset([ref], load_size=40, crop_size=32, sharpness_jitter=1.5)
+    assert torch.equal(
+        PairDataset([ref], load_size=40, crop_size=32, train=False, sharpness_jitter=0.5)[0]["a"],
+        PairDataset([ref], load_size=40, crop_size=32, train=False)[0]["a"],
+    )  # never at eval
+
+
 # ---- cutting pairs from rasters -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def rasters(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

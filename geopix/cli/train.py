@@ -33,6 +33,9 @@ def train_cmd(
     load_size_max: int = typer.Option(None, help="Scale jitter: draw each sample's load size up to this."),
     crop_size: int = typer.Option(None, help="Random crop size (multiple of 256 for unet_256)."),
     colour_jitter: float = typer.Option(None, help="Jitter the input photo's colours by up to this fraction."),
+    sharpness_jitter: float = typer.Option(
+        None, help="Sharpen or blur the input photo at random, up to this strength (0..1)."
+    ),
     rotate: bool = typer.Option(None, "--rotate/--no-rotate", help="Add 90° rotations to the flips."),
     source_resolution: float = typer.Option(None, help="Metres per pixel of the dataset images as stored."),
     max_images: int = typer.Option(None, help="Use only the first N training pairs."),

@@ -132,6 +132,26 @@ def jitter_colours(img: np.ndarray, rng: np.random.Generator, strength: float) -
     return np.clip(np.round(x), 0, 255).astype(np.uint8)
 
 
+def jitter_sharpness(img: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Randomly sharpen (unsharp mask) or soften (Gaussian blur) an HxWx3 uint8 photo.
+
+    Modern 0.1–0.5 m orthophotos, downsampled to the model's resolution, are much crisper
+    than the maps dataset's 2013 Google imagery; a model that only ever saw the soft
+    imagery takes crisp tree canopy for something else (Vienna's gardens came out as
+    background, and softening the photo by hand turned them green).  ``strength`` s draws
+    u ~ U(-s, s): u > 0 sharpens by 300·u % (radius 1.5 px), u < 0 blurs with radius 1.5·|u| px.
+    """
+    from PIL import ImageFilter
+
+    u = float(rng.uniform(-strength, strength))
+    im = Image.fromarray(np.ascontiguousarray(img))
+    if u > 0:
+        im = im.filter(ImageFilter.UnsharpMask(radius=1.5, percent=round(300 * u), threshold=0))
+    elif u < 0:
+        im = im.filter(ImageFilter.GaussianBlur(radius=1.5 * -u))
+    return np.asarray(im)
+
+
 class PairDataset(Dataset):
     """Resize to ``load_size``, random ``crop_size`` crop, shared flips/rotations.
 
@@ -139,7 +159,8 @@ class PairDataset(Dataset):
     eight dihedral transforms are all valid samples.  ``load_size_max`` draws each sample's
     scale log-uniformly between ``load_size`` and it (real imagery never matches one ground
     resolution exactly); ``colour_jitter`` perturbs the input photo's colours (see
-    :func:`jitter_colours`).  The target map is never colour-jittered.
+    :func:`jitter_colours`) and ``sharpness_jitter`` its sharpness (:func:`jitter_sharpness`).
+    The target map is never jittered.
     """
 
     def __init__(
@@ -157,6 +178,7 @@ class PairDataset(Dataset):
         cache: bool = True,
         load_size_max: int | None = None,
         colour_jitter: float = 0.0,
+        sharpness_jitter: float = 0.0,
     ) -> None:
         if crop_size > load_size:
             raise DatasetError(f"crop size {crop_size} is larger than load size {load_size}")
@@ -164,6 +186,9 @@ class PairDataset(Dataset):
             raise DatasetError(f"--load-size-max {load_size_max} is smaller than --load-size {load_size}")
         if not 0.0 <= colour_jitter < 1.0:
             raise DatasetError(f"--colour-jitter {colour_jitter} must be in [0, 1)")
+        if not 0.0 <= sharpness_jitter <= 1.0:
+            raise DatasetError(f"--sharpness-jitter {sharpness_jitter} must be in [0, 1]")
+        self.sharpness_jitter = sharpness_jitter if train else 0.0
         self.load_size_max = load_size_max if train else None
         self.colour_jitter = colour_jitter if train else 0.0
         self.pairs = list(pairs)
@@ -217,6 +242,8 @@ class PairDataset(Dataset):
             k = int(rng.integers(0, 4)) if self.rotate else 0
             if self.colour_jitter:
                 a = jitter_colours(a, rng, self.colour_jitter)
+            if self.sharpness_jitter:  # drawn after the others: old recipes keep their samples
+                a = jitter_sharpness(a, rng, self.sharpness_jitter)
         else:
             top = left = (self.load_size - self.crop_size) // 2
             do_flip, k = False, 0

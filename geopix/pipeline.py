@@ -263,7 +263,9 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
     return result
 
 
-def _compute_blocks(config: RenderConfig, client, model: LoadedModel, info: RasterInfo, out_dir: Path):
+def _compute_blocks(
+    config: RenderConfig, client, model: LoadedModel, info: RasterInfo, out_dir: Path
+) -> tuple[RenderConfig, BlockJob, RenderPlan, list[Block], set[tuple[int, int]], dict[str, float]]:
     """Plan the job, open (or resume) the block store and run the blocks still to do."""
     # Resolve `auto` precision once, for every worker, before the fingerprint: a render
     # resumed on another scheduler then never mixes bf16 and fp32 blocks.

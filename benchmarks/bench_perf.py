@@ -8,6 +8,7 @@ Prints tables and (with ``--json PATH``) writes JSON; nothing asserts (targets a
                                              [--precision auto] [--workers W]
     python benchmarks/bench_perf.py baseline [--size 8192]
     python benchmarks/bench_perf.py all      [...]   # raw + e2e + baseline + peak memory, and a summary table
+    python benchmarks/bench_perf.py ratio    [--rounds 3] [e2e options]   # e2e/raw with the machine's drift averaged
 
     # smoke test, < 1 minute on 2 cores:
     python benchmarks/bench_perf.py all --size 1024 --seconds 1 --batches 1,4 --no-compile
@@ -24,6 +25,10 @@ Prints tables and (with ``--json PATH``) writes JSON; nothing asserts (targets a
 * **baseline**: the reference pix2pix style on the same mosaic, in a fresh process: one 256² tile at
   a time, batch 1, no overlap or blending, fp32, contiguous layout; rasterio reads each window
   (edge tiles reflect-padded), ``net`` runs directly, each tile goes into a tiled deflate GTiff.
+* **ratio**: ``--rounds`` rounds of raw, a fresh-process render (no pyramid), raw again; each round's
+  ratio is the render's planned tiles/s over the mean of the two raw figures around it, and the
+  median over rounds is printed.  On a shared 2-core machine raw alone drifts by ±10 % between
+  8-second runs, more than the effects being measured.
 * **memory**: peak RSS of the e2e and baseline process trees (``bench_render.PeakRSS``), and
   ``torch.cuda.max_memory_allocated()`` where there is a GPU.
 
@@ -282,9 +287,11 @@ def child_e2e(args: argparse.Namespace) -> None:
         res = render(cfg)
     t0 = time.perf_counter()
     with PeakRSS() as rss_pyr:
-        pyr = build_pyramid(
-            res.map_path, out / "xyz", PyramidConfig(overwrite=True), workers=args.workers or None, progress=False
-        )
+        pyr = None
+        if not args.no_pyramid:
+            pyr = build_pyramid(
+                res.map_path, out / "xyz", PyramidConfig(overwrite=True), workers=args.workers or None, progress=False
+            )
     pyramid_s = time.perf_counter() - t0
     doc = {
         "width": res.width,
@@ -297,8 +304,8 @@ def child_e2e(args: argparse.Namespace) -> None:
         "render_seconds": res.seconds,
         "stage_seconds": res.stage_seconds,
         "pyramid_seconds": pyramid_s,
-        "pyramid_tiles": sum(pyr.tiles_per_zoom.values()),
-        "pyramid_zooms": [pyr.minzoom, pyr.maxzoom],
+        "pyramid_tiles": sum(pyr.tiles_per_zoom.values()) if pyr else 0,
+        "pyramid_zooms": [pyr.minzoom, pyr.maxzoom] if pyr else [],
         "peak_rss_render_gib": rss_render.peak / 2**30,
         "peak_rss_pyramid_gib": rss_pyr.peak / 2**30,
     }
@@ -314,6 +321,8 @@ def _child(kind: str, args: argparse.Namespace, model: str, src: Path, tmp: Path
            "--result", str(result), "--model", model, "--device", args.device,
            "--tile-size", str(args.tile_size), "--overlap", str(args.overlap), "--chunk", str(args.chunk),
            "--batch", str(args.batch), "--precision", args.precision, "--workers", str(args.workers)]  # fmt: skip
+    if getattr(args, "no_pyramid", False):
+        cmd.append("--no-pyramid")
     t0 = time.perf_counter()
     with PeakRSS(cmd) as rss:
         pass
@@ -506,6 +515,29 @@ def ratios(e2e: dict, base: dict) -> dict:
     return r
 
 
+# ---- e. the e2e/raw ratio, interleaved ------------------------------------------------------
+def bench_ratio(args: argparse.Namespace, model: str, src: Path, tmp: Path) -> dict:
+    import statistics
+
+    args = copy.copy(args)
+    args.no_pyramid = True
+    rounds = []
+    for k in range(args.rounds):
+        before = raw_at(args, model)["tiles_s"]
+        doc, _, _ = _child("_e2e", args, model, src, tmp)
+        after = raw_at(args, model)["tiles_s"]
+        e2e = doc["tiles"] / doc["render_seconds"]
+        rounds.append({"raw_before": before, "e2e": e2e, "raw_after": after, "ratio": e2e / ((before + after) / 2),
+                       "render_seconds": doc["render_seconds"], "stage_seconds": doc["stage_seconds"]})  # fmt: skip
+        r = rounds[-1]
+        print(f"round {k + 1}: raw {before:.1f}, e2e {e2e:.2f} tiles/s ({doc['render_seconds']:.1f} s), "
+              f"raw {after:.1f} -> ratio {r['ratio']:.3f}", flush=True)  # fmt: skip
+    ratios_ = [r["ratio"] for r in rounds]
+    med = statistics.median(ratios_)
+    print(f"e2e/raw over {len(rounds)} rounds: median {med:.3f}, min {min(ratios_):.3f}, max {max(ratios_):.3f}")
+    return {"benchmark": "ratio", "raster": args.size, "chunk": args.chunk, "rounds": rounds, "median_ratio": med}
+
+
 # ---- driver ----------------------------------------------------------------------------------
 def _mosaic(args: argparse.Namespace, tmp: Path) -> Path:
     t0 = time.perf_counter()
@@ -557,7 +589,7 @@ def summary(out: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("which", choices=["raw", "e2e", "baseline", "all", "_e2e", "_baseline"])
+    ap.add_argument("which", choices=["raw", "e2e", "baseline", "all", "ratio", "_e2e", "_baseline"])
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--model", default="", help="a checkpoint (default: the shipped sat2map model)")
     ap.add_argument("--ngf", type=int, default=0, help="use a random unet_256 of this width (64: the paper's)")
@@ -576,6 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--chunk", type=int, default=2048, help="e2e: output block side")
     ap.add_argument("--precision", default="auto", help="e2e: auto | fp32 | bf16 | fp16")
     ap.add_argument("--workers", type=int, default=0, help="e2e: local worker processes (0: the default)")
+    ap.add_argument("--rounds", type=int, default=3, help="ratio: raw / render / raw rounds")
+    ap.add_argument("--no-pyramid", action="store_true", help="e2e: render only, no XYZ pyramid")
     ap.add_argument("--json", default="", help="also write the results here")
     # internal: the child processes
     ap.add_argument("--src", default="", help=argparse.SUPPRESS)
@@ -609,8 +643,10 @@ def main() -> None:
         model = resolve_model_path(args, tmp)
         if args.which in ("raw", "all"):
             out["raw"] = bench_raw(args, model)
-        if args.which in ("e2e", "baseline", "all"):
+        if args.which in ("e2e", "baseline", "all", "ratio"):
             src = _mosaic(args, tmp)
+            if args.which == "ratio":
+                out["ratio"] = bench_ratio(args, model, src, tmp)
             if args.which in ("e2e", "all"):
                 out["e2e"] = bench_e2e(args, model, src, tmp)
             if args.which in ("baseline", "all"):

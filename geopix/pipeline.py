@@ -513,10 +513,12 @@ def info(
     tiles = tiles or TileConfig()
     meta = inspect_raster(path, bands, allow_no_crs)
     spec: ModelSpec | None = None
+    loaded: LoadedModel | None = None
     note = ""
     if model:
         try:
-            spec = load_model(model).spec
+            loaded = load_model(model)
+            spec = loaded.spec
         except GeopixError as exc:
             note = str(exc)
     res = spec.ground_resolution_m if spec else None
@@ -524,7 +526,7 @@ def info(
     plan = RenderPlan(
         meta.height, meta.width, grid.height, grid.width, tiles.tile_size, tiles.overlap, tiles.chunk_size
     )
-    sec_per_tile = _seconds_per_tile(spec)
+    rate = generator_rate(loaded, tiles.tile_size) if loaded is not None else None
     out = {
         "path": meta.path,
         "size": [meta.width, meta.height],
@@ -540,18 +542,43 @@ def info(
         "work_grid": [grid.width, grid.height],
         "tiles": plan.n_tiles,
         "blocks": math.prod(plan.block_shape),
-        "estimated_seconds_cpu": round(plan.n_tiles * sec_per_tile, 1) if sec_per_tile else None,
+        "generator_tiles_per_second": round(rate, 1) if rate else None,
+        "estimated_seconds": round(estimated_seconds(plan.n_tiles, rate), 1) if rate else None,
     }
     if note:
         out["model_note"] = note
     return out
 
 
-def _seconds_per_tile(spec: ModelSpec | None) -> float | None:
-    """Rough CPU cost per 256² tile on 2 cores, scaled by width² (measured: ngf 64 ≈ 0.36 s)."""
-    if spec is None:
-        return None
-    return 0.36 * (spec.ngf / 64) ** 2
+#: What a render adds to the generator's own time (start, read/blend/write, finalize), from
+#: benchmarks/README.md: start ≈ 2.5 s, then end-to-end ≈ 0.67 of the raw generator rate.
+RENDER_START_S = 2.5
+E2E_FRACTION_OF_RAW = 0.67
+
+
+def generator_rate(model: LoadedModel, tile: int, batch: int = 8, seconds: float = 0.5) -> float:
+    """Tiles/s of the render's generator settings measured on this machine (after one warm-up).
+
+    A fixed per-model constant was 5× off between two machines of the same kind; half a
+    second of measurement is not.
+    """
+    import numpy as np
+
+    from geopix.infer import Predictor
+
+    predictor = Predictor.from_loaded(model, "auto", True, "auto")
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, model.spec.input_nc, tile, tile)).astype(np.float32)
+    predictor.predict(x)
+    n, t0 = 0, time.perf_counter()
+    while n < 2 or time.perf_counter() - t0 < seconds:
+        predictor.predict(x)
+        n += 1
+    return n * batch / (time.perf_counter() - t0)
+
+
+def estimated_seconds(n_tiles: int, rate: float) -> float:
+    """A render's wall time from the measured generator rate."""
+    return RENDER_START_S + n_tiles / (rate * E2E_FRACTION_OF_RAW)
 
 
 # ---- demo ------------------------------------------------------------------------------------

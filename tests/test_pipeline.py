@@ -11,7 +11,7 @@ import rasterio
 
 from geopix import errors
 from geopix.config import InferConfig, RenderConfig, TileConfig
-from geopix.pipeline import info, predict, render
+from geopix.pipeline import estimated_seconds, info, predict, render
 from geopix.testing import random_checkpoint, synthetic_aerial
 
 
@@ -212,6 +212,12 @@ def test_info_describes_the_job(aerial: Path, checkpoint: Path) -> None:
     meta = info(aerial, str(checkpoint))
     assert meta["size"] == [700, 600] and meta["crs"] == "EPSG:32633" and meta["tiles"] == 16
     assert meta["ground_resolution_m"] == [2.0, 2.0]
+    # the estimate comes from the generator's rate measured here, plus the render's overhead
+    rate = meta["generator_tiles_per_second"]
+    assert rate > 0
+    assert meta["estimated_seconds"] == pytest.approx(estimated_seconds(16, rate), abs=0.1)
+    assert estimated_seconds(16, rate) > 16 / rate
+    assert info(aerial, None)["estimated_seconds"] is None  # no model: nothing to measure
 
 
 def test_render_with_web_tiles(aerial: Path, checkpoint: Path, tmp_path: Path) -> None:

@@ -321,7 +321,7 @@ def _child(kind: str, args: argparse.Namespace, model: str, src: Path, tmp: Path
            "--result", str(result), "--model", model, "--device", args.device,
            "--tile-size", str(args.tile_size), "--overlap", str(args.overlap), "--chunk", str(args.chunk),
            "--batch", str(args.batch), "--precision", args.precision, "--workers", str(args.workers)]  # fmt: skip
-    if getattr(args, "no_pyramid", False):
+    if args.no_pyramid:
         cmd.append("--no-pyramid")
     t0 = time.perf_counter()
     with PeakRSS(cmd) as rss:

@@ -556,8 +556,9 @@ RENDER_START_S = 2.5
 E2E_FRACTION_OF_RAW = 0.67
 
 
-def generator_rate(model: LoadedModel, tile: int, batch: int = 8, seconds: float = 0.5) -> float:
-    """Tiles/s of the render's generator settings measured on this machine (after one warm-up).
+def generator_rate(model: LoadedModel, tile: int, infer: InferConfig | None = None, seconds: float = 0.5) -> float:
+    """Tiles/s of the generator at the render's settings (``InferConfig``'s defaults unless
+    given), measured on this machine after one warm-up.
 
     A fixed per-model constant was 5× off between two machines of the same kind; half a
     second of measurement is not.
@@ -566,14 +567,16 @@ def generator_rate(model: LoadedModel, tile: int, batch: int = 8, seconds: float
 
     from geopix.infer import Predictor
 
-    predictor = Predictor.from_loaded(model, "auto", True, "auto")
-    x = np.random.default_rng(0).uniform(-1, 1, (batch, model.spec.input_nc, tile, tile)).astype(np.float32)
+    infer = infer or InferConfig()
+    predictor = Predictor.from_loaded(model, infer.device, infer.channels_last, infer.precision)
+    shape = (infer.batch_size, model.spec.input_nc, tile, tile)
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
     predictor.predict(x)
     n, t0 = 0, time.perf_counter()
     while n < 2 or time.perf_counter() - t0 < seconds:
         predictor.predict(x)
         n += 1
-    return n * batch / (time.perf_counter() - t0)
+    return n * infer.batch_size / (time.perf_counter() - t0)
 
 
 def estimated_seconds(n_tiles: int, rate: float) -> float:

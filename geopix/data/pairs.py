@@ -188,9 +188,9 @@ class PairDataset(Dataset):
             raise DatasetError(f"--colour-jitter {colour_jitter} must be in [0, 1)")
         if not 0.0 <= sharpness_jitter <= 1.0:
             raise DatasetError(f"--sharpness-jitter {sharpness_jitter} must be in [0, 1]")
-        self.sharpness_jitter = sharpness_jitter if train else 0.0
         self.load_size_max = load_size_max if train else None
         self.colour_jitter = colour_jitter if train else 0.0
+        self.sharpness_jitter = sharpness_jitter if train else 0.0
         self.pairs = list(pairs)
         self.direction = direction
         self.load_size = load_size

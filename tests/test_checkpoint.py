@@ -10,9 +10,10 @@ import torch
 
 from geopix.errors import CheckpointError, ModelNotAvailableError
 from geopix.infer import Predictor
+from geopix.models import registry
 from geopix.models.checkpoint import ModelSpec, load_checkpoint, save_checkpoint, spec_from_official_state
 from geopix.models.generator import NLayerDiscriminator, UnetGenerator, count_parameters
-from geopix.models.registry import WEIGHTS_DIR, load_model
+from geopix.models.registry import REGISTRY, WEIGHTS_DIR, load_model
 from geopix.testing import random_checkpoint
 
 
@@ -121,12 +122,22 @@ def test_mismatched_checkpoint(tmp_path: Path) -> None:
         spec_from_official_state({"foo": torch.zeros(1)})
 
 
-def test_registry_names_and_missing_files(tmp_path: Path) -> None:
+def test_registry_names_and_missing_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(CheckpointError, match="neither a registry name"):
         load_model(tmp_path / "nope.safetensors")
-    if not (WEIGHTS_DIR / "map2sat.safetensors").exists():
-        with pytest.raises(ModelNotAvailableError, match="geopix train"):
+    with monkeypatch.context() as m:  # a copy of geopix without its weights files
+        m.setattr(registry, "WEIGHTS_DIR", tmp_path)
+        with pytest.raises(ModelNotAvailableError, match=r"geopix train \.\./shared/data/maps --direction BtoA"):
             load_model("map2sat")
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_shipped_models_describe_themselves(name: str) -> None:
+    """Both shipped generators load with no flags and declare the registry's direction."""
+    model = load_model(name)
+    assert model.spec.direction == REGISTRY[name][1]
+    assert model.spec.ground_resolution_m > 0 and len(model.spec.input_stats) == 3
+    assert (WEIGHTS_DIR / REGISTRY[name][0]).stat().st_size <= 30 * 2**20
 
 
 def test_inference_is_a_pure_function_of_the_tile(checkpoint: Path) -> None:

@@ -24,11 +24,13 @@ def resolve_model(name_or_path: str | Path) -> Path:
     """Return the checkpoint file for a registry name or a path, or explain how to get one."""
     text = str(name_or_path)
     if text in REGISTRY:
-        path = WEIGHTS_DIR / REGISTRY[text][0]
+        filename, direction, _ = REGISTRY[text]
+        path = WEIGHTS_DIR / filename
         if not path.exists():
+            recipe = "--preset palette" if direction == "AtoB" else "--direction BtoA"
             raise ModelNotAvailableError(
                 f"the {text!r} weights are not installed in this copy of geopix ({path} is missing); "
-                f"train them with `geopix train ../shared/data/maps --preset palette -o runs/{text}` and pass "
+                f"train them with `geopix train ../shared/data/maps {recipe} -o runs/{text}` and pass "
                 f"--model runs/{text}/generator.safetensors, or pass any pix2pix checkpoint path"
             )
         return path

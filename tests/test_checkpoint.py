@@ -135,9 +135,9 @@ def test_registry_names_and_missing_files(tmp_path: Path, monkeypatch: pytest.Mo
 def test_shipped_models_describe_themselves(name: str) -> None:
     """Both shipped generators load with no flags and declare the registry's direction."""
     model = load_model(name)
-    assert model.spec.direction == REGISTRY[name][1]
+    assert model.spec.direction == REGISTRY[name].direction
     assert model.spec.ground_resolution_m > 0 and len(model.spec.input_stats) == 3
-    assert (WEIGHTS_DIR / REGISTRY[name][0]).stat().st_size <= 30 * 2**20
+    assert (WEIGHTS_DIR / REGISTRY[name].filename).stat().st_size <= 30 * 2**20
 
 
 def test_inference_is_a_pure_function_of_the_tile(checkpoint: Path) -> None:

@@ -7,16 +7,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from geopix.errors import CheckpointError, ModelNotAvailableError
 from geopix.models.checkpoint import LoadedModel, load_checkpoint
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
-#: name → (file in geopix/weights, direction, what it does)
-REGISTRY: dict[str, tuple[str, str, str]] = {
-    "sat2map": ("sat2map.safetensors", "AtoB", "aerial photo → map"),
-    "map2sat": ("map2sat.safetensors", "BtoA", "map → aerial photo"),
+
+class RegistryEntry(NamedTuple):
+    """A shipped model: its file in geopix/weights, its direction, what it does, and the
+    ``geopix train`` options that make it (quoted when the file is missing)."""
+
+    filename: str
+    direction: str
+    summary: str
+    train_options: str
+
+
+REGISTRY: dict[str, RegistryEntry] = {
+    "sat2map": RegistryEntry("sat2map.safetensors", "AtoB", "aerial photo → map", "--preset palette"),
+    "map2sat": RegistryEntry("map2sat.safetensors", "BtoA", "map → aerial photo", "--direction BtoA"),
 }
 
 
@@ -24,13 +35,12 @@ def resolve_model(name_or_path: str | Path) -> Path:
     """Return the checkpoint file for a registry name or a path, or explain how to get one."""
     text = str(name_or_path)
     if text in REGISTRY:
-        filename, direction, _ = REGISTRY[text]
-        path = WEIGHTS_DIR / filename
+        entry = REGISTRY[text]
+        path = WEIGHTS_DIR / entry.filename
         if not path.exists():
-            recipe = "--preset palette" if direction == "AtoB" else "--direction BtoA"
             raise ModelNotAvailableError(
                 f"the {text!r} weights are not installed in this copy of geopix ({path} is missing); "
-                f"train them with `geopix train ../shared/data/maps {recipe} -o runs/{text}` and pass "
+                f"train them with `geopix train ../shared/data/maps {entry.train_options} -o runs/{text}` and pass "
                 f"--model runs/{text}/generator.safetensors, or pass any pix2pix checkpoint path"
             )
         return path

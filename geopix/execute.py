@@ -21,7 +21,7 @@ from geopix.blend import Accumulator, bilinear, to_uint8
 from geopix.config import InferConfig
 from geopix.errors import ClusterError
 from geopix.plan import Block, RenderPlan
-from geopix.read import RasterInfo, WorkGrid, WorkReader, read_source_mask
+from geopix.read import RasterInfo, WorkGrid, WorkReader, configure_gdal, read_source_mask
 from geopix.write import StoreSpec, write_block
 
 
@@ -136,13 +136,17 @@ def get_reader(info: RasterInfo, grid: WorkGrid) -> WorkReader:
     (a fresh handle per block decoded 3–4× the pixels it used).  One reader per thread: a
     new job's raster replaces the previous one.
     """
-    st = os.stat(info.path)
-    key = (info, grid, st.st_mtime_ns, st.st_size)  # a rewritten file gets a fresh handle
+    try:
+        st = os.stat(info.path)
+        key = (info, grid, st.st_mtime_ns, st.st_size)  # a rewritten file gets a fresh handle
+    except OSError:  # a URL, /vsi… name or VRT: the name is the key
+        key = (info, grid, None, None)
     tid = threading.get_ident()
     with _READERS_LOCK:
         held = _READERS.get(tid)
     if held is not None and held[0] == key:
         return held[1]
+    configure_gdal()  # this worker's remote-read settings (its environment's own values win)
     reader = WorkReader(info, grid)
     with _READERS_LOCK:
         old = _READERS.get(tid)

@@ -34,7 +34,9 @@ from geopix.execute import (
 from geopix.models.checkpoint import LoadedModel, ModelSpec
 from geopix.models.registry import load_model, resolve_model
 from geopix.plan import Block, RenderPlan, Window
-from geopix.read import RasterInfo, colour_match, inspect_raster, work_grid
+from geopix.read import RasterInfo, colour_match, configure_gdal, inspect_raster, work_grid
+from geopix.remote import is_url, join, upload_atomic
+from geopix.source import VRT_PREFIX, is_remote, resolve_input
 from geopix.write import StoreSpec, finalize_geotiff, open_store, prepare_output, remove_store, write_manifest
 
 MAP_NAME = "map.tif"
@@ -45,8 +47,8 @@ STORE_NAME = "map.zarr"
 class RenderResult:
     """What a render produced, and how long it took."""
 
-    map_path: Path
-    store_path: Path | None
+    map_path: Path | str  # a URL when -o is an object store
+    store_path: Path | str | None
     width: int
     height: int
     tiles: int
@@ -173,12 +175,39 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
     if config is None:
         config = _config_from_kwargs(kwargs)
     t_start = time.perf_counter()
-    out_dir = Path(config.output_dir)
+    configure_gdal()
     model = load_model(config.model)
     check_tiling(config.tiles, model.spec)
-    info = inspect_raster(config.input, config.bands, config.allow_no_crs)
+    info = inspect_raster(resolve_input(config.input), config.bands, config.allow_no_crs)
     xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
-    prepare_output(out_dir, [MAP_NAME, *xyz_name], config.overwrite)
+    prepare_output(config.output_dir, [MAP_NAME, *xyz_name], config.overwrite)
+    with _staging(config.output_dir) as out_dir:
+        return _render(config, model, info, out_dir, t_start)
+
+
+@contextlib.contextmanager
+def _staging(output: str | Path) -> Iterator[Path]:
+    """The local folder finished files are built in: the output folder itself, or for an
+    object-store ``-o`` a temporary one whose files are uploaded once complete."""
+    if not is_url(output):
+        yield Path(output)
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="geopix-render-") as tmp:
+        yield Path(tmp)
+
+
+def _publish(local: Path, output: str | Path) -> str | Path:
+    """Put a finished file under its final name (an atomic upload to an object store)."""
+    if not is_url(output):
+        return local
+    url = join(str(output), local.name)
+    upload_atomic(local, url)
+    return url
+
+
+def _render(config: RenderConfig, model: LoadedModel, info: RasterInfo, out_dir: Path, t_start: float) -> RenderResult:
     scheduler = resolve_scheduler(config.scheduler, config.scheduler_file)
     if scheduler != config.scheduler:  # --scheduler-file or $DASK_SCHEDULER_ADDRESS: also for the pyramid
         config = dataclasses.replace(config, scheduler=scheduler, scheduler_file=None)
@@ -190,7 +219,7 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
         with _cluster(config) as client:
             if stats_future is not None:
                 info = stats_future.result()
-            config, job, plan, all_blocks, done, stats = _compute_blocks(config, client, model, info, out_dir)
+            config, job, plan, all_blocks, done, stats = _compute_blocks(config, client, model, info)
     t_write = time.perf_counter()
     map_path = finalize_geotiff(
         job.store,
@@ -201,9 +230,10 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
         tags={
             "GEOPIX_VERSION": __version__,
             "GEOPIX_MODEL": Path(job.model_path).name,
-            "GEOPIX_SOURCE": Path(info.path).name,
+            "GEOPIX_SOURCE": source_label(info.path),
         },
     )
+    published = _publish(map_path, config.output_dir)
     stats["finalize"] = time.perf_counter() - t_write
     if not config.keep_zarr:
         remove_store(job.store)
@@ -221,11 +251,13 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
             workers=config.workers,
             progress=config.progress,
         )
+        if is_url(config.output_dir):
+            _upload_tiles(pyramid.path, str(config.output_dir))
         stats["pyramid"] = time.perf_counter() - t_pyr
     seconds = time.perf_counter() - t_start
     result = RenderResult(
-        map_path=map_path,
-        store_path=Path(job.store.path) if config.keep_zarr else None,
+        map_path=published,
+        store_path=(job.store.path if is_url(job.store.path) else Path(job.store.path)) if config.keep_zarr else None,
         width=job.store.width,
         height=job.store.height,
         tiles=plan.n_tiles,
@@ -250,7 +282,7 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
             "chunk_size": plan.chunk,
             "precision": job.infer.precision,
             "work_grid": [job.grid.height, job.grid.width],
-            "output": str(map_path),
+            "output": str(published),
             "tiles": result.tiles,
             "tiles_run": result.tiles_run,
             "tiles_cached": result.tiles_cached,
@@ -260,18 +292,37 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
             "stage_seconds": result.stage_seconds,
         },
     )
+    _publish(out_dir / "render.json", config.output_dir)
     return result
 
 
+def _upload_tiles(local: Path, output: str) -> None:
+    """A tile archive is one atomic upload; a tile folder goes up tile by tile (each atomic)."""
+    from geopix.remote import filesystem
+
+    if local.is_file():
+        _publish(local, output)
+        return
+    fs, root = filesystem(join(output, local.name))
+    fs.put(str(local), root, recursive=True)
+
+
+def source_label(name: str) -> str:
+    """A short name for the source in tags and messages (file name; ``mosaic`` for a VRT)."""
+    if name.startswith(VRT_PREFIX):
+        return "mosaic.vrt"
+    return name.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
 def _compute_blocks(
-    config: RenderConfig, client, model: LoadedModel, info: RasterInfo, out_dir: Path
+    config: RenderConfig, client, model: LoadedModel, info: RasterInfo
 ) -> tuple[RenderConfig, BlockJob, RenderPlan, list[Block], set[tuple[int, int]], dict[str, float]]:
     """Plan the job, open (or resume) the block store and run the blocks still to do."""
     # Resolve `auto` precision once, for every worker, before the fingerprint: a render
     # resumed on another scheduler then never mixes bf16 and fp32 blocks.
     infer = dataclasses.replace(config.infer, precision=cluster_precision(config.infer, client))
     config = dataclasses.replace(config, infer=infer)
-    job, plan = build_job(config, info, model, out_dir)
+    job, plan = build_job(config, info, model)
     all_blocks = list(plan.blocks())
     done = open_store(
         job.store,
@@ -289,7 +340,8 @@ def fingerprint(job: BlockJob, config: RenderConfig) -> str:
     changes pixels.  An interrupted render resumes only into a store with this fingerprint."""
     import hashlib
 
-    src = Path(job.info.path).stat()
+    local = not is_remote(job.info.path) and not job.info.path.startswith(VRT_PREFIX)
+    src = Path(job.info.path).stat() if local else None
     h = hashlib.sha256()
     with open(job.model_path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -297,8 +349,8 @@ def fingerprint(job: BlockJob, config: RenderConfig) -> str:
     doc = {
         "geopix": __version__,
         "input": job.info.path,
-        "size": src.st_size,
-        "mtime_ns": src.st_mtime_ns,
+        "size": src.st_size if src else None,  # remote: the URL names the job (ETags are not portable)
+        "mtime_ns": src.st_mtime_ns if src else None,
         "model_sha256": h.hexdigest(),
         "plan": dataclasses.asdict(job.plan),
         "grid": dataclasses.asdict(job.grid),
@@ -313,7 +365,7 @@ def fingerprint(job: BlockJob, config: RenderConfig) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def build_job(config: RenderConfig, info: RasterInfo, model: LoadedModel, out_dir: Path) -> tuple[BlockJob, RenderPlan]:
+def build_job(config: RenderConfig, info: RasterInfo, model: LoadedModel) -> tuple[BlockJob, RenderPlan]:
     """The pure part of a render once the inputs are known: grids, plan and the worker job."""
     from rasterio.transform import Affine
 
@@ -337,7 +389,9 @@ def build_job(config: RenderConfig, info: RasterInfo, model: LoadedModel, out_di
         region=region,
     )
     ext = plan.extent
-    store = StoreSpec(str(out_dir / STORE_NAME), ext.height, ext.width, plan.chunk, ext.row, ext.col)
+    output = config.output_dir
+    store_path = join(str(output), STORE_NAME) if is_url(output) else str(Path(output) / STORE_NAME)
+    store = StoreSpec(store_path, ext.height, ext.width, plan.chunk, ext.row, ext.col)
     job = BlockJob(
         info=info,
         grid=grid,
@@ -348,6 +402,9 @@ def build_job(config: RenderConfig, info: RasterInfo, model: LoadedModel, out_di
         output_on_work=on_work,
         aoi_wkb=aoi_wkb,
         out_transform=tuple(out_transform)[:6] if isinstance(out_transform, Affine) else None,
+        # The shared-tile cache is a folder beside a local store; an object store skips it
+        # (the same pixels: a cached prediction equals a fresh one bit for bit).
+        cache_tiles=not is_url(output),
     )
     return job, plan
 
@@ -427,8 +484,9 @@ def _config_from_kwargs(kwargs: dict) -> RenderConfig:
     infer = InferConfig(**{k: kwargs.pop(k) for k in ("device", "batch_size", "threads", "precision") if k in kwargs})
     if "input" not in kwargs or "output_dir" not in kwargs:
         raise GeopixError("render() needs input= and output_dir= (or a RenderConfig)")
-    kwargs["input"] = Path(kwargs["input"])
-    kwargs["output_dir"] = Path(kwargs["output_dir"])
+    kwargs["input"] = kwargs["input"] if isinstance(kwargs["input"], str) else str(kwargs["input"])
+    out = kwargs["output_dir"]
+    kwargs["output_dir"] = out if isinstance(out, str) and is_url(out) else Path(out)
     return RenderConfig(tiles=tiles, infer=infer, **kwargs)
 
 
@@ -511,7 +569,7 @@ def info(
 ) -> dict:
     """Describe a raster and the render it would be (tiles, blocks, an estimated time)."""
     tiles = tiles or TileConfig()
-    meta = inspect_raster(path, bands, allow_no_crs)
+    meta = inspect_raster(resolve_input(str(path)), bands, allow_no_crs)
     spec: ModelSpec | None = None
     loaded: LoadedModel | None = None
     note = ""

@@ -46,8 +46,16 @@ def _summary(result, extra: list[str] | None = None) -> None:
 
 @app.command("render")
 def render_cmd(
-    input: Path = typer.Argument(..., help="Input aerial GeoTIFF (uint8 or uint16, RGB)."),
-    output_dir: Path = typer.Option(..., "--output", "-o", help="Output folder; map.tif is written there."),
+    inputs: list[str] = typer.Argument(
+        ...,
+        metavar="INPUT...",
+        help="Aerial raster (uint8/uint16 RGB): a path, http(s)://, s3://, gs://, az:// or /vsi… URL, a VRT, "
+        "a STAC Item (.json), or several files / a glob (mosaicked).",
+    ),
+    output_dir: str = typer.Option(
+        ..., "--output", "-o", help="Output folder or object-store URL (s3://bucket/run); map.tif is written there."
+    ),
+    asset: str = typer.Option(None, help="STAC Item asset to render (default: the RGB/visual one)."),
     model: str = typer.Option("sat2map", "--model", "-m", help="Registry name (sat2map) or checkpoint path."),
     tile_size: int = typer.Option(256, help="Model window size in pixels (multiple of 256)."),
     overlap: int = typer.Option(64, help="Overlap between neighbouring windows, blended smoothly."),
@@ -88,9 +96,12 @@ def render_cmd(
 ) -> None:
     """Render an aerial GeoTIFF into a seamless, georeferenced map raster (OUTPUT/map.tif)."""
     from geopix.pipeline import render
+    from geopix.read import configure_gdal
+    from geopix.source import resolve_input
 
+    configure_gdal()
     cfg = RenderConfig(
-        input=input,
+        input=resolve_input(inputs, asset),
         output_dir=output_dir,
         model=model,
         tiles=TileConfig(tile_size, overlap, chunk_size),
@@ -144,7 +155,7 @@ def predict_cmd(
 
 @app.command("info")
 def info_cmd(
-    input: Path = typer.Argument(..., help="A raster."),
+    input: str = typer.Argument(..., help="A raster: a path, URL, /vsi… name or STAC Item."),
     model: str = typer.Option("sat2map", "--model", "-m", help="Model used for the tile count and estimate."),
     tile_size: int = typer.Option(256),
     overlap: int = typer.Option(64),
@@ -154,8 +165,11 @@ def info_cmd(
 ) -> None:
     """Show size, CRS, ground resolution, tile count and an estimated render time."""
     from geopix.pipeline import info
+    from geopix.read import configure_gdal
+    from geopix.source import resolve_input
 
-    data = info(input, model, TileConfig(tile_size, overlap, 1024), _bands(bands), resample)
+    configure_gdal()
+    data = info(resolve_input(input), model, TileConfig(tile_size, overlap, 1024), _bands(bands), resample)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return

@@ -63,7 +63,7 @@ class RenderConfig:
     """Everything ``geopix render`` needs; see ``geopix.pipeline.render``."""
 
     #: A path, URL, ``/vsi…`` name, VRT, STAC Item or glob (``geopix.source.resolve_input``).
-    input: str | Path
+    input: str | Path | tuple[str, ...]
     #: A local folder, or an object-store URL (``s3://bucket/run``).
     output_dir: str | Path
     model: str = "sat2map"

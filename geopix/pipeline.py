@@ -484,7 +484,8 @@ def _config_from_kwargs(kwargs: dict) -> RenderConfig:
     infer = InferConfig(**{k: kwargs.pop(k) for k in ("device", "batch_size", "threads", "precision") if k in kwargs})
     if "input" not in kwargs or "output_dir" not in kwargs:
         raise GeopixError("render() needs input= and output_dir= (or a RenderConfig)")
-    kwargs["input"] = kwargs["input"] if isinstance(kwargs["input"], str) else str(kwargs["input"])
+    src = kwargs["input"]
+    kwargs["input"] = tuple(map(str, src)) if isinstance(src, list | tuple) else str(src)
     out = kwargs["output_dir"]
     kwargs["output_dir"] = out if isinstance(out, str) and is_url(out) else Path(out)
     return RenderConfig(tiles=tiles, infer=infer, **kwargs)

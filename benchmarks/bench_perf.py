@@ -281,7 +281,6 @@ def child_e2e(args: argparse.Namespace) -> None:
         resample=False,
         workers=args.workers or None,
         overwrite=True,
-        progress=False,
     )
     with PeakRSS() as rss_render:
         res = render(cfg)
@@ -289,9 +288,7 @@ def child_e2e(args: argparse.Namespace) -> None:
     with PeakRSS() as rss_pyr:
         pyr = None
         if not args.no_pyramid:
-            pyr = build_pyramid(
-                res.map_path, out / "xyz", PyramidConfig(overwrite=True), workers=args.workers or None, progress=False
-            )
+            pyr = build_pyramid(res.map_path, out / "xyz", PyramidConfig(overwrite=True), workers=args.workers or None)
     pyramid_s = time.perf_counter() - t0
     doc = {
         "width": res.width,

@@ -139,9 +139,7 @@ def render_once(src: Path, out: Path, model: str, **kw) -> tuple[object, float]:
 
     tiles = TileConfig(kw.pop("tile_size", 256), kw.pop("overlap", 64), kw.pop("chunk_size", 1024))
     infer = InferConfig(batch_size=kw.pop("batch_size", 8))
-    cfg = RenderConfig(
-        input=src, output_dir=out, model=model, tiles=tiles, infer=infer, overwrite=True, progress=False, **kw
-    )
+    cfg = RenderConfig(input=src, output_dir=out, model=model, tiles=tiles, infer=infer, overwrite=True, **kw)
     with PeakRSS() as rss:
         result = render(cfg)
     top = sorted(rss.per_process.items(), key=lambda kv: -kv[1])[:4]

@@ -107,8 +107,7 @@ def run_geopix(src: Path, out: Path, zoom: str, workers: int, scheduler: str | N
 
     lo, hi = parse_zoom(zoom)
     t0 = time.perf_counter()
-    res = build_pyramid(src, out, PyramidConfig(minzoom=lo, maxzoom=hi), scheduler=scheduler, workers=workers,
-                        progress=False)  # fmt: skip
+    res = build_pyramid(src, out, PyramidConfig(minzoom=lo, maxzoom=hi), scheduler=scheduler, workers=workers)
     seconds = time.perf_counter() - t0
     tiles, nbytes, empty = tree_stats(out)
     label = "geopix (sync, 1 process)" if scheduler == "sync" else f"geopix (Dask, {workers} workers)"

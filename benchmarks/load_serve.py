@@ -111,7 +111,7 @@ def synthetic_tileset(tmp: Path, size: int) -> Path:
     from geopix.pyramid import PyramidConfig, build_pyramid
 
     src = synthetic_map(tmp / "map.tif", size)
-    return build_pyramid(src, tmp / "tiles.pmtiles", PyramidConfig(), scheduler="sync", progress=False).path
+    return build_pyramid(src, tmp / "tiles.pmtiles", PyramidConfig(), scheduler="sync").path
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ def main() -> None:
     from geopix.pipeline import render
 
     with tempfile.TemporaryDirectory() as tmp:
-        result = render(RenderConfig(input=args.input, output_dir=Path(tmp), model=args.model, progress=False))
+        result = render(RenderConfig(input=args.input, output_dir=Path(tmp), model=args.model))
         left = read_rgb(args.input, args.width)
         right = read_rgb(result.map_path, args.width)
     gap = np.full((left.shape[0], 8, 3), 255, np.uint8)

@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 
 _API = {
     "render": "geopix.pipeline",
-    "predict": "geopix.pipeline",
-    "info": "geopix.pipeline",
+    "predict": "geopix.images",
+    "info": "geopix.describe",
     "demo": "geopix.pipeline",
     "train": "geopix.train",
     "evaluate": "geopix.evaluate",

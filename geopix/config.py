@@ -6,10 +6,26 @@ nothing patches a config after it is built (``dataclasses.replace`` makes a new 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
-from geopix.errors import GeopixError, TilingError
+from geopix.errors import GeopixError, OptionError, TilingError
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+OutputResolution = Literal["source", "model"]
+#: Side of a tile every shipped U-Net accepts (8 down-samplings); what messages suggest.
+MODEL_MULTIPLE = 256
+#: How the library reports progress: ``(stage, done, total)``, called from the client's thread.
+#: The CLI draws it as a bar (``geopix.cli.progress``); library callers pass their own or none.
+ProgressFn = Callable[[str, int, int], None]
+
+
+def _choice(option: str, value: object, kind: object) -> None:
+    allowed = get_args(kind)
+    if value not in allowed:
+        raise OptionError(f"{option} {value!r} must be one of {', '.join(map(str, allowed))}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,19 +40,18 @@ class TileConfig:
         if self.tile_size <= 0:
             raise TilingError(f"--tile-size {self.tile_size} must be positive")
         if self.overlap < 0 or 2 * self.overlap >= self.tile_size:
+            # Name a pair that works: geopix's U-Nets take multiples of 256 (plan.check_tiling).
+            tile = max(MODEL_MULTIPLE, -(-self.tile_size // MODEL_MULTIPLE) * MODEL_MULTIPLE)
+            overlap = max(0, min(self.overlap, tile // 4))
             raise TilingError(
                 f"--overlap {self.overlap} must be >= 0 and less than half of --tile-size {self.tile_size}; "
-                f"try --overlap {self.tile_size // 4}"
+                f"try --tile-size {tile} --overlap {overlap}"
             )
         if self.chunk_size < self.tile_size - 2 * self.overlap or self.chunk_size <= 0:
             raise TilingError(
                 f"--chunk-size {self.chunk_size} must be at least the tile stride "
                 f"({self.tile_size - 2 * self.overlap}); try --chunk-size 1024"
             )
-
-    @property
-    def stride(self) -> int:
-        return self.tile_size - self.overlap
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,17 +60,19 @@ class InferConfig:
     batch_size: int = 8
     threads: int | None = None  # torch intra-op threads per worker; None: cores / workers
     channels_last: bool = True
-    #: fp32 | bf16 | fp16 | auto (bf16 where the hardware runs it natively: CUDA, or a CPU
-    #: with AVX512-BF16/AMX; fp32 elsewhere).  Resolved once per render, for every worker.
-    precision: str = "auto"
+    #: bf16 where the hardware runs it natively (CUDA, or a CPU with AVX512-BF16/AMX), fp32
+    #: elsewhere.  ``auto`` is resolved once per render, for every worker.
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
-            raise GeopixError(f"--batch-size {self.batch_size} must be >= 1")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise GeopixError(f"--precision {self.precision!r} must be auto, fp32, bf16 or fp16")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise GeopixError(f"--device {self.device!r} must be auto, cpu, cuda or cuda:N")
+            raise OptionError(f"--batch-size {self.batch_size} must be at least 1; try --batch-size 8")
+        _choice("--precision", self.precision, Precision)
+        device = self.device
+        if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
+            raise OptionError(f"--device {device!r} must be auto, cpu, cuda or cuda:N (N a GPU number, e.g. cuda:0)")
+        if self.threads is not None and self.threads < 1:
+            raise OptionError(f"--threads {self.threads} must be at least 1; leave it out for cores / workers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +89,8 @@ class RenderConfig:
     bands: tuple[int, ...] | None = None  # 1-based, as in GDAL
     aoi: Path | None = None
     resample: bool = True
-    output_resolution: str = "source"  # source | model
-    workers: int | None = None
+    output_resolution: OutputResolution = "source"
+    workers: int | None = None  # local worker processes; None: one in-process worker, a thread per core
     scheduler: str | None = None  # address, scheduler file, or "sync"; None: $DASK_SCHEDULER_ADDRESS or local
     scheduler_file: Path | None = None  # written by `dask scheduler --scheduler-file`
     allow_no_crs: bool = False
@@ -83,9 +100,25 @@ class RenderConfig:
     #: Match the raster's band means/stds to the model's training inputs (when it declares them).
     match_colors: bool = True
     cog: bool = True
-    progress: bool = True
     #: Also write XYZ web tiles here (a folder, ``.pmtiles`` or ``.mbtiles``); relative to ``output_dir``.
     xyz: Path | None = None
+    #: Bytes the render may use on this machine; ``None``: most of the memory available at the
+    #: start (``budget.auto_budget``).  Every plan is checked against it before anything runs.
+    memory_budget: int | None = None
+
+    def __post_init__(self) -> None:
+        _choice("--output-resolution", self.output_resolution, OutputResolution)
+        if self.workers is not None and not 1 <= self.workers <= MAX_WORKERS:
+            raise OptionError(
+                f"--workers {self.workers} must be within 1..{MAX_WORKERS}; "
+                "leave it out for one in-process worker with a thread per core"
+            )
+        if self.memory_budget is not None and self.memory_budget < 1 << 20:
+            raise OptionError(f"--memory-budget {self.memory_budget} bytes is too small; try --memory-budget 4G")
+
+
+#: More local worker processes than this is a typo, not a machine.
+MAX_WORKERS = 1024
 
 
 @dataclass(frozen=True, slots=True)

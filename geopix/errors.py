@@ -110,6 +110,42 @@ class TilesetError(GeopixError, ValueError):
     exit_code = 21
 
 
+class MemoryBudgetError(GeopixError, MemoryError):
+    """A render whose plan needs more memory than its budget (``--memory-budget``)."""
+
+    exit_code = 22
+
+
+class DiskFullError(GeopixError, OSError):
+    """The output's filesystem ran out of space; what was finished is kept for a resume."""
+
+    exit_code = 23
+
+
+class OutputLockedError(GeopixError, BlockingIOError):
+    """Another geopix run is writing into the same output folder."""
+
+    exit_code = 24
+
+
+class OptionError(GeopixError, ValueError):
+    """An option value no render can use (``--batch-size 0``, ``--device foo``, ``--workers 0``)."""
+
+    exit_code = 25
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM stopped a run after its workers stopped; the message says what was kept.
+
+    Like ``KeyboardInterrupt`` a ``BaseException``: no ``except Exception`` swallows it, and every
+    clean-up written for Ctrl-C runs for SIGTERM too.  The CLI exits ``128 + signum``.
+    """
+
+    def __init__(self, message: str = "", signum: int = 2) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
 # ---- remote inputs and outputs (45–49) -------------------------------------------------------
 class RemoteAccessError(GeopixError, PermissionError):
     """A server or bucket refused us (HTTP 401/403): missing or wrong credentials."""

@@ -1,9 +1,9 @@
-"""Run planned blocks: in-process, on a local Dask cluster, or on any cluster by address.
+"""The worker kernel: one output block from its input window to its zarr chunk.
 
-Tasks carry only small value objects (the job and a block's windows); workers read their
-own input windows, keep one model per process, and write their block into the zarr store.
-No pixels pass through the scheduler.  A bounded number of tasks is in flight, so the
-client's memory does not grow with the raster.
+A task carries only small value objects (the ``BlockJob`` and a block's windows); the worker
+reads its own input window, runs the model (loaded once per process), blends, resamples,
+masks and writes the block into its own chunk of the store.  No pixels pass through the
+scheduler; running the tasks is ``geopix.cluster``'s job.
 """
 
 from __future__ import annotations
@@ -11,18 +11,18 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from geopix.aoi import aoi_mask
 from geopix.blend import Accumulator, bilinear, to_uint8
 from geopix.config import InferConfig
-from geopix.errors import ClusterError
 from geopix.plan import Block, RenderPlan
-from geopix.read import RasterInfo, WorkGrid, WorkReader, configure_gdal, read_source_mask
-from geopix.write import StoreSpec, write_block
+from geopix.read import RasterInfo, WorkGrid, WorkReader, read_source_mask
+from geopix.write import StoreSpec, disk_full_is_an_error, write_block
 
 
 @dataclass(frozen=True)
@@ -66,36 +66,33 @@ class TileCache:
             return None
 
     def put(self, ij: tuple[int, int], pred: np.ndarray) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{ij[0]}_{ij[1]}.{os.getpid()}.{threading.get_ident()}.npy"
-        np.save(tmp, np.ascontiguousarray(pred, dtype=np.float32))
-        tmp.replace(self._path(ij))
-
-
-def cache_friendly_order(blocks: list[Block]) -> list[Block]:
-    """Checkerboard order: blocks of one colour first, so the others find every shared tile done."""
-    return sorted(blocks, key=lambda b: ((b.index[0] + b.index[1]) % 2, b.index))
+        with disk_full_is_an_error(self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
+            try:
+                np.save(tmp, np.ascontiguousarray(pred, dtype=np.float32))
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            tmp.replace(self._path(ij))
 
 
 # ---- one worker process ---------------------------------------------------------------------
-_MODELS: dict[tuple[str, str, int | None, str], object] = {}
+_MODELS: dict[tuple[str, str, str], object] = {}
 _MODELS_LOCK = threading.Lock()
 
 
 def get_predictor(model_path: str, infer: InferConfig):
-    """Load the model once per process (and per device/threads/precision setting).
+    """Load the model once per process (and per device/precision setting).
 
     Threads of one worker share the model: a forward pass in eval mode keeps no state.
+    Torch's thread count is the process's (``geopix.process``), not the task's.
     """
-    import torch
-
     from geopix.infer import Predictor
     from geopix.models.checkpoint import load_checkpoint
 
-    key = (model_path, infer.device, infer.threads, infer.precision)
+    key = (model_path, infer.device, infer.precision)
     with _MODELS_LOCK:
-        if infer.threads and torch.get_num_threads() != infer.threads:
-            torch.set_num_threads(infer.threads)
         pred = _MODELS.get(key)
         if pred is None:
             pred = Predictor.from_loaded(
@@ -103,25 +100,6 @@ def get_predictor(model_path: str, infer: InferConfig):
             )
             _MODELS[key] = pred
     return pred
-
-
-def _worker_precision(precision: str, device: str) -> str:
-    from geopix.infer import resolve_device, resolve_precision
-
-    return resolve_precision(precision, resolve_device(device))
-
-
-def cluster_precision(infer: InferConfig, client=None) -> str:
-    """Resolve ``--precision auto`` once for the whole render, so every worker computes alike.
-
-    bf16 only when *every* worker runs it natively; one fp32-only worker makes it fp32.
-    """
-    if infer.precision != "auto":
-        return infer.precision
-    if client is None:
-        return _worker_precision(infer.precision, infer.device)
-    answers = set(client.run(_worker_precision, infer.precision, infer.device).values())
-    return answers.pop() if len(answers) == 1 else "fp32"
 
 
 _READERS: dict[int, tuple[tuple, WorkReader]] = {}
@@ -146,7 +124,6 @@ def get_reader(info: RasterInfo, grid: WorkGrid) -> WorkReader:
         held = _READERS.get(tid)
     if held is not None and held[0] == key:
         return held[1]
-    configure_gdal()  # this worker's remote-read settings (its environment's own values win)
     reader = WorkReader(info, grid)
     with _READERS_LOCK:
         old = _READERS.get(tid)
@@ -157,7 +134,8 @@ def get_reader(info: RasterInfo, grid: WorkGrid) -> WorkReader:
 
 
 def close_readers() -> None:
-    """Close every thread's reader (after a render in this process, when no task runs)."""
+    """Close every thread's reader: only once no task runs in this process any more (after the
+    local cluster has closed), or GDAL would free a dataset a worker thread is reading."""
     with _READERS_LOCK:
         held = list(_READERS.values())
         _READERS.clear()
@@ -224,7 +202,7 @@ def process_block(job: BlockJob, block: Block) -> dict[str, float]:
         cov = bilinear(covered[None].astype(np.float32), block.work, plan.resampling, block.out)[0] > 0.5
         mask = cov & read_source_mask(job.info, block.out)
     if job.aoi_wkb is not None:
-        mask &= _aoi_mask(job, block)
+        mask &= aoi_mask(job.aoi_wkb, job.out_transform, block.out)
     out = np.zeros((4, block.out.height, block.out.width), dtype=np.uint8)
     out[:3] = np.where(mask, to_uint8(rgb), 0)
     out[3] = mask.astype(np.uint8) * 255
@@ -239,217 +217,3 @@ def process_block(job: BlockJob, block: Block) -> dict[str, float]:
         "skipped": float(len(block.tiles) - len(preds)),
         "pixels": float(block.out.size),
     }
-
-
-def _aoi_mask(job: BlockJob, block: Block) -> np.ndarray:
-    from rasterio.features import geometry_mask
-    from rasterio.transform import Affine
-    from rasterio.windows import Window as RioWindow
-    from rasterio.windows import transform as window_transform
-    from shapely import wkb
-
-    geom = wkb.loads(job.aoi_wkb)
-    tr = window_transform(
-        RioWindow(block.out.col, block.out.row, block.out.width, block.out.height), Affine(*job.out_transform)
-    )
-    return geometry_mask([geom], out_shape=(block.out.height, block.out.width), transform=tr, invert=True)
-
-
-# ---- the client side -----------------------------------------------------------------------
-ProgressFn = Callable[[Block, dict[str, float]], None]
-
-
-def run_sync(job: BlockJob, blocks: Iterable[Block], on_done: ProgressFn) -> None:
-    """In this process, one block after another (tests, tiny rasters, debugging)."""
-    for block in blocks:
-        on_done(block, process_block(job, block))
-
-
-def default_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, 2))
-
-
-#: Environment variable naming a scheduler when neither --scheduler nor --scheduler-file is given
-#: (the same name Dask itself reads).
-SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
-#: How long to wait for a remote scheduler to have at least one worker (seconds).
-WORKER_WAIT_ENV = "GEOPIX_WORKER_WAIT"
-#: Packages whose versions must agree between client and workers: a mismatch in the first group
-#: breaks (de)serialisation of tasks, in ``geopix`` it can change pixels, in ``torch`` too
-#: (compared without the ``+cpu``/``+cu126`` build tag, so CPU and GPU workers can mix).
-_SERIALISATION_PACKAGES = ("python", "dask", "distributed", "cloudpickle", "msgpack")
-_WORKER_PACKAGES = ("geopix", "torch")
-
-
-def resolve_scheduler(scheduler: str | None, scheduler_file: str | Path | None = None) -> str | None:
-    """The cluster to use: ``--scheduler``, else ``--scheduler-file``, else ``$DASK_SCHEDULER_ADDRESS``.
-
-    ``None`` means a local cluster; ``"sync"`` means in this process.
-    """
-    if scheduler and scheduler_file:
-        raise ClusterError("give either --scheduler or --scheduler-file, not both")
-    if scheduler:
-        return scheduler
-    if scheduler_file:
-        if not Path(scheduler_file).is_file():
-            raise ClusterError(
-                f"--scheduler-file {scheduler_file} does not exist; `dask scheduler --scheduler-file FILE` writes it"
-            )
-        return str(scheduler_file)
-    return os.environ.get(SCHEDULER_ENV) or None
-
-
-def _comparable(pkg: str, version: str | None) -> str | None:
-    if version is None:
-        return None
-    if pkg == "torch":
-        return version.split("+")[0]
-    if pkg == "python":
-        return ".".join(version.split(".")[:2])
-    return version
-
-
-def version_mismatches(versions: dict) -> list[str]:
-    """Lines naming each package whose version differs between this client and the cluster.
-
-    ``versions`` is what ``Client.get_versions(packages=["geopix", "torch"])`` returns.  Pure, so
-    it is tested without a cluster.
-    """
-    client = versions["client"]["packages"]
-    problems = []
-    nodes = {"scheduler": versions.get("scheduler") or {}}
-    nodes.update({f"worker {addr}": v or {} for addr, v in (versions.get("workers") or {}).items()})
-    for name, info in nodes.items():
-        pkgs = info.get("packages", {})
-        wanted = _SERIALISATION_PACKAGES + (() if name == "scheduler" else _WORKER_PACKAGES)
-        for pkg in wanted:
-            mine, theirs = _comparable(pkg, client.get(pkg)), _comparable(pkg, pkgs.get(pkg))
-            if mine != theirs:
-                problems.append(f"{name}: {pkg} {theirs or 'MISSING'} (client has {mine or 'MISSING'})")
-    return problems
-
-
-def check_cluster(client, wait_s: float | None = None) -> None:
-    """Fail early and clearly instead of hanging (no workers) or failing in a task (version skew)."""
-    if wait_s is None:
-        wait_s = float(os.environ.get(WORKER_WAIT_ENV, "120"))
-    try:
-        client.wait_for_workers(1, timeout=wait_s)
-    except TimeoutError as exc:
-        raise ClusterError(
-            f"the Dask scheduler at {client.scheduler.address} has no workers after {wait_s:.0f} s; "
-            f"start some with `dask worker {client.scheduler.address}` (or raise ${WORKER_WAIT_ENV})"
-        ) from exc
-    problems = version_mismatches(client.get_versions(packages=list(_WORKER_PACKAGES)))
-    if problems:
-        raise ClusterError(
-            "the cluster runs other package versions than this client: "
-            + "; ".join(problems[:6])
-            + (f" (+{len(problems) - 6} more)" if len(problems) > 6 else "")
-            + "; install the same versions on the workers"
-        )
-
-
-def dashboard_link(client) -> str | None:
-    """The Dask dashboard URL, or None when the scheduler runs without one."""
-    try:
-        return client.dashboard_link
-    except (KeyError, AttributeError, TypeError):
-        return None
-
-
-def connect(
-    scheduler: str | None,
-    workers: int | None,
-    announce: Callable[[str], None] | None = None,
-):
-    """``(client, cluster_or_None)``: to ``scheduler`` (address or scheduler file), else a LocalCluster.
-
-    A remote cluster is checked (has workers, same versions) before any task is sent; with
-    ``announce`` the dashboard link is passed to it once.
-    """
-    import dask
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        timeout = dask.config.get("distributed.comm.timeouts.connect")
-        is_file = scheduler.endswith(".json") or Path(scheduler).is_file()
-        try:
-            if is_file:
-                client = Client(scheduler_file=scheduler, timeout=timeout)
-            else:
-                client = Client(scheduler, timeout=timeout)
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise ClusterError(
-                f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with `dask scheduler` "
-                f"or leave --scheduler/--scheduler-file/${SCHEDULER_ENV} out to use a local cluster"
-            ) from exc
-        try:
-            check_cluster(client)
-        except BaseException:
-            client.close()
-            raise
-        cluster = None
-    else:
-        try:
-            import bokeh  # noqa: F401  (the dashboard needs it)
-
-            dashboard: str | None = "127.0.0.1:0"  # ephemeral port: several renders may run at once
-        except ImportError:
-            dashboard = None
-        # The default (workers None): one in-process worker with a task thread per core.
-        # Nothing to spawn, the model is loaded once, and while one thread runs the generator
-        # the other reads, blends and writes (measured: 2 threads × 1 torch thread run the
-        # generator as fast as 1 × 2, so the I/O comes for free).  --workers N: N processes.
-        in_process = workers is None
-        cluster = LocalCluster(
-            n_workers=1 if in_process else workers,
-            threads_per_worker=(os.cpu_count() or 1) if in_process else 1,
-            processes=not in_process,
-            dashboard_address=dashboard,
-            silence_logs=40,
-        )
-        client = Client(cluster)
-    link = dashboard_link(client)
-    if announce is not None and link:
-        announce(f"Dask dashboard: {link}")
-    return client, cluster
-
-
-def run_dask(job: BlockJob, blocks: Iterable[Block], on_done: ProgressFn, client, max_in_flight: int) -> None:
-    """Submit blocks with back-pressure; each finished block is reported once."""
-    from distributed import as_completed
-
-    block_iter = iter(blocks)
-    pending = {}
-
-    def submit_next() -> bool:
-        block = next(block_iter, None)
-        if block is None:
-            return False
-        fut = client.submit(
-            process_block,
-            job,
-            block,
-            pure=False,
-            retries=3,
-            key=f"geopix-block-{block.index[0]}-{block.index[1]}-{time.time_ns()}",
-        )
-        pending[fut.key] = block
-        ac.add(fut)
-        return True
-
-    ac = as_completed(loop=client.loop)  # this client's loop, not the default client's (renders in threads)
-    for _ in range(max_in_flight):
-        if not submit_next():
-            break
-    for fut in ac:
-        block = pending.pop(fut.key)
-        stats = fut.result()
-        fut.release()
-        on_done(block, stats)
-        submit_next()
-
-
-def plan_blocks(plan: RenderPlan, keep: Callable[[Block], bool] | None = None) -> list[Block]:
-    return [b for b in plan.blocks() if keep is None or keep(b)]

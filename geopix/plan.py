@@ -126,10 +126,16 @@ class TileGrid:
         hi = min(n - 1, math.ceil((stop + self.lead) / s) - 1)
         return range(lo, hi + 1)
 
+    def rows_cols(self, region: Window) -> tuple[range, range]:
+        """Tile rows and columns whose windows meet ``region``."""
+        return (
+            self._axis_range(region.row, region.row_stop, self.rows),
+            self._axis_range(region.col, region.col_stop, self.cols),
+        )
+
     def tiles_for(self, region: Window) -> tuple[tuple[int, int], ...]:
         """Tiles whose windows meet ``region``, in the one global (row-major) order."""
-        rows = self._axis_range(region.row, region.row_stop, self.rows)
-        cols = self._axis_range(region.col, region.col_stop, self.cols)
+        rows, cols = self.rows_cols(region)
         return tuple((i, j) for i in rows for j in cols)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
@@ -233,16 +239,20 @@ class RenderPlan:
     def extent(self) -> Window:
         return self.region or Window(0, 0, self.out_height, self.out_width)
 
-    def block(self, bi: int, bj: int) -> Block:
+    def footprint(self, bi: int, bj: int) -> tuple[Window, Window, Window, int]:
+        """Block ``(bi, bj)``'s output, work and read windows and its tile count, without listing
+        its tiles (a coarse raster upsampled to the model's grid can give a block millions)."""
         ext = self.extent
         r0, c0 = ext.row + bi * self.chunk, ext.col + bj * self.chunk
         out = Window(r0, c0, min(self.chunk, ext.row_stop - r0), min(self.chunk, ext.col_stop - c0))
         work = self.resampling.work_region(out)
-        tiles = self.grid.tiles_for(work)
-        read = self.grid.window(*tiles[0])
-        for t in tiles[1:]:
-            read = read.union(self.grid.window(*t))
-        return Block((bi, bj), out, work, tiles, read)
+        rows, cols = self.grid.rows_cols(work)
+        read = self.grid.window(rows[0], cols[0]).union(self.grid.window(rows[-1], cols[-1]))
+        return out, work, read, len(rows) * len(cols)
+
+    def block(self, bi: int, bj: int) -> Block:
+        out, work, read, _ = self.footprint(bi, bj)
+        return Block((bi, bj), out, work, self.grid.tiles_for(work), read)
 
     @property
     def block_shape(self) -> tuple[int, int]:
@@ -258,5 +268,22 @@ class RenderPlan:
     @property
     def n_tiles(self) -> int:
         """Distinct model windows the job needs (each block may recompute its border tiles)."""
-        ext = self.extent
-        return len(self.grid.tiles_for(self.resampling.work_region(ext)))
+        rows, cols = self.grid.rows_cols(self.resampling.work_region(self.extent))
+        return len(rows) * len(cols)
+
+
+def cache_friendly_order(blocks: list[Block]) -> list[Block]:
+    """Checkerboard order: blocks of one colour first, so the others find every shared border
+    tile already predicted (``execute.TileCache``)."""
+    return sorted(blocks, key=lambda b: ((b.index[0] + b.index[1]) % 2, b.index))
+
+
+def check_tiling(tile_size: int, overlap: int, multiple: int, num_downs: int) -> None:
+    """Tile size against the model: a U-Net with ``num_downs`` down-samplings takes multiples of
+    ``multiple``.  The message names one setting that works, so one more try is enough."""
+    if tile_size % multiple:
+        good = max(multiple, -(-tile_size // multiple) * multiple)
+        raise TilingError(
+            f"--tile-size {tile_size} must be a multiple of {multiple} for this model "
+            f"(a U-Net with {num_downs} down-samplings); try --tile-size {good} --overlap {min(overlap, good // 4)}"
+        )

@@ -28,24 +28,19 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from geopix.errors import (
-    EmptyRasterError,
-    MissingCRSError,
-    OutputExistsError,
-    OutputNotWritableError,
-    TileFormatError,
-    ZoomRangeError,
-)
+from geopix.cluster import open_cluster, run_tasks
+from geopix.config import ProgressFn
+from geopix.errors import EmptyRasterError, MissingCRSError, TileFormatError, ZoomRangeError
+from geopix.output import check_output
 
 #: Tile file extension → (PIL format, MIME type).
 TILE_FORMATS: dict[str, tuple[str, str]] = {
@@ -401,84 +396,10 @@ def reduce_group(job: TileJob, zoom: int, tiles: tuple[tuple[int, int], ...]) ->
     return written, nbytes
 
 
-# ---- running groups -------------------------------------------------------------------------
-GroupFn = Callable[[TileJob, int, tuple[tuple[int, int], ...]], tuple[list[tuple[int, int]], int]]
-DoneFn = Callable[[tuple[tuple[int, int], ...], list[tuple[int, int]], int], None]
-
-
-def _run_groups(fn: GroupFn, job: TileJob, zoom: int, groups: Iterable, client, on_done: DoneFn) -> None:
-    """In process (``client is None``) or on Dask with back-pressure (2 tasks per worker in flight)."""
-    if client is None:
-        for group in groups:
-            on_done(group, *fn(job, zoom, group))
-        return
-    from distributed import as_completed
-
-    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    group_iter = iter(groups)
-    pending: dict[str, tuple] = {}
-    ac = as_completed()
-
-    def submit_next() -> None:
-        group = next(group_iter, None)
-        if group is not None:
-            fut = client.submit(
-                fn, job, zoom, group, pure=False, retries=2, key=f"geopix-tiles-{zoom}-{time.time_ns()}"
-            )
-            pending[fut.key] = group
-            ac.add(fut)
-
-    for _ in range(2 * n_workers):
-        submit_next()
-    for fut in ac:
-        group = pending.pop(fut.key)
-        written, nbytes = fut.result()
-        fut.release()
-        on_done(group, written, nbytes)
-        submit_next()
-
-
-class _Progress:
-    """A rich bar over candidate tiles (written + skipped as empty), quiet when disabled."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self.bar = total, enabled, None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(
-                TextColumn("[bold]tiles z{task.fields[zoom]}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-            )
-            self.bar.__enter__()
-            self.task = self.bar.add_task("tiles", total=self.total, zoom="")
-        return self
-
-    def advance(self, n: int, zoom: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=n, zoom=zoom)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-
-
 # ---- output ---------------------------------------------------------------------------------
 def output_kind(out: Path) -> str:
     suffix = out.suffix.lower()
     return {".pmtiles": "pmtiles", ".mbtiles": "mbtiles"}.get(suffix, "dir")
-
-
-def _prepare(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it or choose another OUT")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputNotWritableError(f"cannot create {out.parent}: {exc.strerror}; choose another OUT") from exc
-    if not os.access(out.parent, os.W_OK):
-        raise OutputNotWritableError(f"{out.parent} is not writable; choose another OUT")
 
 
 def _remove(path: Path) -> None:
@@ -620,12 +541,13 @@ def build_pyramid(
     *,
     scheduler: str | None = None,
     workers: int | None = None,
-    progress: bool = True,
+    on_progress: ProgressFn | None = None,
 ) -> PyramidResult:
     """Cut ``map_path`` into a Web-Mercator pyramid at ``out`` (folder, ``.pmtiles`` or ``.mbtiles``).
 
     ``scheduler="sync"`` runs in this process; ``None`` starts a local Dask cluster of
     ``workers`` processes; anything else is a scheduler address or scheduler file.
+    ``on_progress("tiles zN", done, total)`` counts candidate tiles (written or empty).
     """
     t0 = time.perf_counter()
     map_path, out = Path(map_path), Path(out)
@@ -636,7 +558,7 @@ def build_pyramid(
             f"--format jpg has no transparency, but {map_path} has masked (nodata) pixels; use png or webp"
         )
     minz, maxz = zoom_range(src, config)
-    _prepare(out, config.overwrite)
+    check_output(out.parent, [out.name], config.overwrite, option="OUT")
     partial = out.with_name(out.name + ".partial")
     staging = partial if kind == "dir" else out.with_name(out.name + ".partial.d")
     for p in {partial, staging}:
@@ -650,30 +572,33 @@ def build_pyramid(
         x0, y0, x1, y1 = tile_range(src.bounds, z)
         return (x1 - x0 + 1) * (y1 - y0 + 1)
 
-    client = cluster = None
-    try:
-        if scheduler != "sync":
-            from geopix.execute import connect
+    total, done = sum(candidates(z) for z in range(minz, maxz + 1)), [0]
 
-            client, cluster = connect(scheduler, workers)
-        with _Progress(sum(candidates(z) for z in range(minz, maxz + 1)), progress) as bar:
+    def advance(n: int, z: int) -> None:
+        done[0] += n
+        if on_progress is not None:
+            on_progress(f"tiles z{z}", done[0], total)
+
+    try:
+        with open_cluster(scheduler, workers) as client:
             written_above: set[tuple[int, int]] = set()
             for z in range(maxz, minz - 1, -1):
                 written: set[tuple[int, int]] = set()
                 nbytes = [0]
 
-                def on_done(group, got, n, z=z, written=written, nbytes=nbytes) -> None:
-                    written.update(got)
-                    nbytes[0] += n
-                    bar.advance(len(group), z)
+                def on_done(group, got, z=z, written=written, nbytes=nbytes) -> None:
+                    written.update(got[0])
+                    nbytes[0] += got[1]
+                    advance(len(group), z)
 
                 if z == maxz:
                     groups: Iterable = meta_groups(src.bounds, z, config.meta_level)
-                    _run_groups(render_group, job, z, groups, client, on_done)
+                    run_tasks(render_group, (job, z), groups, on_done, client, label=f"tiles-z{z}")
                 else:
                     parents = sorted({(x // 2, y // 2) for x, y in written_above}, key=lambda p: (p[1], p[0]))
-                    _run_groups(reduce_group, job, z, _group_by_ancestor(parents, config.meta_level), client, on_done)
-                    bar.advance(candidates(z) - len(parents), z)
+                    groups = _group_by_ancestor(parents, config.meta_level)
+                    run_tasks(reduce_group, (job, z), groups, on_done, client, label=f"tiles-z{z}")
+                    advance(candidates(z) - len(parents), z)
                 counts[z] = len(written)
                 total_bytes += nbytes[0]
                 written_above = written
@@ -682,11 +607,6 @@ def build_pyramid(
     except BaseException:
         _remove(staging)
         raise
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
 
     tj = make_tilejson(
         name=config.name or map_path.stem,

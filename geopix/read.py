@@ -47,44 +47,6 @@ from geopix.source import VRT_PREFIX, gdal_name, is_remote, redact, url_of
 
 SUPPORTED_DTYPES = ("uint8", "uint16")
 
-# GDAL's block cache defaults to 5 % of RAM *per process*; every Dask worker would fill it with
-# blocks it never reads again, so memory would grow with the raster.  64 MB holds the source
-# blocks a thread's next block shares with its last; more only pays while the whole decoded
-# raster fits (8192²: read 3.4 vs 3.9 worker-s with 256 MB, the same wall time within noise)
-# and makes peak memory grow with the raster until it is full (16384² vs 4096² peak RSS +40 %
-# with 256 MB).  Set GDAL_CACHEMAX yourself to override.
-os.environ.setdefault("GDAL_CACHEMAX", "64")
-
-#: GDAL settings for reading over HTTP and object stores (docs/scaling.md explains each).
-#: ``configure_gdal`` applies them as defaults: a variable already set in the environment wins.
-REMOTE_READ_SETTINGS = {
-    # Opening s3://b/k/x.tif must not list the whole folder looking for side-car files.
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    # One request fetches a COG's header and tile index (instead of several 16 kB ones).
-    "GDAL_INGESTED_BYTES_AT_OPEN": "65536",
-    # Transient failures (HTTP 429/5xx, resets) are retried with back-off, not fatal.
-    "GDAL_HTTP_MAX_RETRY": "4",
-    "GDAL_HTTP_RETRY_DELAY": "1",
-    # Fail in bounded time when a server does not answer (seconds).
-    "GDAL_HTTP_CONNECTTIMEOUT": "10",
-    "GDAL_HTTP_TIMEOUT": "60",
-    # Adjacent tiles of one window come in one request; a window's ranges go out in parallel.
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    "GDAL_HTTP_MULTIRANGE": "YES",
-    # Keep one connection per host alive between requests.
-    "GDAL_HTTP_MULTIPLEX": "YES",
-    # Downloaded byte ranges are cached per process (MB: 64), so a block's halo is fetched once.
-    "CPL_VSIL_CURL_CACHE_SIZE": str(64 << 20),
-    "VSI_CACHE": "TRUE",
-    "VSI_CACHE_SIZE": str(16 << 20),
-}
-
-
-def configure_gdal() -> None:
-    """Apply ``REMOTE_READ_SETTINGS`` to this process (entry points and each worker call it)."""
-    for key, value in REMOTE_READ_SETTINGS.items():
-        os.environ.setdefault(key, value)
-
 
 @dataclass(frozen=True, slots=True)
 class RasterInfo:
@@ -247,11 +209,19 @@ def inspect_raster(path: str | Path, bands: tuple[int, ...] | None = None, allow
         )
 
 
-def _percentile_stretch(src: rasterio.io.DatasetReader, bands: tuple[int, ...]) -> tuple[tuple[float, float], ...]:
+def _overview(
+    src: rasterio.io.DatasetReader, bands: tuple[int, ...], resampling: RioResampling
+) -> tuple[np.ndarray, np.ndarray]:
+    """The whole raster at ≤1024 px a side, and its valid mask: statistics that hold for every tile."""
     f = max(1, math.ceil(max(src.width, src.height) / 1024))
     shape = (max(1, src.height // f), max(1, src.width // f))
-    data = src.read(list(bands), out_shape=(len(bands), *shape), resampling=RioResampling.nearest)
+    data = src.read(list(bands), out_shape=(len(bands), *shape), resampling=resampling)
     valid = src.dataset_mask(out_shape=shape, resampling=RioResampling.nearest) > 0
+    return data, valid
+
+
+def _percentile_stretch(src: rasterio.io.DatasetReader, bands: tuple[int, ...]) -> tuple[tuple[float, float], ...]:
+    data, valid = _overview(src, bands, RioResampling.nearest)
     out = []
     for band in data:
         v = band[valid] if valid.any() else band.ravel()
@@ -279,8 +249,9 @@ def work_grid(info: RasterInfo, model_res_m: float | None, resample: bool) -> Wo
     return WorkGrid(max(1, round(info.height * fy)), max(1, round(info.width * fx)))
 
 
-def to_unit(data: np.ndarray, info: RasterInfo) -> np.ndarray:
-    """Raw band values → float32 in [-1, 1] (the rule in the module docstring).
+def to_unit(data: np.ndarray, info: RasterInfo | None = None) -> np.ndarray:
+    """Raw band values ``(bands, h, w)`` → float32 in [-1, 1] (the rule in the module docstring);
+    without ``info``, 8-bit values with no stretch or colour match (training images, plain images).
 
     8-bit input goes through a 256-entry table per band, built by this same rule, so the
     values are identical and a block costs one lookup instead of five float passes.
@@ -294,8 +265,10 @@ def to_unit(data: np.ndarray, info: RasterInfo) -> np.ndarray:
     return _to_unit_formula(data, info)
 
 
-def _to_unit_formula(data: np.ndarray, info: RasterInfo) -> np.ndarray:
+def _to_unit_formula(data: np.ndarray, info: RasterInfo | None) -> np.ndarray:
     x = data.astype(np.float32)
+    if info is None:
+        return x / 127.5 - 1.0
     if info.stretch is not None:
         lo = np.array([s[0] for s in info.stretch], dtype=np.float32)[:, None, None]
         hi = np.array([s[1] for s in info.stretch], dtype=np.float32)[:, None, None]
@@ -318,10 +291,7 @@ def colour_match(info: RasterInfo, target: tuple[tuple[float, float], ...]) -> R
     painted dark gardens as water.
     """
     with rasterio.open(info.path) as src:
-        f = max(1, math.ceil(max(src.width, src.height) / 1024))
-        shape = (max(1, src.height // f), max(1, src.width // f))
-        data = src.read(list(info.bands), out_shape=(3, *shape), resampling=RioResampling.average)
-        valid = src.dataset_mask(out_shape=shape, resampling=RioResampling.nearest) > 0
+        data, valid = _overview(src, info.bands, RioResampling.average)
     x = to_unit(data, info) * 127.5 + 127.5  # the stretch (uint16) first, 0..255
     pix = x[:, valid] if valid.any() else x.reshape(3, -1)
     out = []
@@ -396,10 +366,8 @@ class WorkReader:
         return data, valid
 
 
-def read_source_mask(info: RasterInfo, window: Window, out_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Valid-data mask of the *source* over an output window (source grid, or scaled to ``out_shape``)."""
+def read_source_mask(info: RasterInfo, window: Window) -> np.ndarray:
+    """Valid-data mask of the *source* over a window of the source grid."""
     with rasterio.open(info.path) as src:
         rw = RioWindow(window.col, window.row, window.width, window.height)
-        if out_shape is None:
-            return src.dataset_mask(window=rw) > 0
-        return src.dataset_mask(window=rw, out_shape=out_shape, resampling=RioResampling.nearest) > 0
+        return src.dataset_mask(window=rw) > 0

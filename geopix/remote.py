@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from geopix.errors import OutputNotWritableError, RemoteAccessError, RemoteUnreachableError
+from geopix.errors import OutputExistsError, OutputNotWritableError, RemoteAccessError, RemoteUnreachableError
 from geopix.source import redact
 
 REMOTE_OUTPUT_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "memory")
@@ -87,6 +87,16 @@ def check_writable(url: str) -> None:
         fs.rm_file(probe)
     except Exception as exc:
         raise explain(exc, url) from exc
+
+
+def check_remote_output(url: str, names: list[str], overwrite: bool) -> None:
+    """``geopix.output.check_output`` for a bucket: writable, and ``names`` not there unless ``overwrite``."""
+    check_writable(url)
+    existing = [n for n in names if exists(join(url, n))]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{redact(join(url, existing[0]))} already exists; pass --overwrite to replace it or choose another -o"
+        )
 
 
 def exists(url: str) -> bool:

@@ -72,7 +72,6 @@ def test_render_with_stand_in_equals_whole_image(
         model=str(checkpoint),
         tiles=TileConfig(tile, overlap, chunk),
         scheduler="sync",
-        progress=False,
         resample=False,
     )
     render(cfg)

@@ -69,6 +69,88 @@ def test_exit_codes_are_distinct() -> None:
     assert all(len(v) == 1 for v in codes.values()), codes
 
 
-def test_debug_shows_the_traceback(tmp_path: Path) -> None:
-    with pytest.raises(errors.InputNotFoundError):
-        main(["--debug", "info", str(tmp_path / "missing.tif")])
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--debug", "info", str(tmp_path / "missing.tif")])
+    err = capsys.readouterr().err
+    assert code == errors.InputNotFoundError.exit_code
+    assert "Traceback (most recent call last)" in err and "InputNotFoundError" in err
+
+
+# ---- usage errors at the edge: typer's own (vendored) click, as installed --------------------------
+def test_unknown_option_is_a_usage_error_with_clicks_message(
+    aerial: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["render", str(aerial), "-o", str(tmp_path / "o"), "--nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "No such option: --nosuch" in err and "Usage:" in err and "unexpected" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_argument_and_bad_type_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render"]) == 2
+    assert main(["render", "x.tif", "-o", "o", "--tile-size", "big"]) == 2
+    err = capsys.readouterr().err
+    assert "Missing argument" in err and "Invalid value for '--tile-size'" in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from geopix import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"geopix {__version__}"
+
+
+def test_bare_geopix_prints_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    captured = capsys.readouterr()
+    assert "render" in captured.out + captured.err and "unexpected" not in captured.err
+
+
+def test_typer_raises_its_vendored_clicks_exceptions() -> None:
+    """The handler maps the exception types the installed typer really raises."""
+    import typer
+
+    from geopix.cli import click_exceptions
+
+    with pytest.raises(click_exceptions.UsageError):
+        typer.main.get_command(__import__("geopix.cli", fromlist=["app"]).app).main(
+            ["render", "--nosuch"], standalone_mode=False
+        )
+
+
+@pytest.mark.parametrize(
+    ("option", "needle"),
+    [
+        (["--batch-size", "0"], "--batch-size 0 must be at least 1"),
+        (["--device", "foo"], "--device 'foo' must be auto, cpu, cuda or cuda:N"),
+        (["--precision", "fp8"], "--precision 'fp8' must be one of auto, fp32, bf16, fp16"),
+        (["--workers", "0"], "--workers 0 must be within 1..1024"),
+        (["--workers", "-2"], "--workers -2 must be within"),
+        (["--threads", "0"], "--threads 0 must be at least 1"),
+        (["--threads", "-3"], "--threads -3 must be at least 1"),
+        (["--output-resolution", "fine"], "--output-resolution 'fine' must be one of source, model"),
+        (["--memory-budget", "lots"], "--memory-budget 'lots' is not a size"),
+    ],
+)
+def test_option_errors_have_their_own_exit_code(
+    option: list[str], needle: str, aerial: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o"
+    assert main(["render", str(aerial), "-o", str(out), "-m", str(checkpoint), *option]) == errors.OptionError.exit_code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and needle in err and "\n" not in err
+    assert not out.exists()  # refused before anything was written
+
+
+def test_tile_size_message_names_a_setting_that_works(
+    aerial: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--tile-size 100` used to take two tries: first the overlap, then the model's multiple."""
+    base = ["render", str(aerial), "-o", str(tmp_path / "o"), "-m", str(checkpoint), "--scheduler", "sync"]
+    assert main([*base, "--tile-size", "100"]) == errors.TilingError.exit_code
+    err = capsys.readouterr().err
+    suggestion = err.split("try ")[1].split()
+    assert suggestion[:2] == ["--tile-size", "256"] and suggestion[2] == "--overlap"
+    assert main([*base, *suggestion, "--no-progress"]) == 0
+    assert main([*base[:3], str(tmp_path / "p"), *base[4:], "--tile-size", "300"]) == errors.TilingError.exit_code
+    assert "try --tile-size 512 --overlap 64" in capsys.readouterr().err

@@ -25,8 +25,8 @@ import rasterio
 
 from geopix import errors
 from geopix.cli import main
+from geopix.cluster import version_mismatches
 from geopix.config import RenderConfig, TileConfig
-from geopix.execute import version_mismatches
 from geopix.pipeline import render
 from geopix.testing import random_checkpoint, synthetic_aerial
 
@@ -148,7 +148,6 @@ def reference(src: Path, model: Path, out: Path, chunk: int = 256) -> bytes:
                 model=str(model),
                 tiles=TileConfig(256, 64, chunk),
                 scheduler="sync",
-                progress=False,
             )
         )
     return (out / "map.tif").read_bytes()
@@ -235,7 +234,7 @@ def test_scheduler_without_workers_is_a_cluster_error(
 
 
 def test_scheduler_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from geopix.execute import resolve_scheduler
+    from geopix.cluster import resolve_scheduler
 
     sfile = tmp_path / "s.json"
     sfile.write_text("{}")
@@ -291,11 +290,13 @@ def test_version_mismatches_name_the_worker_and_package(worker: dict, problem: s
 def test_version_mismatch_refuses_the_cluster(
     cluster: Cluster, scene: tuple[Path, Path, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import geopix.execute as execute
+    import geopix.cluster as cluster_mod
 
     src, model, _ = scene
-    real = execute.version_mismatches
-    monkeypatch.setattr(execute, "version_mismatches", lambda v: [*real(v), "worker tcp://x: geopix 9 (client has 1)"])
+    real = cluster_mod.version_mismatches
+    monkeypatch.setattr(
+        cluster_mod, "version_mismatches", lambda v: [*real(v), "worker tcp://x: geopix 9 (client has 1)"]
+    )
     assert cli_render(src, model, tmp_path, "--scheduler", cluster.address) == 16
     assert not (tmp_path / "map.tif").exists()
 
@@ -309,9 +310,9 @@ def test_in_flight_tasks_stay_bounded_whatever_the_raster_size(
 
     model = random_checkpoint(tmp_path / "m.safetensors", ngf=4)
     peaks: list[tuple[int, int]] = []
-    real = pipeline.run_dask
+    real = pipeline.run_tasks
 
-    def counting(job, blocks, on_done, client, max_in_flight):
+    def counting(fn, common, blocks, on_done, client, **kw):
         state = {"pending": 0, "peak": 0, "submitted": 0}
 
         class Counting:
@@ -328,10 +329,10 @@ def test_in_flight_tasks_stay_bounded_whatever_the_raster_size(
             state["pending"] -= 1
             on_done(block, stats)
 
-        real(job, blocks, done, Counting(), max_in_flight)
+        real(fn, common, blocks, done, Counting(), **kw)
         peaks.append((state["peak"], state["submitted"]))
 
-    monkeypatch.setattr(pipeline, "run_dask", counting)
+    monkeypatch.setattr(pipeline, "run_tasks", counting)
     for size in (300, 660):  # 3×3 and 6×6 blocks of 128 px (with the model's 2 m grid)
         src = synthetic_aerial(tmp_path / f"s{size}.tif", size, res=2.0)
         args = ["render", str(src), "-o", str(tmp_path / str(size)), "-m", str(model), "--workers", "2"]

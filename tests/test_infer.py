@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from geopix.cluster import cluster_precision
 from geopix.config import InferConfig
 from geopix.errors import DeviceError, GeopixError
-from geopix.execute import cluster_precision
 from geopix.infer import Predictor, native_bf16, resolve_device, resolve_precision
 from geopix.models.checkpoint import load_checkpoint
 from geopix.testing import random_checkpoint

@@ -11,14 +11,16 @@ import rasterio
 
 from geopix import errors
 from geopix.config import InferConfig, RenderConfig, TileConfig
-from geopix.pipeline import estimated_seconds, info, predict, render
+from geopix.describe import estimated_seconds, info
+from geopix.images import predict
+from geopix.pipeline import render
 from geopix.testing import random_checkpoint, synthetic_aerial
 
 
 def _render(src: Path, out: Path, model: Path, **kw) -> Path:
     tiles = kw.pop("tiles", TileConfig(256, 64, 512))
     kw.setdefault("scheduler", "sync")
-    render(RenderConfig(input=src, output_dir=out, model=str(model), tiles=tiles, progress=False, **kw))
+    render(RenderConfig(input=src, output_dir=out, model=str(model), tiles=tiles, **kw))
     return out / "map.tif"
 
 
@@ -229,7 +231,6 @@ def test_render_with_web_tiles(aerial: Path, checkpoint: Path, tmp_path: Path) -
             output_dir=tmp_path,
             model=str(checkpoint),
             scheduler="sync",
-            progress=False,
             xyz=Path("tiles.mbtiles"),
         )
     )
@@ -242,7 +243,6 @@ def test_render_with_web_tiles(aerial: Path, checkpoint: Path, tmp_path: Path) -
                 output_dir=tmp_path / "x",
                 model=str(checkpoint),
                 scheduler="sync",
-                progress=False,
                 xyz=Path("../tiles.mbtiles"),
             )
         )
@@ -264,7 +264,7 @@ def test_interrupted_render_resumes_and_matches(
         return real(job, block)
 
     monkeypatch.setattr(execute, "process_block", dies_after_three)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(errors.Interrupted, match="3 of 9 blocks are finished"):
         _render(aerial, tmp_path / "o", checkpoint, tiles=TileConfig(256, 64, 256))
     assert not (tmp_path / "o" / "map.tif").exists()
     monkeypatch.setattr(execute, "process_block", real)
@@ -278,7 +278,6 @@ def test_interrupted_render_resumes_and_matches(
             model=str(checkpoint),
             tiles=TileConfig(256, 64, 256),
             scheduler="sync",
-            progress=False,
         )
     )
     assert result.blocks_resumed == 3 and result.blocks == 9

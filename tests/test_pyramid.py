@@ -55,7 +55,7 @@ def map_tif(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tile_dir(map_tif: Path) -> Path:
     out = map_tif.parent / "tiles"
     cfg = PyramidConfig(minzoom=ZOOM[0], maxzoom=ZOOM[1], meta_level=1)  # several meta-tile groups
-    build_pyramid(map_tif, out, cfg, scheduler="sync", progress=False)
+    build_pyramid(map_tif, out, cfg, scheduler="sync")
     return out
 
 
@@ -205,7 +205,7 @@ def test_downsample_has_no_dark_fringe() -> None:
 
 def test_dask_matches_sync(map_tif: Path, tile_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "dask"
-    res = build_pyramid(map_tif, out, PyramidConfig(minzoom=ZOOM[0], maxzoom=ZOOM[1]), workers=1, progress=False)
+    res = build_pyramid(map_tif, out, PyramidConfig(minzoom=ZOOM[0], maxzoom=ZOOM[1]), workers=1)
     for z in range(ZOOM[0], ZOOM[1] + 1):
         assert written(out, z) == written(tile_dir, z)
         assert res.tiles_per_zoom[z] == len(written(out, z))
@@ -219,8 +219,8 @@ def test_pmtiles_and_mbtiles_hold_the_directory_bytes(map_tif: Path, tile_dir: P
     from pmtiles.reader import MmapSource, Reader
 
     cfg = PyramidConfig(minzoom=ZOOM[0], maxzoom=ZOOM[1])
-    pm = build_pyramid(map_tif, tmp_path / "t.pmtiles", cfg, scheduler="sync", progress=False)
-    mb = build_pyramid(map_tif, tmp_path / "t.mbtiles", cfg, scheduler="sync", progress=False)
+    pm = build_pyramid(map_tif, tmp_path / "t.pmtiles", cfg, scheduler="sync")
+    mb = build_pyramid(map_tif, tmp_path / "t.mbtiles", cfg, scheduler="sync")
     assert (pm.kind, mb.kind) == ("pmtiles", "mbtiles")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.mbtiles", "t.pmtiles"]  # no partials left
     con = sqlite3.connect(tmp_path / "t.mbtiles")
@@ -262,9 +262,7 @@ def test_tilejson(map_tif: Path, tile_dir: Path) -> None:
 def test_webp_and_512(map_tif: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    res = build_pyramid(
-        map_tif, tmp_path / "w", PyramidConfig(format="webp", tile_size=512), scheduler="sync", progress=False
-    )
+    res = build_pyramid(map_tif, tmp_path / "w", PyramidConfig(format="webp", tile_size=512), scheduler="sync")
     assert res.maxzoom == 15  # 2 m/px at 47.85°N: z15 512-px tiles are 1.6 m/px
     p = next((tmp_path / "w" / str(res.maxzoom)).glob("*/*.webp"))
     with Image.open(p) as im:
@@ -275,13 +273,13 @@ def test_jpeg_needs_an_unmasked_raster(map_tif: Path, tmp_path: Path) -> None:
     from PIL import Image
 
     with pytest.raises(TileFormatError, match="jpg"):
-        build_pyramid(map_tif, tmp_path / "j", PyramidConfig(format="jpg"), scheduler="sync", progress=False)
+        build_pyramid(map_tif, tmp_path / "j", PyramidConfig(format="jpg"), scheduler="sync")
     assert not list(tmp_path.iterdir())
     # an internal mask that marks every pixel valid (as a rendered COG has) does not need alpha
     opaque = make_map(tmp_path / "opaque.tif", 200, masked=False)
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(opaque, "r+") as ds:
         ds.write_mask(np.full((200, 200), 255, np.uint8))
-    res = build_pyramid(opaque, tmp_path / "j", PyramidConfig(format="jpg"), scheduler="sync", progress=False)
+    res = build_pyramid(opaque, tmp_path / "j", PyramidConfig(format="jpg"), scheduler="sync")
     p = next((tmp_path / "j" / str(res.maxzoom)).glob("*/*.jpg"))
     with Image.open(p) as im:
         assert im.format == "JPEG" and im.mode == "RGB"
@@ -292,17 +290,17 @@ def test_fully_masked_raster_is_an_error(tmp_path: Path) -> None:
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as ds:
         ds.write_mask(np.zeros((64, 64), np.uint8))
     with pytest.raises(EmptyRasterError, match="no valid pixels"):
-        build_pyramid(path, tmp_path / "e.pmtiles", PyramidConfig(), scheduler="sync", progress=False)
+        build_pyramid(path, tmp_path / "e.pmtiles", PyramidConfig(), scheduler="sync")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.tif", "empty_src.tif"]
 
 
 def test_overwrite_and_atomic_output(map_tif: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "t.pmtiles"
     cfg = PyramidConfig(minzoom=15, maxzoom=16)
-    build_pyramid(map_tif, out, cfg, scheduler="sync", progress=False)
+    build_pyramid(map_tif, out, cfg, scheduler="sync")
     before = out.read_bytes()
     with pytest.raises(OutputExistsError):
-        build_pyramid(map_tif, out, cfg, scheduler="sync", progress=False)
+        build_pyramid(map_tif, out, cfg, scheduler="sync")
 
     import geopix.pyramid as pyramid
 
@@ -311,9 +309,7 @@ def test_overwrite_and_atomic_output(map_tif: Path, tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(pyramid, "write_pmtiles", boom)
     with pytest.raises(OSError, match="disk full"):
-        build_pyramid(
-            map_tif, out, PyramidConfig(minzoom=15, maxzoom=16, overwrite=True), scheduler="sync", progress=False
-        )
+        build_pyramid(map_tif, out, PyramidConfig(minzoom=15, maxzoom=16, overwrite=True), scheduler="sync")
     assert out.read_bytes() == before  # the old archive survives a failed rebuild
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.pmtiles"]
 
@@ -335,10 +331,8 @@ def test_rendered_map(checkpoint: Path, tmp_path: Path) -> None:
     from geopix.pipeline import render
 
     aerial = synthetic_aerial(tmp_path / "aerial.tif", 256, alpha=True, nodata_corner=True)
-    r = render(
-        RenderConfig(input=aerial, output_dir=tmp_path / "r", model=str(checkpoint), scheduler="sync", progress=False)
-    )
-    res = build_pyramid(r.map_path, tmp_path / "t", PyramidConfig(), scheduler="sync", progress=False)
+    r = render(RenderConfig(input=aerial, output_dir=tmp_path / "r", model=str(checkpoint), scheduler="sync"))
+    res = build_pyramid(r.map_path, tmp_path / "t", PyramidConfig(), scheduler="sync")
     bounds = lonlat_bounds(r.map_path)
     assert res.maxzoom == auto_maxzoom(2.0, (bounds[1] + bounds[3]) / 2)
     for z in range(res.minzoom, res.maxzoom + 1):
@@ -360,7 +354,7 @@ def test_rendered_map(checkpoint: Path, tmp_path: Path) -> None:
 def test_real_geotiffs(name: str, maxzoom: int, tmp_path: Path) -> None:
     src = need_shared(GEOTIFFS / name)
     # the auto max zoom, and one level below it (the whole pyramid is covered by the synthetic tests)
-    res = build_pyramid(src, tmp_path / "t", PyramidConfig(minzoom=maxzoom - 1), scheduler="sync", progress=False)
+    res = build_pyramid(src, tmp_path / "t", PyramidConfig(minzoom=maxzoom - 1), scheduler="sync")
     assert res.maxzoom == maxzoom
     bounds = lonlat_bounds(src)
     for z in (res.maxzoom, res.minzoom):

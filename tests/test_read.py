@@ -51,7 +51,6 @@ def test_render_matches_colours_only_when_the_model_declares_statistics(tmp_path
                 model=str(model),
                 tiles=TileConfig(256, 64, 512),
                 scheduler="sync",
-                progress=False,
                 match_colors=match,
             )
         )

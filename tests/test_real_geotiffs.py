@@ -32,7 +32,6 @@ def test_real_geotiff_renders(name: str, checkpoint: Path, tmp_path: Path) -> No
             model=str(checkpoint),
             tiles=TileConfig(256, 64, 1024),
             scheduler="sync",
-            progress=False,
         )
     )
     with rasterio.open(src) as s, rasterio.open(tmp_path / "map.tif") as o:

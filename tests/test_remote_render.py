@@ -20,7 +20,7 @@ TILES = TileConfig(256, 64, 256)
 
 def _render(src: str | Path, out: str | Path, model: Path, **kw) -> object:
     kw.setdefault("scheduler", "sync")
-    return render(RenderConfig(input=src, output_dir=out, model=str(model), tiles=TILES, progress=False, **kw))
+    return render(RenderConfig(input=src, output_dir=out, model=str(model), tiles=TILES, **kw))
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +102,7 @@ def test_interrupted_s3_render_resumes(
     monkeypatch: pytest.MonkeyPatch, s3_bucket: str, aerial: Path, checkpoint: Path, reference: Path
 ) -> None:
     import geopix.execute as execute
+    from geopix.errors import Interrupted
     from geopix.remote import exists
 
     real = execute.process_block
@@ -115,7 +116,7 @@ def test_interrupted_s3_render_resumes(
 
     url = f"s3://{s3_bucket}/resume"
     monkeypatch.setattr(execute, "process_block", dies_after_three)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match=f"3 of 9 blocks are finished in {url}/map.zarr"):
         _render(aerial, url, checkpoint)
     assert not exists(f"{url}/map.tif")  # nothing under the final key
     assert exists(f"{url}/map.zarr/zarr.json")

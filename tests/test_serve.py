@@ -27,7 +27,7 @@ def tilesets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     cfg = PyramidConfig(minzoom=ZOOM[0], maxzoom=ZOOM[1])
     out = {"map": map_tif}
     for kind, name in (("dir", "tiles"), ("pmtiles", "t.pmtiles"), ("mbtiles", "t.mbtiles")):
-        out[kind] = build_pyramid(map_tif, root / name, cfg, scheduler="sync", progress=False).path
+        out[kind] = build_pyramid(map_tif, root / name, cfg, scheduler="sync").path
     (root / "secret.txt").write_text("do not serve")
     return out
 

@@ -55,7 +55,7 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(root / "map.tif", "w", **profile) as dst:
         dst.write(np.where(mask > 0, map_rgb.transpose(2, 0, 1), 0))
         dst.write_mask(mask)
-    tiles = build_pyramid(root / "map.tif", root / "tiles", PyramidConfig(), scheduler="sync", progress=False)
+    tiles = build_pyramid(root / "map.tif", root / "tiles", PyramidConfig(), scheduler="sync")
     return tiles.path, aerial
 
 

@@ -44,7 +44,7 @@ def make_cluster(n_workers: int | None = None):
         return LocalCUDACluster(threads_per_worker=1, dashboard_address=":0", **kw), "LocalCUDACluster"
     why = "dask-cuda is not installed" if not has_dask_cuda() else "torch sees no CUDA GPU"
     print(f"{why}: using a CPU LocalCluster instead", file=sys.stderr)
-    from geopix.execute import default_workers
+    from geopix.cluster import default_workers
 
     cluster = LocalCluster(
         n_workers=n_workers or default_workers(), threads_per_worker=1, processes=True, dashboard_address=":0"

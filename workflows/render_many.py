@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from geopix.cli.progress import progress_bar
 from geopix.config import RenderConfig, TileConfig
 from geopix.errors import GeopixError, InputNotFoundError
 from geopix.pipeline import RenderResult, render
@@ -71,7 +72,7 @@ def build_vrt(scenes: Sequence[Path], dst: Path) -> Path:
 def _start_cluster(workers: int | None):
     from distributed import LocalCluster
 
-    from geopix.execute import default_workers
+    from geopix.cluster import default_workers
 
     return LocalCluster(
         n_workers=workers or default_workers(), threads_per_worker=1, processes=True, dashboard_address=":0"
@@ -112,9 +113,9 @@ def render_many(
             tiles=tiles or TileConfig(),
             scheduler=scheduler,
             overwrite=overwrite,
-            progress=progress and parallel == 1,
         )
-        return render(cfg)
+        with progress_bar(progress and parallel == 1) as bar:
+            return render(cfg, on_progress=bar)
 
     try:
         with ThreadPoolExecutor(max(1, parallel)) as pool:

@@ -1,18 +1,30 @@
 """The ``geopix`` command: a thin adapter over the library.
 
 Each command parses options, builds a frozen config and calls one library function.
-``main()`` turns ``GeopixError`` into a one-line message and a distinct exit code;
-``--debug`` (or ``GEOPIX_DEBUG=1``) shows the traceback instead.
+``main()`` is the process's entry point: it sets the process-wide settings
+(``geopix.process``), shows the library's log lines on stderr, turns SIGTERM into an
+interrupt like Ctrl-C, and maps every way a command can end to one line and an exit code:
+a ``GeopixError`` its own code, a usage error 2 (click's message), SIGINT 130, SIGTERM 143.
+``--debug`` (or ``GEOPIX_DEBUG=1``) adds the traceback and keeps the code.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
+import threading
+import traceback
 
 import typer
 
-from geopix.errors import GeopixError
+from geopix.errors import GeopixError, Interrupted
+
+try:  # typer >= 0.20 raises the exceptions of its own vendored click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_exceptions
 
 app = typer.Typer(
     name="geopix",
@@ -22,21 +34,23 @@ app = typer.Typer(
     add_completion=False,
 )
 
-_DEBUG = False
+
+def _print_version(value: bool) -> None:
+    if value:
+        from geopix import __version__
+
+        typer.echo(f"geopix {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
 ) -> None:
-    global _DEBUG
-    _DEBUG = debug
-    if version:
-        from geopix import __version__
-
-        typer.echo(__version__)
-        raise typer.Exit()
+    """``--debug`` is read by ``main`` from the arguments; nothing to do here."""
 
 
 def _register() -> None:
@@ -47,39 +61,63 @@ def _register() -> None:
     from geopix.cli import train as _train  # noqa: F401
 
 
+class _Stderr(logging.Handler):
+    """The library's log lines, one per line, on the *current* stderr (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(self.format(record), err=True)
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("geopix")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        logger.addHandler(_Stderr())
+    logger.setLevel(logging.INFO)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Interrupted("", signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
+    from geopix.process import configure_process
+
     _register()
-    debug = os.environ.get("GEOPIX_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    debug = os.environ.get("GEOPIX_DEBUG") == "1" or "--debug" in args
+    configure_process()
+    _log_to_stderr()
+    in_main = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+    except Interrupted as exc:
+        return _fail(f"interrupted{f': {exc}' if str(exc) else ''}", 128 + exc.signum, debug, colour="yellow")
     except GeopixError as exc:
-        if debug:
-            raise
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        typer.secho("interrupted", err=True, fg=typer.colors.YELLOW)
-        return 130
-    except typer.Exit as exc:
+        return _fail(f"error: {exc}", exc.exit_code, debug)
+    except click_exceptions.NoArgsIsHelpError:
+        return 0  # a bare `geopix`: typer has printed the help
+    except click_exceptions.ClickException as exc:  # usage errors: click's own message, its exit code (2)
+        exc.show()
         return exc.exit_code
     except typer.Abort:
         return 1
-    except Exception as exc:  # click's usage errors
-        import click
+    except Exception as exc:
+        return _fail(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1, debug)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, old_term)
+    if code == 130:  # typer's answer to a KeyboardInterrupt outside a render
+        typer.secho("interrupted", err=True, fg=typer.colors.YELLOW)
+    return code if isinstance(code, int) else 0
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if debug:
-            raise
-        typer.secho(
-            f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-            err=True,
-            fg=typer.colors.RED,
-        )
-        return 1
-    return 0
+
+def _fail(line: str, code: int, debug: bool, colour: str = "red") -> int:
+    if debug:
+        traceback.print_exc()
+    typer.secho(line, err=True, fg=colour)
+    return code
 
 
 def run() -> None:

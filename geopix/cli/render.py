@@ -8,17 +8,24 @@ from pathlib import Path
 import typer
 
 from geopix.cli import app
+from geopix.cli.options import (
+    Bands,
+    BatchSize,
+    Device,
+    Model,
+    Overlap,
+    Overwrite,
+    Precision,
+    Resample,
+    Scheduler,
+    ShowProgress,
+    Threads,
+    TileSize,
+    Workers,
+    parse_bands,
+)
+from geopix.cli.progress import progress_bar
 from geopix.config import InferConfig, RenderConfig, TileConfig
-from geopix.errors import BandError
-
-
-def _bands(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    try:
-        return tuple(int(b) for b in text.split(","))
-    except ValueError:
-        raise BandError(f"--bands {text!r} must be comma-separated band numbers, e.g. --bands 1,2,3") from None
 
 
 def _summary(result, extra: list[str] | None = None) -> None:
@@ -56,57 +63,51 @@ def render_cmd(
         ..., "--output", "-o", help="Output folder or object-store URL (s3://bucket/run); map.tif is written there."
     ),
     asset: str = typer.Option(None, help="STAC Item asset to render (default: the RGB/visual one)."),
-    model: str = typer.Option("sat2map", "--model", "-m", help="Registry name (sat2map) or checkpoint path."),
-    tile_size: int = typer.Option(256, help="Model window size in pixels (multiple of 256)."),
-    overlap: int = typer.Option(64, help="Overlap between neighbouring windows, blended smoothly."),
-    batch_size: int = typer.Option(8, help="Tiles per forward pass."),
+    model: Model = "sat2map",
+    tile_size: TileSize = 256,
+    overlap: Overlap = 64,
+    batch_size: BatchSize = 8,
     chunk_size: int = typer.Option(1024, help="Output block size in pixels (one Dask task, one zarr chunk)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
-    precision: str = typer.Option(
-        "auto", help="fp32 | bf16 | fp16 | auto (bf16 where native: CUDA, CPUs with AVX512-BF16/AMX)."
-    ),
-    workers: int = typer.Option(
-        None, help="Local Dask worker processes (default: one in-process worker, a thread per core)."
-    ),
-    threads: int = typer.Option(None, help="Torch threads per worker (default: cores / workers)."),
-    scheduler: str = typer.Option(
-        None, help="Existing Dask scheduler (tcp://host:port or a scheduler .json); 'sync' runs in-process."
-    ),
+    device: Device = "auto",
+    precision: Precision = "auto",
+    workers: Workers = None,
+    threads: Threads = None,
+    scheduler: Scheduler = None,
     scheduler_file: Path = typer.Option(
         None, help="Scheduler file written by `dask scheduler --scheduler-file` (else $DASK_SCHEDULER_ADDRESS)."
     ),
     aoi: Path = typer.Option(None, help="GeoJSON area of interest (any CRS); limits the work and the output."),
-    bands: str = typer.Option(None, help="1-based R,G,B band numbers, e.g. 1,2,3."),
-    resample: bool = typer.Option(
-        True, "--resample/--no-resample", help="Resample to the model's ground resolution before inference."
-    ),
+    bands: Bands = None,
+    resample: Resample = True,
     output_resolution: str = typer.Option("source", help="source (the input grid) or model (the model's grid)."),
     allow_no_crs: bool = typer.Option(False, help="Accept a raster without CRS (output is not georeferenced)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing map.tif."),
+    overwrite: Overwrite = False,
     keep_zarr: bool = typer.Option(False, help="Keep the intermediate zarr block store."),
     force: bool = typer.Option(False, help="Discard an unfinished render of a different job in OUTPUT/map.zarr."),
     match_colors: bool = typer.Option(
         True, "--match-colors/--no-match-colors", help="Match the input's colours to the model's training imagery."
     ),
     cog: bool = typer.Option(True, "--cog/--no-cog", help="Write a Cloud-Optimized GeoTIFF with overviews."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: ShowProgress = True,
     xyz: Path = typer.Option(
         None, help="Also write web tiles: a folder, or a name ending .pmtiles/.mbtiles (relative to -o)."
     ),
+    memory_budget: str = typer.Option(
+        "auto", help="Memory the render may use, e.g. 8G; auto: 80 % of what is available at the start."
+    ),
 ) -> None:
     """Render an aerial GeoTIFF into a seamless, georeferenced map raster (OUTPUT/map.tif)."""
+    from geopix.budget import parse_size
     from geopix.pipeline import render
-    from geopix.read import configure_gdal
     from geopix.source import resolve_input
 
-    configure_gdal()
     cfg = RenderConfig(
         input=resolve_input(inputs, asset),
         output_dir=output_dir,
         model=model,
         tiles=TileConfig(tile_size, overlap, chunk_size),
         infer=InferConfig(device=device, batch_size=batch_size, threads=threads, precision=precision),
-        bands=_bands(bands),
+        bands=parse_bands(bands),
         aoi=aoi,
         resample=resample,
         output_resolution=output_resolution,
@@ -119,10 +120,11 @@ def render_cmd(
         force=force,
         match_colors=match_colors,
         cog=cog,
-        progress=progress,
         xyz=xyz,
+        memory_budget=None if memory_budget == "auto" else parse_size(memory_budget),
     )
-    result = render(cfg)
+    with progress_bar(progress) as bar:
+        result = render(cfg, on_progress=bar)
     _summary(result, [f"web tiles: {result.tiles_path}"] if result.tiles_path else None)
 
 
@@ -130,16 +132,16 @@ def render_cmd(
 def predict_cmd(
     in_dir: Path = typer.Argument(..., help="Folder of PNG/JPEG images (any size)."),
     out_dir: Path = typer.Argument(..., help="Output folder; one PNG per input, named by its stem."),
-    model: str = typer.Option("sat2map", "--model", "-m", help="Registry name or checkpoint path."),
-    tile_size: int = typer.Option(256, help="Model window size."),
-    overlap: int = typer.Option(64, help="Window overlap."),
-    batch_size: int = typer.Option(8, help="Tiles per forward pass."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
-    precision: str = typer.Option("auto", help="fp32 | bf16 | fp16 | auto (bf16 where native)."),
-    overwrite: bool = typer.Option(False, help="Replace existing outputs."),
+    model: Model = "sat2map",
+    tile_size: TileSize = 256,
+    overlap: Overlap = 64,
+    batch_size: BatchSize = 8,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    overwrite: Overwrite = False,
 ) -> None:
     """Map a folder of plain images with the same tiling and blending as render."""
-    from geopix.pipeline import predict
+    from geopix.images import predict
 
     written = predict(
         in_dir,
@@ -156,20 +158,18 @@ def predict_cmd(
 @app.command("info")
 def info_cmd(
     input: str = typer.Argument(..., help="A raster: a path, URL, /vsi… name or STAC Item."),
-    model: str = typer.Option("sat2map", "--model", "-m", help="Model used for the tile count and estimate."),
-    tile_size: int = typer.Option(256),
-    overlap: int = typer.Option(64),
-    bands: str = typer.Option(None, help="1-based R,G,B band numbers."),
-    resample: bool = typer.Option(True, "--resample/--no-resample"),
+    model: Model = "sat2map",
+    tile_size: TileSize = 256,
+    overlap: Overlap = 64,
+    bands: Bands = None,
+    resample: Resample = True,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Show size, CRS, ground resolution, tile count and an estimated render time."""
-    from geopix.pipeline import info
-    from geopix.read import configure_gdal
+    from geopix.describe import info
     from geopix.source import resolve_input
 
-    configure_gdal()
-    data = info(resolve_input(input), model, TileConfig(tile_size, overlap, 1024), _bands(bands), resample)
+    data = info(resolve_input(input), model, TileConfig(tile_size, overlap, 1024), parse_bands(bands), resample)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -185,12 +185,14 @@ def info_cmd(
 @app.command("demo")
 def demo_cmd(
     output_dir: Path = typer.Option(Path("geopix-demo"), "--output", "-o", help="Where the demo scene and map go."),
-    model: str = typer.Option("sat2map", "--model", "-m", help="Registry name or checkpoint path."),
+    model: Model = "sat2map",
     size: int = typer.Option(1024, help="Side of the synthetic scene in pixels."),
-    workers: int = typer.Option(None, help="Local Dask worker processes."),
+    workers: Workers = None,
+    progress: ShowProgress = True,
 ) -> None:
     """Make a synthetic georeferenced aerial scene and render it: a smoke run with no data."""
     from geopix.pipeline import demo
 
-    result = demo(output_dir, model=model, size=size, workers=workers)
+    with progress_bar(progress) as bar:
+        result = demo(output_dir, model=model, size=size, workers=workers, on_progress=bar)
     _summary(result, [f"input: {Path(output_dir) / 'demo_aerial.tif'}"])

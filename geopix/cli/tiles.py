@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from geopix.cli import app
+from geopix.cli.options import Overwrite, Scheduler, ShowProgress, Workers
+from geopix.cli.progress import progress_bar
 
 
 @app.command("tiles")
@@ -16,17 +18,18 @@ def tiles_cmd(
     zoom: str = typer.Option(None, "--zoom", help="Zoom range MIN-MAX (e.g. 12-18); default: from the raster."),
     fmt: str = typer.Option("png", "--format", help="Tile image format: png | webp | jpg (jpg: no transparency)."),
     tile_size: int = typer.Option(256, "--tile-size", help="Tile width in pixels: 256 or 512."),
-    workers: int = typer.Option(None, "--workers", help="Local Dask worker processes (default: up to 2)."),
-    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address or file, or 'sync'."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    overwrite: Overwrite = False,
+    progress: ShowProgress = True,
 ) -> None:
     """Cut a map GeoTIFF into a Web-Mercator XYZ pyramid (folder, PMTiles or MBTiles) with a TileJSON."""
     from geopix.pyramid import PyramidConfig, build_pyramid, parse_zoom
 
     minzoom, maxzoom = parse_zoom(zoom) if zoom else (None, None)
     config = PyramidConfig(minzoom=minzoom, maxzoom=maxzoom, format=fmt, tile_size=tile_size, overwrite=overwrite)
-    result = build_pyramid(map_path, out, config, scheduler=scheduler, workers=workers, progress=progress)
+    with progress_bar(progress) as bar:
+        result = build_pyramid(map_path, out, config, scheduler=scheduler, workers=workers, on_progress=bar)
     per_zoom = ", ".join(f"z{z}: {n}" for z, n in result.tiles_per_zoom.items())
     typer.echo(
         f"{result.tiles} tiles ({per_zoom}), {result.bytes / 1e6:.1f} MB, zoom {result.minzoom}-{result.maxzoom}, "

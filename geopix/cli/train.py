@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 
 import typer
 
 from geopix.cli import app
+from geopix.cli.options import Device, ShowProgress
 from geopix.config import PRESETS, TrainConfig
 from geopix.errors import GeopixError
 
@@ -41,23 +41,56 @@ def train_cmd(
     max_images: int = typer.Option(None, help="Use only the first N training pairs."),
     seed: int = typer.Option(None, help="Random seed."),
     init_from: str = typer.Option(None, help="Start from these weights (registry name or checkpoint): fine-tuning."),
-    device: str = typer.Option(None, help="auto | cpu | cuda."),
+    device: Device = None,
     workers: int = typer.Option(None, help="DataLoader worker processes."),
     threads: int = typer.Option(None, help="Torch CPU threads."),
     save_every: int = typer.Option(None, help="Save a checkpoint every N epochs."),
     sample_every: int = typer.Option(None, help="Write a sample grid every N epochs."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/state.pt exactly."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: ShowProgress = True,
 ) -> None:
     """Train pix2pix (or the palette variant) and write a self-describing checkpoint."""
     from geopix.train import train
 
     if preset not in PRESETS:
         raise GeopixError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
-    given = {k: v for k, v in locals().items() if k in {f.name for f in fields(TrainConfig)} and v is not None}
-    values = {**PRESETS[preset], **given, "source_resolution_m": source_resolution or 1.0}
-    values.pop("source_resolution", None)
-    cfg = TrainConfig(**values)
+    options = {
+        "direction": direction,
+        "ngf": ngf,
+        "ndf": ndf,
+        "norm": norm,
+        "head": head,
+        "palette_size": palette_size,
+        "gan_mode": gan_mode,
+        "lambda_l1": lambda_l1,
+        "batch_size": batch_size,
+        "lr": lr,
+        "epochs": epochs,
+        "epochs_decay": epochs_decay,
+        "load_size": load_size,
+        "load_size_max": load_size_max,
+        "crop_size": crop_size,
+        "colour_jitter": colour_jitter,
+        "sharpness_jitter": sharpness_jitter,
+        "rotate": rotate,
+        "max_images": max_images,
+        "seed": seed,
+        "init_from": init_from,
+        "device": device,
+        "workers": workers,
+        "threads": threads,
+        "save_every": save_every,
+        "sample_every": sample_every,
+    }
+    given = {k: v for k, v in options.items() if v is not None}  # unset: the preset's, else the default
+    cfg = TrainConfig(
+        data=data,
+        run_dir=run_dir,
+        resume=resume,
+        progress=progress,
+        source_resolution_m=source_resolution or 1.0,
+        **{**PRESETS[preset], **given},
+    )
     path = train(cfg)
     typer.echo(f"generator checkpoint: {path}")
 

@@ -17,6 +17,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from geopix.errors import DatasetError
+from geopix.read import to_unit
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 
@@ -103,9 +104,9 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def to_unit(img: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 → 3xHxW float in [-1, 1] (the authors' normalisation)."""
-    return torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 → 3xHxW float in [-1, 1] (the authors' normalisation, ``read.to_unit``'s rule)."""
+    return torch.from_numpy(to_unit(np.moveaxis(np.asarray(img), -1, 0)))
 
 
 def nearest_palette(img: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
@@ -253,7 +254,7 @@ class PairDataset(Dataset):
             a, b = a[:, ::-1], b[:, ::-1]
         if k:
             a, b = np.rot90(a, k), np.rot90(b, k)
-        item = {"a": to_unit(a), "b": to_unit(b), "index": torch.tensor(index)}
+        item = {"a": to_tensor(a), "b": to_tensor(b), "index": torch.tensor(index)}
         if self.palette is not None:
             item["label"] = nearest_palette((item["b"] + 1.0) * 127.5, self.palette)
         return item

@@ -1,0 +1,49 @@
+"""Options several commands share, declared once (``Annotated`` aliases), so their names, defaults'
+help and parsing cannot drift apart between commands.  Values are checked by the configs they go
+into (``geopix.config``), not here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from geopix.errors import BandError
+
+Model = Annotated[str, typer.Option("--model", "-m", help="Registry name (sat2map) or checkpoint path.")]
+TileSize = Annotated[int, typer.Option("--tile-size", help="Model window size in pixels (multiple of 256).")]
+Overlap = Annotated[int, typer.Option("--overlap", help="Overlap between neighbouring windows, blended smoothly.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
+Precision = Annotated[
+    str,
+    typer.Option("--precision", help="fp32 | bf16 | fp16 | auto (bf16 where native: CUDA, CPUs with AVX512-BF16/AMX)."),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option("--workers", help="Local Dask worker processes (default: one in-process worker, a thread per core)."),
+]
+Threads = Annotated[int | None, typer.Option("--threads", help="Torch threads per worker (default: cores / workers).")]
+Scheduler = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler", help="Existing Dask scheduler (tcp://host:port or a scheduler .json); 'sync' runs in-process."
+    ),
+]
+Bands = Annotated[str | None, typer.Option("--bands", help="1-based R,G,B band numbers, e.g. 1,2,3.")]
+Resample = Annotated[
+    bool, typer.Option("--resample/--no-resample", help="Resample to the model's ground resolution before inference.")
+]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+ShowProgress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
+OutputDir = Annotated[Path, typer.Option("--output", "-o", help="Output folder; map.tif is written there.")]
+
+
+def parse_bands(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise BandError(f"--bands {text!r} must be comma-separated band numbers, e.g. --bands 1,2,3") from None

@@ -1,0 +1,120 @@
+"""Claiming an output folder: one run at a time, nothing clobbered, nothing empty left behind.
+
+``check_output`` refuses to overwrite results unless asked and fails early on an unwritable
+folder.  ``claim_output`` also takes an exclusive lock on the folder for the whole run, so a
+second run into the same folder is refused at once instead of sharing (and corrupting) the
+first one's partial files; a folder the run created is removed again if the run fails while
+it holds nothing but the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from geopix.errors import OutputExistsError, OutputLockedError, OutputNotWritableError
+
+LOCK_NAME = ".geopix.lock"
+
+
+def check_output(out_dir: Path, names: list[str], overwrite: bool, option: str = "-o") -> bool:
+    """Create ``out_dir`` if needed, check it is writable and that ``names`` in it may be written.
+
+    Returns whether the folder was created here.  ``option`` names the argument in messages.
+    """
+    created = _make(out_dir, option)
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        _remove_if_empty(out_dir, created)
+        raise OutputNotWritableError(f"output folder {out_dir} is not writable; choose another {option}")
+    existing = [n for n in names if (out_dir / n).exists()]
+    if existing and not overwrite:
+        _remove_if_empty(out_dir, created)
+        raise OutputExistsError(
+            f"{out_dir / existing[0]} already exists; pass --overwrite to replace it or choose another {option}"
+        )
+    return created
+
+
+@contextlib.contextmanager
+def claim_output(out_dir: Path, names: list[str], overwrite: bool) -> Iterator[Path]:
+    """``check_output``, then hold an exclusive lock on ``out_dir`` until the block ends."""
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputNotWritableError(
+            f"cannot create output folder {out_dir}: {exc.strerror}; choose another -o"
+        ) from exc
+    fd = _lock(out_dir, created)
+    ok = False
+    try:
+        check_output(out_dir, names, overwrite)
+        yield out_dir
+        ok = True
+    finally:
+        (out_dir / LOCK_NAME).unlink(missing_ok=True)  # still ours: we hold the lock
+        os.close(fd)
+        if not ok:
+            _remove_if_empty(out_dir, created)
+
+
+def _make(out_dir: Path, option: str) -> bool:
+    """Create ``out_dir`` (and its parents); whether it was created here."""
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputNotWritableError(
+            f"cannot create output folder {out_dir}: {exc.strerror}; choose another {option}"
+        ) from exc
+    return created
+
+
+def _lock(out_dir: Path, created: bool) -> int:
+    import fcntl
+
+    path = out_dir / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            _remove_if_empty(out_dir, created)
+            raise OutputNotWritableError(
+                f"output folder {out_dir} is not writable ({exc.strerror}); choose another -o"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_pid(fd)
+            os.close(fd)
+            raise OutputLockedError(
+                f"{out_dir} is in use by another geopix run{f' (pid {holder})' if holder else ''}; "
+                "wait for it to finish, or choose another -o"
+            ) from None
+        # The holder before us may have removed the file between our open and our lock:
+        # then we hold a lock on a file nobody else can see; take the one on disk.
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            return fd
+        os.close(fd)
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        return os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _remove_if_empty(out_dir: Path, created: bool) -> None:
+    """Remove a folder this run created, if the run left nothing in it."""
+    if created:
+        with contextlib.suppress(OSError):
+            out_dir.rmdir()

@@ -39,7 +39,8 @@ from geopix.config import InferConfig, ProgressFn, RenderConfig, TileConfig
 from geopix.errors import GeopixError, Interrupted
 from geopix.execute import BlockJob, close_readers
 from geopix.models.checkpoint import LoadedModel
-from geopix.models.registry import load_model, resolve_model
+from geopix.models.distribute import fetch_checkpoint, send_to_workers, sha256_file
+from geopix.models.registry import REGISTRY, load_model, resolve_model
 from geopix.output import claim_output
 from geopix.plan import Block, RenderPlan, cache_friendly_order, check_tiling
 from geopix.process import configure_gdal
@@ -174,6 +175,8 @@ def prepare(config: RenderConfig, out_dir: Path | None = None) -> Prepared:
     scheduler = resolve_scheduler(config.scheduler, config.scheduler_file)
     if scheduler != config.scheduler:  # --scheduler-file or $DASK_SCHEDULER_ADDRESS: also for the pyramid
         config = dataclasses.replace(config, scheduler=scheduler, scheduler_file=None)
+    if "://" in str(config.model):  # a checkpoint URL: downloaded once, then a local path
+        config = dataclasses.replace(config, model=str(fetch_checkpoint(str(config.model))))
     model = load_model(config.model)
     check_tiling(config.tiles.tile_size, config.tiles.overlap, model.spec.multiple, model.spec.num_downs)
     info = inspect_raster(resolve_input(config.input), config.bands, config.allow_no_crs)
@@ -216,6 +219,8 @@ def compute(prepared: Prepared, on_progress: ProgressFn | None = None) -> Comput
             stats_in = prepared.model.spec.input_stats if config.match_colors else None
             matched = pool.submit(colour_match, job.info, stats_in) if stats_in else None
             with open_cluster(config.scheduler, config.workers, announce=log.info) as client:
+                if client is not None and config.scheduler is not None and job.model_name is None:
+                    send_to_workers(client, job.model_path, job.model_sha256)  # they may not see our files
                 if matched is not None:
                     job = dataclasses.replace(job, info=matched.result())
                 return _run_blocks(config, job, plan, client, on_progress)
@@ -362,16 +367,12 @@ def fingerprint(job: BlockJob) -> str:
 
     local = not is_remote(job.info.path) and not job.info.path.startswith(VRT_PREFIX)
     src = Path(job.info.path).stat() if local else None
-    h = hashlib.sha256()
-    with open(job.model_path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
     doc = {
         "geopix": __version__,
         "input": job.info.path,
         "size": src.st_size if src else None,  # remote: the URL names the job (ETags are not portable)
         "mtime_ns": src.st_mtime_ns if src else None,
-        "model_sha256": h.hexdigest(),
+        "model_sha256": job.model_sha256 or sha256_file(job.model_path),
         "plan": dataclasses.asdict(job.plan),
         "grid": dataclasses.asdict(job.grid),
         "bands": job.info.bands,
@@ -390,6 +391,7 @@ def build_job(config: RenderConfig, info: RasterInfo, model: LoadedModel) -> tup
     from rasterio.transform import Affine
 
     grid = work_grid(info, model.spec.ground_resolution_m, config.resample)
+    model_path = str(Path(resolve_model(config.model)).resolve())
     on_work = config.output_resolution == "model"
     out_h, out_w = (grid.height, grid.width) if on_work else (info.height, info.width)
     out_transform = grid.transform(info) if on_work else info.affine
@@ -416,7 +418,9 @@ def build_job(config: RenderConfig, info: RasterInfo, model: LoadedModel) -> tup
         info=info,
         grid=grid,
         plan=plan,
-        model_path=str(Path(resolve_model(config.model)).resolve()),
+        model_path=model_path,
+        model_sha256=sha256_file(model_path),
+        model_name=str(config.model) if str(config.model) in REGISTRY else None,
         store=store,
         infer=config.infer,
         output_on_work=on_work,

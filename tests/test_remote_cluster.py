@@ -5,6 +5,7 @@ workers from the client (checksum verified).  The map equals the local render by
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -81,3 +82,19 @@ def test_install_verifies_the_checksum(tmp_path: Path, monkeypatch: pytest.Monke
     assert install(data, sha, ".safetensors").read_bytes() == data
     with pytest.raises(CheckpointError, match="SHA-256"):
         install(b"tampered", sha, ".safetensors")
+
+
+def test_kubernetes_bucket_recipe_needs_no_volume() -> None:
+    from tests.test_cluster import ROOT, _load_workflow
+
+    wf = _load_workflow("kubernetes")
+    doc = wf.load_spec(ROOT / "workflows" / "kubernetes-bucket.yaml")
+    assert wf.validate(doc) == []
+    worker = doc["spec"]["worker"]["spec"]
+    assert "volumes" not in worker and "volumeMounts" not in worker["containers"][0]
+    # no credential value in the spec itself: they come from a secret
+    assert not any("SECRET" in e["name"] for e in worker["containers"][0].get("env", []))
+    broken = json.loads(json.dumps(doc))
+    del broken["spec"]["worker"]["spec"]["containers"][0]["envFrom"]
+    broken["spec"]["worker"]["spec"]["containers"][0]["env"] = [{"name": "OMP_NUM_THREADS", "value": "4"}]
+    assert any("object-store credentials" in p for p in wf.validate(broken))

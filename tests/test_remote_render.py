@@ -140,3 +140,11 @@ def test_mosaic_renders_like_the_merged_file(aerial: Path, checkpoint: Path, ref
     with rasterio.open(tmp_path / "m" / "map.tif") as m, rasterio.open(reference) as r:
         assert (m.crs, m.transform, m.profile["blockxsize"]) == (r.crs, r.transform, r.profile["blockxsize"])
         assert m.tags()["GEOPIX_SOURCE"] == "mosaic.vrt"
+
+
+def test_s3_output_with_web_tiles(s3_bucket: str, aerial: Path, checkpoint: Path) -> None:
+    from geopix.remote import exists
+
+    result = _render(aerial, f"s3://{s3_bucket}/tiles", checkpoint, xyz=Path("map.pmtiles"))
+    assert result.tiles_path == f"s3://{s3_bucket}/tiles/map.pmtiles"
+    assert exists(f"s3://{s3_bucket}/tiles/map.pmtiles") and exists(f"s3://{s3_bucket}/tiles/map.tif")

@@ -46,7 +46,7 @@ from geopix.plan import Block, RenderPlan, cache_friendly_order, check_tiling
 from geopix.process import configure_gdal
 from geopix.read import RasterInfo, colour_match, inspect_raster, work_grid
 from geopix.remote import is_url, join, upload_atomic
-from geopix.source import VRT_PREFIX, is_remote, resolve_input
+from geopix.source import VRT_PREFIX, is_remote, redact, resolve_input
 from geopix.write import StoreSpec, finalize_geotiff, open_store, remove_store, write_manifest
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ def _run_blocks(config: RenderConfig, job: BlockJob, plan: RenderPlan, client, o
     done = open_store(
         job.store,
         fingerprint(job),
-        {"geopix": __version__, "input": job.info.path, "model": job.model_path},
+        {"geopix": __version__, "input": redact(job.info.path), "model": job.model_path},
         force=config.force or config.overwrite,
     )
     blocks = cache_friendly_order([b for b in plan.blocks() if b.index not in done])
@@ -339,7 +339,7 @@ def _publish_rest(
         prepared.out_dir / "render.json",
         {
             "geopix": __version__,
-            "input": job.info.path,
+            "input": redact(job.info.path),  # a pre-signed URL's signature must not be stored
             "model": job.model_path,
             "tile_size": plan.tile,
             "overlap": plan.overlap,

@@ -148,3 +148,11 @@ def test_s3_output_with_web_tiles(s3_bucket: str, aerial: Path, checkpoint: Path
     result = _render(aerial, f"s3://{s3_bucket}/tiles", checkpoint, xyz=Path("map.pmtiles"))
     assert result.tiles_path == f"s3://{s3_bucket}/tiles/map.pmtiles"
     assert exists(f"s3://{s3_bucket}/tiles/map.pmtiles") and exists(f"s3://{s3_bucket}/tiles/map.tif")
+
+
+def test_signed_url_query_is_not_stored(http_server, served: str, checkpoint: Path, tmp_path: Path) -> None:
+    # the test server ignores the query; a real one would check the signature
+    url = f"{http_server.url}/{served}?X-Amz-Signature=s3cr3tsig&X-Amz-Expires=60"
+    _render(url, tmp_path, checkpoint)
+    manifest = (tmp_path / "render.json").read_text()
+    assert "s3cr3tsig" not in manifest and "X-Amz-Signature=***" in manifest

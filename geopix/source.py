@@ -198,7 +198,8 @@ def expand(inputs: Sequence[str]) -> list[str]:
     out: list[str] = []
     for text in inputs:
         text = str(text)
-        if "://" not in text and not text.startswith("/vsi") and _GLOB_CHARS.search(text):
+        local_pattern = "://" not in text and not text.startswith("/vsi") and _GLOB_CHARS.search(text)
+        if local_pattern and not os.path.exists(os.path.expanduser(text)):  # a file named "a[1].tif" is a file
             hits = sorted(glob.glob(os.path.expanduser(text)))
             if not hits:
                 raise InputNotFoundError(f"input pattern {text} matches no file; check the pattern")

@@ -267,3 +267,9 @@ def test_mosaic_with_mixed_crs(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 def test_glob_matching_nothing(tmp_path: Path) -> None:
     with pytest.raises(InputNotFoundError, match="matches no file"):
         resolve_input(str(tmp_path / "none*.tif"))
+
+
+def test_a_file_whose_name_looks_like_a_glob(aerial: Path, tmp_path: Path) -> None:
+    odd = tmp_path / "scene[1].tif"
+    shutil.copy(aerial, odd)
+    assert resolve_input(str(odd)) == str(odd)

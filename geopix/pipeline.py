@@ -142,7 +142,8 @@ def prepare(config: RenderConfig) -> Prepared:
 def _memory(config: RenderConfig, plan: RenderPlan, model: LoadedModel) -> MemoryEstimate:
     local = config.scheduler is None
     processes = config.workers if local and config.workers else 1
-    at_once = (os.cpu_count() or 1) if local and not config.workers else 1
+    blocks = plan.block_shape[0] * plan.block_shape[1]
+    at_once = min(os.cpu_count() or 1, blocks) if local and not config.workers else 1
     params = sum(p.numel() * 4 for p in model.net.parameters())
     return estimate(
         plan,

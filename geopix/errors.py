@@ -108,3 +108,15 @@ class TilesetError(GeopixError, ValueError):
     """A path ``geopix serve`` cannot serve (not a tile folder, PMTiles, MBTiles or GeoTIFF)."""
 
     exit_code = 21
+
+
+class PortInUseError(GeopixError, OSError):
+    """``geopix serve`` cannot listen on the ``--host``/``--port`` asked for."""
+
+    exit_code = 35
+
+
+class DemoDataError(GeopixError, FileNotFoundError):
+    """The demo scene shipped in the package is missing or unreadable (a broken install)."""
+
+    exit_code = 36

@@ -2,7 +2,7 @@
 
 ``render`` is the public entry point (and what ``geopix render`` calls); ``predict``
 applies the same tiling and blending to folders of plain images; ``info`` describes a
-raster and the job it would be; ``demo`` makes a synthetic scene and renders it.
+raster and the job it would be.
 """
 
 from __future__ import annotations
@@ -582,25 +582,3 @@ def generator_rate(model: LoadedModel, tile: int, infer: InferConfig | None = No
 def estimated_seconds(n_tiles: int, rate: float) -> float:
     """A render's wall time from the measured generator rate."""
     return RENDER_START_S + n_tiles / (rate * E2E_FRACTION_OF_RAW)
-
-
-# ---- demo ------------------------------------------------------------------------------------
-def demo(
-    out_dir: str | Path = "geopix-demo",
-    model: str = "sat2map",
-    size: int = 1024,
-    overwrite: bool = True,
-    progress: bool = True,
-    workers: int | None = None,
-) -> RenderResult:
-    """Make a synthetic georeferenced aerial-like scene and render it (a fresh install's smoke run)."""
-    from geopix.testing import synthetic_aerial
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    src = synthetic_aerial(out_dir / "demo_aerial.tif", size=size)
-    return render(
-        RenderConfig(
-            input=src, output_dir=out_dir, model=model, overwrite=overwrite, progress=progress, workers=workers
-        )
-    )

@@ -1,6 +1,7 @@
-"""Web-Mercator XYZ tile pyramid from a map GeoTIFF: a tile folder, PMTiles or MBTiles.
+"""Web-Mercator XYZ tile pyramid from a map GeoTIFF: zoom maths and the build.
 
-How it is built, and why:
+The output formats (a tile folder, PMTiles or MBTiles), the tile codecs and the TileJSON live in
+``geopix.tilesets``; this module decides which tiles exist and computes them.  How, and why:
 
 * **Max zoom** (unless ``--zoom`` says otherwise): the *smallest* zoom whose tile
   resolution at the raster's centre latitude is <= the raster's ground resolution, so the

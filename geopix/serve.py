@@ -14,7 +14,7 @@ request can name a file outside the tile set.  A tile address inside the world w
 answers ``204 No Content`` (map clients draw nothing and log nothing), cached briefly; anything
 else unknown is ``404``.  Tiles carry a content ``ETag``, so ``If-None-Match`` answers ``304``.
 
-Only Host headers naming this machine (``localhost``, ``127.0.0.1``, ``::1``) are accepted unless
+Only Host headers naming this machine (``localhost``, ``127.0.0.1``) are accepted unless
 ``allowed_hosts`` adds names: a web page cannot use DNS rebinding to read the tiles through
 someone's browser.  The library does not print; the CLI reports the URL through ``on_ready``.
 """
@@ -37,7 +37,7 @@ from geopix.tilesets.base import CACHE_EMPTY_S, in_world
 
 log = logging.getLogger(__name__)
 
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")  # Starlette cannot match a bracketed IPv6 Host
 CACHE_NONE = "no-cache"  # TileJSON, viewer: always revalidated (cheap with the ETag)
 BACKLOG = 2048
 SHUTDOWN_GRACE_S = 5
@@ -206,8 +206,12 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(config: ServeConfig, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM (in-flight requests finish); ``on_ready(url)`` once the socket listens."""
+    import warnings
+
     import uvicorn
 
+    # rio-tiler warns on every tile of a GeoTIFF without overviews; the server's log is for errors.
+    warnings.filterwarnings("ignore", message=".*has no Overviews.*")
     tiles = open_tileset(config.path)
     source = None
     try:

@@ -57,7 +57,7 @@ def serve_cmd(
     allowed_host: list[str] = typer.Option(
         None,
         "--allowed-host",
-        help="Host name or address clients may use besides localhost/127.0.0.1/::1 (repeatable; * for any).",
+        help="Host name or address clients may use besides localhost and 127.0.0.1 (repeatable; * for any).",
     ),
     source: Path = typer.Option(None, "--source", help="Aerial GeoTIFF to compare against in the viewer."),
 ) -> None:

@@ -43,7 +43,6 @@ const map = new maplibregl.Map({
 });
 window.geopixMap = map;
 map.addControl(new maplibregl.NavigationControl({ showCompass: false }), "top-right");
-map.addControl(new maplibregl.ScaleControl(), "bottom-left");
 map.on("error", (e) => state.errors.push(String(e.error?.message || e.error || e)));
 map.on("data", (e) => {
   if (e.dataType === "source" && e.tile && e.sourceId in state.loaded) state.loaded[e.sourceId] += 1;

@@ -279,3 +279,33 @@ def test_config_errors_and_busy_port(tilesets: dict[str, Path]) -> None:
         assert main(["serve", str(tilesets["dir"]), "--port", str(port)]) == PortInUseError.exit_code
     finally:
         busy.close()
+
+
+def test_cli_disconnects_and_graceful_shutdown(tilesets: dict[str, Path]) -> None:
+    """``geopix serve`` as users run it: clients vanishing mid-response print nothing; Ctrl-C stops it cleanly."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "geopix", "serve", str(tilesets["pmtiles"]), "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        port = int(line.split(" at ", 1)[1].split()[0].rsplit(":", 1)[1].strip("/"))
+        for _ in range(20):  # ask for the whole archive and hang up without reading
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET /tiles.pmtiles HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+            s.close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/tilejson.json")
+        assert conn.getresponse().status == 200  # still serving
+        conn.close()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "stopped" in out
+    assert "Traceback" not in err and "Error" not in err, err

@@ -125,7 +125,7 @@ def make_app(config: ServeConfig, tiles: TileSet | None = None, source: TileSet 
             if ts is None or p["ext"] != ts.format or not in_world(z, x, y):
                 return _not_found()
             try:
-                data = await run_in_threadpool(ts.get, z, x, y)
+                data = ts.get(z, x, y) if ts.inline_reads else await run_in_threadpool(ts.get, z, x, y)
             except Exception as exc:  # a broken tile must not take the server down, nor print a traceback
                 log.error("error reading tile %s/%d/%d/%d: %r", layer, z, x, y, exc)
                 return Response("error\n", status_code=500, headers={"Cache-Control": CACHE_NONE})

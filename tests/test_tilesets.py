@@ -92,6 +92,7 @@ def test_pmtiles_reads_through_any_byte_source(tmp_path: Path) -> None:
             calls.append("closed")
 
     ts = pmtiles.PMTilesTileSet(Remote(), name="remote")
+    assert not ts.inline_reads  # a server must not wait on a remote read on its event loop
     assert all(ts.get(t.z, t.x, t.y) == t.data for t in tiles)
     ts.close()
     assert calls[-1] == "closed" and len(calls) > len(tiles)

@@ -53,6 +53,9 @@ class TileSet:
     kind: ClassVar[str] = ""
     format: str = "png"  # png | webp | jpg
     cache_seconds: int = CACHE_TILE_S
+    #: Whether ``get`` is quick local I/O (a small file, an mmap slice, an indexed SQLite row) that a
+    #: server may call on its event loop instead of paying a thread hand-off per tile.
+    inline_reads: bool = False
     minzoom: int = 0
     maxzoom: int = 24
 

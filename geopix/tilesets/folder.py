@@ -68,6 +68,7 @@ class FolderTileSet(TileSet):
     """A folder written by ``geopix tiles`` (or ``write``)."""
 
     kind = "dir"
+    inline_reads = True
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()

@@ -60,6 +60,7 @@ class MBTilesTileSet(TileSet):
     """Read-only; one SQLite connection per thread."""
 
     kind = "mbtiles"
+    inline_reads = True
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

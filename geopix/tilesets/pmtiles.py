@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from geopix.errors import TilesetError
-from geopix.tilesets.base import ByteSource, Tile, TileSet
+from geopix.tilesets.base import ByteSource, FileByteSource, Tile, TileSet
 
 DIRECTORY_CACHE = 256  # decoded leaf directories kept; a huge archive's memory stays bounded
 
@@ -58,6 +58,7 @@ class PMTilesTileSet(TileSet):
         from pmtiles.reader import Reader
 
         self.source = source
+        self.inline_reads = isinstance(source, FileByteSource)  # a remote source's reads wait on the network
         label = name or str(getattr(source, "path", "archive"))
         try:
             reader = Reader(source.read)

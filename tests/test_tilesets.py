@@ -164,3 +164,15 @@ def test_unreadable_paths(tmp_path: Path) -> None:
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(TilesetError):
         open_tileset(tmp_path / "x.txt")
+
+
+def test_cli_tiles_base_url(tmp_path: Path) -> None:
+    from geopix.cli import main
+
+    map_tif = make_map(tmp_path / "map.tif", 200)
+    out = tmp_path / "site"
+    args = ["tiles", str(map_tif), str(out), "--zoom", "15-16", "--scheduler", "sync", "--no-progress"]
+    assert main([*args, "--base-url", "http://127.0.0.1:9000/site"]) == 0
+    tj = json.loads((out / "tilejson.json").read_text())
+    assert tj["tiles"] == ["http://127.0.0.1:9000/site/{z}/{x}/{y}.png"]
+    assert main([*args, "--overwrite", "--base-url", "site/"]) == TileFormatError.exit_code

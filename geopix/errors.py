@@ -144,3 +144,15 @@ class Interrupted(BaseException):
     def __init__(self, message: str = "", signum: int = 2) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+class PortInUseError(GeopixError, OSError):
+    """``geopix serve`` cannot listen on the ``--host``/``--port`` asked for."""
+
+    exit_code = 35
+
+
+class DemoDataError(GeopixError, FileNotFoundError):
+    """The demo scene shipped in the package is missing or unreadable (a broken install)."""
+
+    exit_code = 36

@@ -5,7 +5,6 @@ model, inspects the raster, plans the job and checks it against the memory budge
 anything runs; *compute* runs the blocks still to do on the cluster (``geopix.cluster``) into
 the zarr store; *finalize* turns the store into ``map.tif``; *publish* adds the web tiles and
 ``render.json``.  The whole render holds the lock on its output folder (``geopix.output``).
-``demo`` makes a synthetic scene and renders it.
 """
 
 from __future__ import annotations
@@ -373,24 +372,3 @@ def _config_from_kwargs(kwargs: dict) -> RenderConfig:
     kwargs["input"] = Path(kwargs["input"])
     kwargs["output_dir"] = Path(kwargs["output_dir"])
     return RenderConfig(tiles=tiles, infer=infer, **kwargs)
-
-
-# ---- demo ------------------------------------------------------------------------------------
-def demo(
-    out_dir: str | Path = "geopix-demo",
-    model: str = "sat2map",
-    size: int = 1024,
-    overwrite: bool = True,
-    on_progress: ProgressFn | None = None,
-    workers: int | None = None,
-) -> RenderResult:
-    """Make a synthetic georeferenced aerial-like scene and render it (a fresh install's smoke run)."""
-    from geopix.testing import synthetic_aerial
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    src = synthetic_aerial(out_dir / "demo_aerial.tif", size=size)
-    return render(
-        RenderConfig(input=src, output_dir=out_dir, model=model, overwrite=overwrite, workers=workers),
-        on_progress=on_progress,
-    )

@@ -225,7 +225,9 @@ def bench_memory(args: argparse.Namespace) -> dict:
             rows.append(
                 {
                     "size": size,
+                    "work_grid": manifest["work_grid"],
                     "peak_rss_gib": round(rss.peak / 2**30, 3),
+                    "budget_estimate_gib": round(_estimate(src, tmp / "est", model, args.chunk) / 2**30, 3),
                     "seconds": manifest["seconds"],
                     "tiles": manifest["tiles"],
                     "tiles_run": manifest["tiles_run"],
@@ -243,6 +245,15 @@ def bench_memory(args: argparse.Namespace) -> dict:
         "runs": rows,
         "largest_vs_smallest": round(rows[-1]["peak_rss_gib"] / base, 3),
     }
+
+
+def _estimate(src: Path, out: Path, model: str, chunk: int) -> int:
+    """What the memory budget check (``geopix.budget``) expects this render to need at most."""
+    from geopix.config import RenderConfig, TileConfig
+    from geopix.pipeline import prepare
+
+    cfg = RenderConfig(input=src, output_dir=out, model=model, tiles=TileConfig(256, 64, chunk))
+    return prepare(cfg).memory.total_bytes
 
 
 # ---- throughput ------------------------------------------------------------------------------
@@ -311,7 +322,12 @@ def main() -> None:
     ap.add_argument("--sizes", default="4096,16384")
     ap.add_argument("--size", type=int, default=3072)
     ap.add_argument("--chunk", type=int, default=1024)
-    ap.add_argument("--model-res", type=float, default=1.2, help="memory: the random model ground resolution")
+    ap.add_argument(
+        "--model-res",
+        type=float,
+        default=1.2,
+        help="memory: the random model's ground resolution (0.03: a 'coarse' input, upsampled 10×)",
+    )
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--workers", type=int, default=0, help="throughput: local workers (0: the default)")
     ap.add_argument("--json", default="")

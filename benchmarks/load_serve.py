@@ -1,11 +1,15 @@
 """A bounded load test for ``geopix serve``: requests/s, latency percentiles, errors.
 
-    python benchmarks/load_serve.py [TILESET] [--threads 8] [--requests 4000] [--time-limit 30]
+    python benchmarks/load_serve.py [TILESET ...] [--clients 200] [--requests 20000] [--no-keepalive]
+    python benchmarks/load_serve.py --all-kinds --clients 200 --requests 20000   # folder, PMTiles, MBTiles x both modes
 
-Starts ``geopix serve TILESET --port 0`` in a subprocess (a synthetic PMTiles pyramid
-when TILESET is omitted) or targets ``--url`` (127.0.0.1/localhost only), then sends a
-fixed number of tile requests from a pool of threads over keep-alive connections, stopping
-early at the time limit.  200 and 204 (empty tile) count as successes.  Nothing asserts.
+Starts ``geopix serve TILESET --port 0`` in a subprocess for each tileset (a synthetic
+2048² pyramid in each format with ``--all-kinds``, or one PMTiles when none is given) or
+targets ``--url`` (127.0.0.1/localhost only).  ``--clients`` threads send a fixed number of
+tile requests, each over one keep-alive connection or (``--no-keepalive``) a new connection
+per request, stopping early at ``--time-limit``.  A request times out after 30 s.  200 and
+204 (empty tile) count as successes.  The client runs on the same machine as the server, so
+the figures are the pair's, not the server's alone.  Nothing asserts.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+TIMEOUT_S = 30.0
+
 
 def tile_paths(base: str) -> list[str]:
     """Every tile address of the tileset's bounds and zooms (present and empty) from its TileJSON."""
@@ -33,26 +39,31 @@ def tile_paths(base: str) -> list[str]:
     conn.request("GET", "/tilejson.json")
     tj = json.loads(conn.getresponse().read())
     ext = tj["tiles"][0].rsplit(".", 1)[1]
-    paths = [
+    return [
         f"/tiles/{t.z}/{t.x}/{t.y}.{ext}"
         for t in mercantile.tiles(*tj["bounds"], list(range(tj["minzoom"], tj["maxzoom"] + 1)))
     ]
-    return paths
 
 
-def load(base: str, paths: list[str], threads: int, requests: int, time_limit: float) -> dict:
+def load(base: str, paths: list[str], clients: int, requests: int, time_limit: float, keepalive: bool) -> dict:
     u = urlsplit(base)
     lock = threading.Lock()
     counter = [0]
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     errors = [0]
-    deadline = time.perf_counter() + time_limit
+    start = threading.Barrier(clients + 1)
+    deadline = [0.0]
+
+    def connect() -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(u.hostname, u.port, timeout=TIMEOUT_S)
 
     def worker() -> None:
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+        conn = connect()
         mine: list[float] = []
-        while time.perf_counter() < deadline:
+        headers = {} if keepalive else {"Connection": "close"}
+        start.wait()
+        while time.perf_counter() < deadline[0]:
             with lock:
                 i = counter[0]
                 if i >= requests:
@@ -61,14 +72,17 @@ def load(base: str, paths: list[str], threads: int, requests: int, time_limit: f
             path = paths[i % len(paths)]
             t0 = time.perf_counter()
             try:
-                conn.request("GET", path)
+                conn.request("GET", path, headers=headers)
                 r = conn.getresponse()
                 r.read()
                 status = str(r.status)
-            except (OSError, http.client.HTTPException):
+                if not keepalive or r.will_close:
+                    conn.close()
+                    conn = connect()
+            except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
-                status = "exception"
+                conn = connect()
+                status = type(exc).__name__
             mine.append(time.perf_counter() - t0)
             with lock:
                 statuses[status] = statuses.get(status, 0) + 1
@@ -78,10 +92,12 @@ def load(base: str, paths: list[str], threads: int, requests: int, time_limit: f
         with lock:
             latencies.extend(mine)
 
-    t0 = time.perf_counter()
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
     for t in pool:
         t.start()
+    deadline[0] = time.perf_counter() + time_limit
+    t0 = time.perf_counter()
+    start.wait()
     for t in pool:
         t.join()
     wall = time.perf_counter() - t0
@@ -99,64 +115,83 @@ def load(base: str, paths: list[str], threads: int, requests: int, time_limit: f
         "max_ms": lat[-1] * 1000 if lat else float("nan"),
         "errors": errors[0],
         "statuses": statuses,
-        "threads": threads,
+        "clients": clients,
+        "keepalive": keepalive,
         "distinct_paths": len(paths),
     }
 
 
-def synthetic_tileset(tmp: Path, size: int) -> Path:
+def synthetic_tilesets(tmp: Path, size: int, kinds: list[str]) -> list[Path]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_tiles import synthetic_map
 
     from geopix.pyramid import PyramidConfig, build_pyramid
 
     src = synthetic_map(tmp / "map.tif", size)
-    return build_pyramid(src, tmp / "tiles.pmtiles", PyramidConfig(), scheduler="sync").path
+    names = {"dir": "tiles", "pmtiles": "tiles.pmtiles", "mbtiles": "tiles.mbtiles"}
+    return [build_pyramid(src, tmp / names[k], PyramidConfig(), scheduler="sync").path for k in kinds]
+
+
+def serve_and_load(tileset: Path | None, url: str | None, args: argparse.Namespace, keepalive: bool) -> dict:
+    proc = None
+    if url:
+        base = url
+    else:
+        cmd = [sys.executable, "-m", "geopix", "serve", str(tileset), "--port", "0"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = proc.stdout.readline()
+        base = line.split(" at ", 1)[1].split()[0]
+    try:
+        paths = tile_paths(base)
+        res = load(base, paths, args.clients, args.requests, args.time_limit, keepalive)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    res["tileset"] = url or str(tileset)
+    return res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("tileset", nargs="?", type=Path, help="tile folder, .pmtiles, .mbtiles or GeoTIFF")
+    ap.add_argument("tilesets", nargs="*", type=Path, help="tile folders, .pmtiles, .mbtiles or GeoTIFFs")
     ap.add_argument("--url", help="an already running server (127.0.0.1 or localhost only)")
-    ap.add_argument("--threads", type=int, default=8)
-    ap.add_argument("--requests", type=int, default=4000)
-    ap.add_argument("--time-limit", type=float, default=30.0, help="seconds; stops early")
-    ap.add_argument("--size", type=int, default=2048, help="synthetic raster side when no tileset is given")
+    ap.add_argument("--all-kinds", action="store_true", help="synthetic folder, PMTiles and MBTiles")
+    ap.add_argument("--clients", "--threads", type=int, default=200, help="concurrent client threads")
+    ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--no-keepalive", action="store_true", help="only a new connection per request")
+    ap.add_argument("--keepalive-only", action="store_true", help="only keep-alive connections")
+    ap.add_argument("--time-limit", type=float, default=120.0, help="seconds per run; stops early")
+    ap.add_argument("--size", type=int, default=2048, help="synthetic raster side")
+    ap.add_argument("--label", default="", help="a name for this server build in the output")
     ap.add_argument("--json", type=Path, default=Path("load_serve.json"))
     args = ap.parse_args()
+    if args.url and urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        sys.exit(f"--url {args.url}: this load client only targets this machine (127.0.0.1)")
+    modes = [m for m in (True, False) if not (m and args.no_keepalive) and not (not m and args.keepalive_only)]
 
-    proc = None
+    results = []
     with tempfile.TemporaryDirectory(prefix="geopix-load-") as tmp:
         if args.url:
-            host = urlsplit(args.url).hostname
-            if host not in ("127.0.0.1", "localhost", "::1"):
-                sys.exit(f"--url {args.url}: this load client only targets this machine (127.0.0.1)")
-            base, label = args.url, args.url
+            targets: list[Path | None] = [None]
+        elif args.tilesets and not args.all_kinds:
+            targets = list(args.tilesets)
         else:
-            tileset = args.tileset or synthetic_tileset(Path(tmp), args.size)
-            label = str(args.tileset or f"synthetic {args.size}² PMTiles")
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "geopix", "serve", str(tileset), "--port", "0"],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            line = proc.stdout.readline()
-            base = line.split(" at ", 1)[1].split()[0]
-        try:
-            paths = tile_paths(base)
-            res = load(base, paths, args.threads, args.requests, args.time_limit)
-        finally:
-            if proc is not None:
-                proc.terminate()
-                proc.wait(timeout=10)
-    res.update(tileset=label, cpus=os.cpu_count(), platform=platform.platform())
-    print(
-        f"tileset: {label}; {res['distinct_paths']} distinct tile URLs; {args.threads} threads; {os.cpu_count()} CPUs"
-    )
-    print(f"{res['requests']} requests in {res['seconds']:.1f} s: {res['rps']:.0f} req/s, "
-          f"p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms, max {res['max_ms']:.1f} ms, "
-          f"errors {res['errors']} (statuses {res['statuses']})")  # fmt: skip
-    args.json.write_text(json.dumps(res, indent=2))
+            targets = list(synthetic_tilesets(Path(tmp), args.size, ["dir", "pmtiles", "mbtiles"]))
+            if not args.all_kinds:
+                targets = targets[1:2]
+        for target in targets:
+            for keepalive in modes:
+                res = serve_and_load(target, args.url, args, keepalive)
+                res.update(label=args.label, cpus=os.cpu_count(), platform=platform.platform())
+                results.append(res)
+                name = Path(res["tileset"]).name
+                print(f"{args.label} {name:14s} keep-alive={'yes' if keepalive else 'no ':3s} "
+                      f"{res['requests']} req in {res['seconds']:.1f} s: {res['rps']:.0f} req/s, "
+                      f"p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms, max {res['max_ms']:.0f} ms, "
+                      f"errors {res['errors']} {res['statuses']}", flush=True)  # fmt: skip
+    print(f"{args.clients} clients; {os.cpu_count()} CPUs; distinct tile URLs {results[0]['distinct_paths']}")
+    args.json.write_text(json.dumps(results, indent=2))
     print(f"JSON: {args.json}")
 
 

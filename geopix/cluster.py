@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from geopix.config import InferConfig
-from geopix.errors import ClusterError
+from geopix.errors import ClusterError, GeopixError
 from geopix.process import configure_process
 
 log = logging.getLogger(__name__)
@@ -296,6 +296,10 @@ def _tracked(job_id: str, fn: Callable[..., Any], *args: Any) -> Any:
         _ACTIVE[job_id] = _ACTIVE.get(job_id, 0) + 1
     try:
         return fn(*args)
+    except GeopixError as exc:
+        # Its message says all; its chained causes (GDAL's, zarr's) may not unpickle on the client.
+        exc.__cause__ = exc.__context__ = None
+        raise
     finally:
         with _ACTIVE_LOCK:
             _ACTIVE[job_id] -= 1

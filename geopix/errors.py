@@ -146,6 +146,18 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+class PortInUseError(GeopixError, OSError):
+    """``geopix serve`` cannot listen on the ``--host``/``--port`` asked for."""
+
+    exit_code = 35
+
+
+class DemoDataError(GeopixError, FileNotFoundError):
+    """The demo scene shipped in the package is missing or unreadable (a broken install)."""
+
+    exit_code = 36
+
+
 # ---- remote inputs and outputs (45–49) -------------------------------------------------------
 class RemoteAccessError(GeopixError, PermissionError):
     """A server or bucket refused us (HTTP 401/403): missing or wrong credentials."""

@@ -7,7 +7,6 @@ the zarr store; *finalize* turns the store into ``map.tif``; *publish* adds the 
 ``render.json``.  The whole render holds the lock on its output folder (``geopix.output``).
 With an object-store ``-o`` (``s3://bucket/run``) the block store lives in the bucket, the
 finished files are built in a local temporary folder and each is uploaded atomically.
-``demo`` makes a synthetic scene and renders it.
 """
 
 from __future__ import annotations
@@ -197,7 +196,8 @@ def prepare(config: RenderConfig, out_dir: Path | None = None) -> Prepared:
 def _memory(config: RenderConfig, plan: RenderPlan, model: LoadedModel) -> MemoryEstimate:
     local = config.scheduler is None
     processes = config.workers if local and config.workers else 1
-    at_once = (os.cpu_count() or 1) if local and not config.workers else 1
+    blocks = plan.block_shape[0] * plan.block_shape[1]
+    at_once = min(os.cpu_count() or 1, blocks) if local and not config.workers else 1
     params = sum(p.numel() * 4 for p in model.net.parameters())
     return estimate(
         plan,
@@ -449,24 +449,3 @@ def _config_from_kwargs(kwargs: dict) -> RenderConfig:
     kwargs["input"] = tuple(map(str, src)) if isinstance(src, list | tuple) else str(src)
     kwargs["output_dir"] = out if isinstance(out, str) and is_url(out) else Path(out)
     return RenderConfig(tiles=tiles, infer=infer, **kwargs)
-
-
-# ---- demo ------------------------------------------------------------------------------------
-def demo(
-    out_dir: str | Path = "geopix-demo",
-    model: str = "sat2map",
-    size: int = 1024,
-    overwrite: bool = True,
-    on_progress: ProgressFn | None = None,
-    workers: int | None = None,
-) -> RenderResult:
-    """Make a synthetic georeferenced aerial-like scene and render it (a fresh install's smoke run)."""
-    from geopix.testing import synthetic_aerial
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    src = synthetic_aerial(out_dir / "demo_aerial.tif", size=size)
-    return render(
-        RenderConfig(input=src, output_dir=out_dir, model=model, overwrite=overwrite, workers=workers),
-        on_progress=on_progress,
-    )

@@ -1,6 +1,7 @@
-"""Web-Mercator XYZ tile pyramid from a map GeoTIFF: a tile folder, PMTiles or MBTiles.
+"""Web-Mercator XYZ tile pyramid from a map GeoTIFF: zoom maths and the build.
 
-How it is built, and why:
+The output formats (a tile folder, PMTiles or MBTiles), the tile codecs and the TileJSON live in
+``geopix.tilesets``; this module decides which tiles exist and computes them.  How, and why:
 
 * **Max zoom** (unless ``--zoom`` says otherwise): the *smallest* zoom whose tile
   resolution at the raster's centre latitude is <= the raster's ground resolution, so the
@@ -25,11 +26,8 @@ as for ``geopix render``.
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import shutil
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,20 +37,23 @@ import numpy as np
 
 from geopix.cluster import open_cluster, run_tasks
 from geopix.config import ProgressFn
-from geopix.errors import EmptyRasterError, MissingCRSError, TileFormatError, ZoomRangeError
+from geopix.errors import (
+    EmptyRasterError,
+    MissingCRSError,
+    TileFormatError,
+    ZoomRangeError,
+)
 from geopix.output import check_output
+from geopix.tilesets import folder, mbtiles, output_kind, pmtiles
+from geopix.tilesets.base import Tile
+from geopix.tilesets.codec import TILE_FORMATS, decode_tile, encode_tile
+from geopix.tilesets.tilejson import attribution_for, make_tilejson, tiles_template
 
-#: Tile file extension → (PIL format, MIME type).
-TILE_FORMATS: dict[str, tuple[str, str]] = {
-    "png": ("PNG", "image/png"),
-    "webp": ("WEBP", "image/webp"),
-    "jpg": ("JPEG", "image/jpeg"),
-}
 TILE_SIZES = (256, 512)
 MAX_ZOOM_LIMIT = 24
 EARTH_CIRCUMFERENCE_M = 2 * math.pi * 6378137.0
 LL_EPSILON = 1e-11  # as mercantile.tiles: a tile's own bounds select exactly that tile
-JPEG_BACKGROUND = (255, 255, 255)
+WRITERS = {"pmtiles": pmtiles.write, "mbtiles": mbtiles.write}
 
 
 # ---- configuration and result ---------------------------------------------------------------
@@ -69,6 +70,7 @@ class PyramidConfig:
     meta_level: int = 3  # a max-zoom task covers the 2**meta_level × 2**meta_level tiles of one parent
     name: str | None = None
     attribution: str | None = None
+    base_url: str | None = None  # where a folder will be hosted: its TileJSON gets absolute tile URLs
 
     def __post_init__(self) -> None:
         if self.format not in TILE_FORMATS:
@@ -84,6 +86,10 @@ class PyramidConfig:
             raise TileFormatError(f"quality {self.quality} must be within 1..100")
         if not 0 <= self.meta_level <= 6:
             raise TileFormatError(f"meta_level {self.meta_level} must be within 0..6")
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            raise TileFormatError(
+                f"--base-url {self.base_url!r} must be an absolute http(s) URL, e.g. https://example.org/tiles/"
+            )
 
 
 def parse_zoom(text: str) -> tuple[int, int]:
@@ -178,7 +184,7 @@ def inspect_map(path: str | Path) -> MapSource:
             rgb=rgb,
             alpha=alpha,
             has_mask=has_mask,
-            tags={k: v for k, v in src.tags().items() if k.startswith("GEOPIX_")},
+            tags={k: v for k, v in src.tags().items() if k.startswith("GEOPIX_") or k == "TIFFTAG_COPYRIGHT"},
         )
 
 
@@ -256,35 +262,7 @@ def meta_groups(
             yield tuple((x, y) for y in ys for x in xs)
 
 
-# ---- tile codec -----------------------------------------------------------------------------
-def encode_tile(rgba: np.ndarray, fmt: str, quality: int = 90) -> bytes:
-    """``(4, T, T)`` uint8 → file bytes; opaque tiles drop the alpha channel (smaller files)."""
-    from PIL import Image
-
-    opaque = bool((rgba[3] == 255).all())
-    hwc = np.ascontiguousarray(rgba.transpose(1, 2, 0))
-    buf = io.BytesIO()
-    if fmt == "jpg":
-        a = hwc[..., 3:4].astype(np.float32) / 255.0
-        rgb = hwc[..., :3] * a + np.array(JPEG_BACKGROUND, np.float32) * (1 - a)
-        Image.fromarray(np.round(rgb).astype(np.uint8), "RGB").save(buf, format="JPEG", quality=quality)
-    elif fmt == "webp":
-        img = Image.fromarray(hwc[..., :3], "RGB") if opaque else Image.fromarray(hwc, "RGBA")
-        img.save(buf, format="WEBP", quality=quality, method=4)
-    else:
-        img = Image.fromarray(hwc[..., :3], "RGB") if opaque else Image.fromarray(hwc, "RGBA")
-        img.save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
-
-
-def decode_tile(data: bytes) -> np.ndarray:
-    """File bytes → ``(4, T, T)`` uint8 RGBA."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGBA")).transpose(2, 0, 1).copy()
-
-
+# ---- lower zooms ----------------------------------------------------------------------------
 def downsample2(rgba: np.ndarray) -> np.ndarray:
     """``(4, 2T, 2T)`` → ``(4, T, T)``: alpha-weighted 2×2 mean; alpha becomes the valid fraction.
 
@@ -318,16 +296,8 @@ class TileJob:
     quality: int
 
 
-def tile_file(root: str | Path, z: int, x: int, y: int, ext: str) -> Path:
-    return Path(root) / str(z) / str(x) / f"{y}.{ext}"
-
-
 def _write(job: TileJob, z: int, x: int, y: int, rgba: np.ndarray) -> int:
-    data = encode_tile(rgba, job.format, job.quality)
-    path = tile_file(job.staging, z, x, y, job.format)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return len(data)
+    return folder.write_tile(job.staging, Tile(z, x, y, encode_tile(rgba, job.format, job.quality)), job.format)
 
 
 def render_group(job: TileJob, zoom: int, tiles: tuple[tuple[int, int], ...]) -> tuple[list[tuple[int, int]], int]:
@@ -382,7 +352,7 @@ def reduce_group(job: TileJob, zoom: int, tiles: tuple[tuple[int, int], ...]) ->
         found = False
         for dy in (0, 1):
             for dx in (0, 1):
-                path = tile_file(job.staging, zoom + 1, 2 * x + dx, 2 * y + dy, job.format)
+                path = folder.tile_path(job.staging, zoom + 1, 2 * x + dx, 2 * y + dy, job.format)
                 if path.exists():
                     mosaic[:, dy * t : dy * t + t, dx * t : dx * t + t] = decode_tile(path.read_bytes())
                     found = True
@@ -397,9 +367,6 @@ def reduce_group(job: TileJob, zoom: int, tiles: tuple[tuple[int, int], ...]) ->
 
 
 # ---- output ---------------------------------------------------------------------------------
-def output_kind(out: Path) -> str:
-    suffix = out.suffix.lower()
-    return {".pmtiles": "pmtiles", ".mbtiles": "mbtiles"}.get(suffix, "dir")
 
 
 def _remove(path: Path) -> None:
@@ -407,130 +374,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
-
-
-def make_tilejson(
-    *,
-    name: str,
-    tiles_url: str,
-    bounds: tuple[float, float, float, float],
-    minzoom: int,
-    maxzoom: int,
-    attribution: str,
-    tile_size: int = 256,
-    fmt: str = "png",
-    description: str = "",
-) -> dict:
-    """A TileJSON 3.0.0 document."""
-    w, s, e, n = bounds
-    centre_zoom = max(minzoom, min(maxzoom, minzoom + (maxzoom - minzoom) // 2 + 1))
-    return {
-        "tilejson": "3.0.0",
-        "name": name,
-        "description": description,
-        "version": "1.0.0",
-        "attribution": attribution,
-        "scheme": "xyz",
-        "tiles": [tiles_url],
-        "minzoom": minzoom,
-        "maxzoom": maxzoom,
-        "bounds": [round(v, 7) for v in (w, s, e, n)],
-        "center": [round((w + e) / 2, 7), round((s + n) / 2, 7), centre_zoom],
-        "format": fmt,
-        "tileSize": tile_size,
-    }
-
-
-def attribution_for(src: MapSource, override: str | None = None) -> str:
-    """Name the model and the source imagery (from the map's GEOPIX_* tags)."""
-    if override:
-        return override
-    from geopix import __version__
-
-    model = src.tags.get("GEOPIX_MODEL", "unknown model")
-    source = src.tags.get("GEOPIX_SOURCE", Path(src.path).name)
-    return f"Map generated by geopix {__version__} (model: {model}) from {source}"
-
-
-def _iter_staged(staging: Path, zooms: range, ext: str) -> Iterator[tuple[int, int, int, Path]]:
-    """Every staged tile as ``(z, x, y, path)``, in PMTiles tile-id order (zoom, then Hilbert)."""
-    from pmtiles.tile import zxy_to_tileid
-
-    for z in zooms:
-        zdir = staging / str(z)
-        if not zdir.is_dir():
-            continue
-        entries = []
-        for xdir in zdir.iterdir():
-            for f in xdir.iterdir():
-                if f.suffix == f".{ext}":
-                    x, y = int(xdir.name), int(f.stem)
-                    entries.append((zxy_to_tileid(z, x, y), x, y, f))
-        entries.sort()
-        for _, x, y, f in entries:
-            yield z, x, y, f
-
-
-def write_pmtiles(staging: Path, dst: Path, tj: dict, fmt: str) -> None:
-    from pmtiles.tile import Compression, TileType, zxy_to_tileid
-    from pmtiles.writer import Writer
-
-    w, s, e, n = tj["bounds"]
-    cx, cy, cz = tj["center"]
-    tile_type = {"png": TileType.PNG, "webp": TileType.WEBP, "jpg": TileType.JPEG}[fmt]
-    with open(dst, "wb") as f:
-        writer = Writer(f)
-        for z, x, y, path in _iter_staged(staging, range(tj["minzoom"], tj["maxzoom"] + 1), fmt):
-            writer.write_tile(zxy_to_tileid(z, x, y), path.read_bytes())
-        header = {
-            "tile_type": tile_type,
-            "tile_compression": Compression.NONE,
-            "min_lon_e7": int(w * 1e7),
-            "min_lat_e7": int(s * 1e7),
-            "max_lon_e7": int(e * 1e7),
-            "max_lat_e7": int(n * 1e7),
-            "center_zoom": cz,
-            "center_lon_e7": int(cx * 1e7),
-            "center_lat_e7": int(cy * 1e7),
-        }
-        meta = {k: v for k, v in tj.items() if k not in ("tiles", "tilejson", "scheme")}
-        writer.finalize(header, meta)
-
-
-def write_mbtiles(staging: Path, dst: Path, tj: dict, fmt: str) -> None:
-    """MBTiles 1.3: TMS row numbering (row 0 at the south), metadata table."""
-    con = sqlite3.connect(dst)
-    try:
-        con.executescript(
-            "CREATE TABLE metadata (name TEXT, value TEXT);"
-            "CREATE TABLE tiles (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER, tile_data BLOB);"
-        )
-        meta = {
-            "name": tj["name"],
-            "format": fmt,
-            "bounds": ",".join(map(str, tj["bounds"])),
-            "center": ",".join(map(str, tj["center"])),
-            "minzoom": str(tj["minzoom"]),
-            "maxzoom": str(tj["maxzoom"]),
-            "attribution": tj["attribution"],
-            "description": tj["description"],
-            "type": "overlay",
-            "version": tj["version"],
-            "tileSize": str(tj["tileSize"]),
-        }
-        con.executemany("INSERT INTO metadata VALUES (?, ?)", list(meta.items()))
-        batch = []
-        for z, x, y, path in _iter_staged(staging, range(tj["minzoom"], tj["maxzoom"] + 1), fmt):
-            batch.append((z, x, (1 << z) - 1 - y, path.read_bytes()))
-            if len(batch) >= 500:
-                con.executemany("INSERT INTO tiles VALUES (?, ?, ?, ?)", batch)
-                batch = []
-        con.executemany("INSERT INTO tiles VALUES (?, ?, ?, ?)", batch)
-        con.execute("CREATE UNIQUE INDEX tile_index ON tiles (zoom_level, tile_column, tile_row)")
-        con.execute("CREATE UNIQUE INDEX name ON metadata (name)")
-        con.commit()
-    finally:
-        con.close()
 
 
 # ---- the public entry point -----------------------------------------------------------------
@@ -610,20 +453,20 @@ def build_pyramid(
 
     tj = make_tilejson(
         name=config.name or map_path.stem,
-        tiles_url="{z}/{x}/{y}." + config.format,
+        tiles_url=tiles_template(config.base_url, config.format) if config.base_url else "{z}/{x}/{y}." + config.format,
         bounds=src.bounds,
         minzoom=minz,
         maxzoom=maxz,
-        attribution=attribution_for(src, config.attribution),
+        attribution=attribution_for(src.tags, src.path, config.attribution),
         tile_size=config.tile_size,
         fmt=config.format,
         description=f"geopix web tiles of {map_path.name}",
     )
     try:
         if kind == "dir":
-            (staging / "tilejson.json").write_text(json.dumps(tj, indent=2))
+            folder.write_tilejson(staging, tj)
         else:
-            (write_pmtiles if kind == "pmtiles" else write_mbtiles)(staging, partial, tj, config.format)
+            WRITERS[kind](partial, folder.iter_tiles(staging, range(minz, maxz + 1), config.format), tj)
             _remove(staging)
         _remove(out)
         partial.replace(out)

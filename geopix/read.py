@@ -14,15 +14,18 @@ Input scaling (the model expects 8-bit RGB mapped to [-1, 1]):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp
 from rasterio.enums import Resampling as RioResampling
 from rasterio.errors import RasterioIOError
@@ -171,6 +174,14 @@ def inspect_raster(path: str | Path, bands: tuple[int, ...] | None = None, allow
     with open_raster(name, "input raster") as src:
         if src.width < 1 or src.height < 1 or src.count < 1:
             raise EmptyRasterError(f"{path} is empty ({src.width}×{src.height}, {src.count} bands)")
+        if src.crs is None and src.gcps[0]:
+            # --allow-no-crs would silently drop the ground control points: never do that.
+            gcp_crs = src.gcps[1].to_string() if src.gcps[1] else "no CRS"
+            raise MissingCRSError(
+                f"{path} is georeferenced by {len(src.gcps[0])} ground control points ({gcp_crs}), not by a "
+                f"geotransform; warp it onto a grid first: gdalwarp -r bilinear {path} warped.tif, then render "
+                "warped.tif"
+            )
         if src.crs is None and not allow_no_crs:
             raise MissingCRSError(
                 f"{path} has no CRS, so the output could not be georeferenced; assign one "
@@ -209,14 +220,29 @@ def inspect_raster(path: str | Path, bands: tuple[int, ...] | None = None, allow
         )
 
 
+@contextlib.contextmanager
+def damaged_is_an_error(path: str | Path, what: str = "") -> Iterator[None]:
+    """Turn GDAL's "Read failed" on a damaged or truncated file into a ``NotARasterError`` naming it."""
+    try:
+        yield
+    except (RasterioIOError, CPLE_BaseError) as exc:
+        cause = exc.__cause__ or exc.__context__ or exc
+        detail = str(cause).splitlines()[0][:200] if str(cause) else type(cause).__name__
+        raise NotARasterError(
+            f"{path} cannot be read{what} ({detail}): the file is damaged or truncated; download or export it "
+            "again (gdalinfo -checksum shows where it breaks)"
+        ) from None  # GDAL's exceptions do not survive the trip from a worker; the message has the cause
+
+
 def _overview(
     src: rasterio.io.DatasetReader, bands: tuple[int, ...], resampling: RioResampling
 ) -> tuple[np.ndarray, np.ndarray]:
     """The whole raster at ≤1024 px a side, and its valid mask: statistics that hold for every tile."""
     f = max(1, math.ceil(max(src.width, src.height) / 1024))
     shape = (max(1, src.height // f), max(1, src.width // f))
-    data = src.read(list(bands), out_shape=(len(bands), *shape), resampling=resampling)
-    valid = src.dataset_mask(out_shape=shape, resampling=RioResampling.nearest) > 0
+    with damaged_is_an_error(src.name):
+        data = src.read(list(bands), out_shape=(len(bands), *shape), resampling=resampling)
+        valid = src.dataset_mask(out_shape=shape, resampling=RioResampling.nearest) > 0
     return data, valid
 
 
@@ -359,8 +385,9 @@ class WorkReader:
                 np.zeros((window.height, window.width), bool),
             )
         rw = RioWindow(inside.col, inside.row, inside.width, inside.height)
-        data = self._ds.read(list(self.info.bands), window=rw)
-        valid = self._ds.dataset_mask(window=rw) > 0
+        with damaged_is_an_error(self.info.path, f" at work-grid window {inside}"):
+            data = self._ds.read(list(self.info.bands), window=rw)
+            valid = self._ds.dataset_mask(window=rw) > 0
         data = _reflect_pad(to_unit(data, self.info), inside, window)
         valid = _reflect_pad(valid, inside, window)
         return data, valid
@@ -370,4 +397,5 @@ def read_source_mask(info: RasterInfo, window: Window) -> np.ndarray:
     """Valid-data mask of the *source* over a window of the source grid."""
     with rasterio.open(info.path) as src:
         rw = RioWindow(window.col, window.row, window.width, window.height)
-        return src.dataset_mask(window=rw) > 0
+        with damaged_is_an_error(info.path, f" at window {window}"):
+            return src.dataset_mask(window=rw) > 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -113,12 +114,20 @@ def _store_exists(spec: StoreSpec) -> bool:
     return exists(spec.path) if is_url(spec.path) else Path(spec.path).exists()
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """ENOSPC (or a quota), as Python or as GDAL reports it."""
+def is_disk_full(exc: BaseException, path: Path | None = None) -> bool:
+    """ENOSPC (or a quota), as Python or GDAL report it, or a short write (numpy's ``tofile``:
+    "N requested and M written") or any write error on a filesystem with no space left."""
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(exc).lower()
-    return "no space left on device" in text or "disk quota exceeded" in text
+    if "no space left on device" in text or "disk quota exceeded" in text:
+        return True
+    if isinstance(exc, OSError) and re.search(r"\d+ requested and \d+ written", text):
+        return True
+    if isinstance(exc, OSError) and path is not None:
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(path if path.exists() else path.parent).free == 0
+    return False
 
 
 @contextlib.contextmanager
@@ -133,7 +142,7 @@ def disk_full_is_an_error(path: Path) -> Iterator[None]:
     except DiskFullError:
         raise
     except Exception as exc:
-        if not is_disk_full(exc):
+        if not is_disk_full(exc, path):
             raise
         raise DiskFullError(
             f"no space left on the device of {path}; free some space (or choose -o on a larger disk) "

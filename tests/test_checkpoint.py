@@ -95,12 +95,35 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
 
     path = tmp_path / "evil.pth"
     torch.save({"model.model.0.weight": Evil()}, path)
-    with pytest.raises(CheckpointError, match="weights-only"):
+    with pytest.raises(CheckpointError, match="never unpickles code") as info:
         load_checkpoint(path)
+    assert "weights_only=False" not in str(info.value) and "will likely succeed" not in str(info.value)
+    assert "torch.save(net.state_dict()" in str(info.value)
     raw = tmp_path / "raw.pth"
     raw.write_bytes(pickle.dumps({"a": 1}, protocol=2))
     with pytest.raises(CheckpointError):
         load_checkpoint(raw)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_legacy_pickles_of_any_protocol_are_read_as_pytorch_not_safetensors(tmp_path: Path, protocol: int) -> None:
+    """torch.save's pre-zip format is a pickle stream; protocols 3–5 used to be called bad safetensors."""
+    good = random_checkpoint(tmp_path / "m.pth", ngf=4, official=True)
+    state = torch.load(good, weights_only=True)
+    legacy = tmp_path / f"legacy{protocol}.pth"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    assert legacy.read_bytes()[:2] == bytes([0x80, protocol])
+    if protocol <= 3:
+        assert load_checkpoint(legacy).spec.ngf == 4
+    else:  # framed streams: PyTorch's weights-only unpickler cannot read them; say so, and the fix
+        with pytest.raises(CheckpointError, match=f"newer protocol \\({protocol}\\).*torch.save"):
+            load_checkpoint(legacy)
+    junk = tmp_path / f"junk{protocol}.pth"
+    junk.write_bytes(pickle.dumps({"a": print}, protocol=protocol))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(junk)
+    assert "safetensors" not in str(info.value)
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 10])

@@ -118,30 +118,6 @@ def test_typer_raises_its_vendored_clicks_exceptions() -> None:
         )
 
 
-@pytest.mark.parametrize(
-    ("option", "needle"),
-    [
-        (["--batch-size", "0"], "--batch-size 0 must be at least 1"),
-        (["--device", "foo"], "--device 'foo' must be auto, cpu, cuda or cuda:N"),
-        (["--precision", "fp8"], "--precision 'fp8' must be one of auto, fp32, bf16, fp16"),
-        (["--workers", "0"], "--workers 0 must be within 1..1024"),
-        (["--workers", "-2"], "--workers -2 must be within"),
-        (["--threads", "0"], "--threads 0 must be at least 1"),
-        (["--threads", "-3"], "--threads -3 must be at least 1"),
-        (["--output-resolution", "fine"], "--output-resolution 'fine' must be one of source, model"),
-        (["--memory-budget", "lots"], "--memory-budget 'lots' is not a size"),
-    ],
-)
-def test_option_errors_have_their_own_exit_code(
-    option: list[str], needle: str, aerial: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "o"
-    assert main(["render", str(aerial), "-o", str(out), "-m", str(checkpoint), *option]) == errors.OptionError.exit_code
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and needle in err and "\n" not in err
-    assert not out.exists()  # refused before anything was written
-
-
 def test_tile_size_message_names_a_setting_that_works(
     aerial: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,7 +1,16 @@
-"""Faults mid-render: a worker killed with SIGKILL, and the client itself killed with SIGKILL.
+"""Fault injection: every way a render can go wrong ends in a clear line, its own exit code, and a
+map that is right or absent — never a crash, a hang, a silent success or a wrong map.
 
-Either way the finished map must equal an uninterrupted render byte for byte; a killed client
-is resumed by rerunning the same command, which recomputes only the unfinished blocks.
+* a worker or the client killed with SIGKILL (the map still equals an uninterrupted render);
+* (1) a coarse raster or a huge --chunk-size against the memory budget, refused before anything runs;
+* (2) SIGINT / SIGTERM mid-render: exit 130 / 143, one line, the rerun byte-identical; `geopix tiles` too;
+* (3) a full disk (a real small tmpfs): its own message and exit code, resumable, no segfault;
+* (4) two renders into one folder: one refused, the other byte-identical;
+* (5) invalid --workers / --threads, and --threads honoured by the default cluster;
+* (6) the in-process cluster listens on loopback only and its dashboard link opens;
+* (7) messages: GCP rasters, truncated GeoTIFFs;
+* (8) option errors' exit codes, a failed block reported once (no retries, no traceback spam),
+  and no empty output folder left by a late error.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from geopix import errors, execute
 from geopix.cli import main
 from geopix.testing import random_checkpoint, synthetic_aerial
 from tests.test_cluster import CHILD_ENV, ROOT, Cluster, _kill_group, reference, start_cluster
@@ -236,3 +246,313 @@ def test_client_with_a_local_cluster_killed_leaves_no_process_and_resumes(
     manifest = json.loads((out / "render.json").read_text())
     assert 3 <= manifest["blocks_resumed"] < N_BLOCKS
     assert (out / "map.tif").read_bytes() == ref
+
+
+# ---- (1) memory budget -------------------------------------------------------------------------
+def _cli(src: Path, model: Path, out: Path, *extra: str) -> int:
+    return main(["render", str(src), "-o", str(out), "-m", str(model), "--no-progress", *extra])
+
+
+def test_coarse_raster_is_refused_within_the_memory_budget(job, tmp_path: Path, capsys) -> None:
+    """1 km/px upsampled to the model's 2 m/px: one block would need the work pixels of the whole map."""
+    _, model, _ = job
+    coarse = synthetic_aerial(tmp_path / "coarse.tif", (200, 200), res=1000.0, seed=4)
+    out = tmp_path / "o"
+    t0 = time.perf_counter()
+    assert _cli(coarse, model, out) == errors.MemoryBudgetError.exit_code
+    assert time.perf_counter() - t0 < 30  # refused from the plan, nothing ran
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: this raster is 1.0 km/px; rendering at the model's 2.00 m/px would need ")
+    assert "--no-resample" in err and "--output-resolution model" in err
+    assert not out.exists()
+    assert _cli(coarse, model, out, "--no-resample", "--scheduler", "sync") == 0  # the fix works
+
+
+def test_huge_chunk_size_is_clipped_or_refused(job, tmp_path: Path, capsys) -> None:
+    src, model, ref = job
+    # larger than the map: one block either way, the zarr chunk clipped to the map (was: MemoryError 35.5 PiB)
+    assert _cli(src, model, tmp_path / "a", *CHUNK[:4], "--chunk-size", "1000000000", "--scheduler", "sync") == 0
+    assert (tmp_path / "a" / "map.tif").read_bytes() == ref
+    big = synthetic_aerial(tmp_path / "big.tif", (2048, 2048), res=2.0, seed=5)
+    code = _cli(big, model, tmp_path / "b", "--chunk-size", "65536", "--memory-budget", "1G")
+    assert code == errors.MemoryBudgetError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--chunk-size 65536 would need" in err and "use --chunk-size 1024" in err
+    assert not (tmp_path / "b").exists()
+
+
+# ---- (2) SIGINT / SIGTERM --------------------------------------------------------------------------
+def _spawn_geopix(args: list[str], log: Path, procs: list[subprocess.Popen]) -> subprocess.Popen:
+    with open(log, "wb") as f:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "geopix", *args], stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **CHILD_ENV}
+        )
+    procs.append(p)
+    return p
+
+
+def _wait_for(cond, p: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert p.poll() is None, log.read_text()[-3000:]
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_mid_render_stops_cleanly_and_the_rerun_is_byte_identical(
+    job, tmp_path: Path, client_proc: list[subprocess.Popen], sig: int, code: int
+) -> None:
+    src, model, ref = job
+    out, log = tmp_path / "o", tmp_path / "render.log"
+    p = _spawn_geopix(["render", str(src), "-o", str(out), "-m", str(model), *CHUNK, "--no-progress"], log, client_proc)
+    _wait_for(lambda: _done(out) >= 3, p, log)
+    p.send_signal(sig)
+    assert p.wait(120) == code, log.read_text()[-3000:]
+    lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+    assert lines[-1].startswith("interrupted: ") and "blocks are finished in" in lines[-1], lines[-3:]
+    assert "Traceback" not in log.read_text() and "Segmentation" not in log.read_text()
+    kept = _done(out)
+    assert 3 <= kept < N_BLOCKS and not (out / "map.tif").exists() and not (out / ".geopix.lock").exists()
+    assert main(["render", str(src), "-o", str(out), "-m", str(model), *CHUNK, "--no-progress"]) == 0
+    manifest = json.loads((out / "render.json").read_text())
+    assert manifest["blocks_resumed"] == kept and (out / "map.tif").read_bytes() == ref
+
+
+def test_sigint_during_geopix_tiles_leaves_nothing(job, tmp_path: Path, client_proc: list[subprocess.Popen]) -> None:
+    ref = job[2]
+    map_dir = tmp_path / "m"
+    map_dir.mkdir()
+    (map_dir / "map.tif").write_bytes(ref)
+    out, log = tmp_path / "tiles", tmp_path / "tiles.log"
+    partial = tmp_path / "tiles.partial"
+    args = ["tiles", str(map_dir / "map.tif"), str(out), "--zoom", "12-20", "--no-progress"]
+    p = _spawn_geopix(args, log, client_proc)
+    _wait_for(lambda: partial.exists() and any(partial.rglob("*.png")), p, log)
+    p.send_signal(signal.SIGINT)
+    assert p.wait(120) == 130, log.read_text()[-3000:]
+    assert log.read_text().strip().splitlines()[-1] == "interrupted"
+    assert not partial.exists() and not out.exists()
+
+
+# ---- (3) a full disk ----------------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1.5 MiB tmpfs (needs root); the test remounts it larger to "free space"."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1536k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_full_disk_has_its_own_message_and_exit_code_and_resumes(job, small_disk: Path, capsys) -> None:
+    src, model, ref = job
+    out = small_disk / "o"
+    assert _cli(src, model, out, *CHUNK) == errors.DiskFullError.exit_code  # the default in-process cluster
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: no space left on the device of ") and "rerun the same command" in last
+    assert "Traceback" not in err and "Compute Failed" not in err
+    assert not list(out.glob("map.tif*"))  # nothing half-written under or beside the final name
+    kept = _done(out)
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)  # space freed
+    assert _cli(src, model, out, *CHUNK) == 0
+    manifest = json.loads((out / "render.json").read_text())
+    assert manifest["blocks_resumed"] == kept and (out / "map.tif").read_bytes() == ref
+
+
+def test_disk_full_while_finalizing_removes_the_partial_file(job, tmp_path: Path, monkeypatch, capsys) -> None:
+    import errno
+
+    import rasterio.shutil
+
+    src, model, ref = job
+    out = tmp_path / "o"
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rasterio.shutil, "copy", full)
+    assert _cli(src, model, out, *CHUNK, "--scheduler", "sync") == errors.DiskFullError.exit_code
+    assert not list(out.glob("map.tif*")) and _done(out) == N_BLOCKS
+    monkeypatch.undo()
+    assert _cli(src, model, out, *CHUNK, "--scheduler", "sync") == 0
+    assert (out / "map.tif").read_bytes() == ref
+
+
+# ---- (4) two renders into one folder ----------------------------------------------------------------
+def test_second_render_into_the_same_folder_is_refused_and_the_first_is_unharmed(
+    job, tmp_path: Path, client_proc: list[subprocess.Popen], capsys
+) -> None:
+    src, model, ref = job
+    out, log = tmp_path / "o", tmp_path / "first.log"
+    p = _spawn_geopix(["render", str(src), "-o", str(out), "-m", str(model), *CHUNK, "--no-progress"], log, client_proc)
+    _wait_for(lambda: _done(out) >= 1, p, log)
+    for extra in ([], ["--overwrite"], ["--force"]):
+        assert _cli(src, model, out, *CHUNK, *extra) == errors.OutputLockedError.exit_code
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        held = f"(pid {p.pid}); wait for it to finish, or choose another -o"
+        assert err == f"error: {out} is in use by another geopix run {held}"
+    assert p.wait(300) == 0, log.read_text()[-3000:]
+    assert (out / "map.tif").read_bytes() == ref and not (out / ".geopix.lock").exists()
+
+
+# ---- (5) workers and threads -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("option", "needle"),
+    [
+        (["--workers", "0"], "--workers 0 must be within 1..1024"),
+        (["--workers", "-2"], "--workers -2 must be within 1..1024"),
+        (["--threads", "0"], "--threads 0 must be at least 1"),
+        (["--threads", "-3"], "--threads -3 must be at least 1"),
+        (["--batch-size", "0"], "--batch-size 0 must be at least 1"),
+        (["--device", "foo"], "--device 'foo' must be auto, cpu, cuda or cuda:N"),
+        (["--precision", "fp8"], "--precision 'fp8' must be one of auto, fp32, bf16, fp16"),
+        (["--output-resolution", "fine"], "--output-resolution 'fine' must be one of source, model"),
+        (["--memory-budget", "lots"], "--memory-budget 'lots' is not a size"),
+    ],
+)
+def test_option_errors_have_their_own_exit_code(option: list[str], needle: str, job, tmp_path: Path, capsys) -> None:
+    src, model, _ = job
+    out = tmp_path / "o"
+    t0 = time.perf_counter()
+    assert _cli(src, model, out, *option) == errors.OptionError.exit_code
+    assert time.perf_counter() - t0 < 30  # no hang (--workers -2 used to)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and needle in err and "\n" not in err
+    assert not out.exists()  # refused before anything was written
+
+
+# The default cluster's worker runs in this process, but its tasks are pickled: a stand-in must be a
+# module-level function (pickled by reference) that records into module-level state.
+_REAL_PROCESS_BLOCK = execute.process_block
+_CALLS: list[tuple[tuple[int, int], int]] = []  # (block index, torch threads) of every call
+_FAIL_ON: set[tuple[int, int]] = set()
+
+
+def _instrumented(job_, block):
+    import torch
+
+    _CALLS.append((block.index, torch.get_num_threads()))
+    if block.index in _FAIL_ON:
+        raise errors.NotARasterError(f"block {block.index} cannot be read (injected)")
+    return _REAL_PROCESS_BLOCK(job_, block)
+
+
+@pytest.fixture
+def instrumented(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[tuple[int, int], int]]]:
+    _CALLS.clear()
+    _FAIL_ON.clear()
+    monkeypatch.setattr(execute, "process_block", _instrumented)
+    yield _CALLS
+    _FAIL_ON.clear()
+
+
+def test_threads_are_honoured_by_the_default_cluster(job, tmp_path: Path, instrumented) -> None:
+    import torch
+
+    src, model, ref = job
+    before = torch.get_num_threads()
+    one_block = ["--tile-size", "256", "--overlap", "64", "--chunk-size", "1024"]
+    assert _cli(src, model, tmp_path / "a", *one_block, "--threads", "1") == 0
+    assert instrumented == [((0, 0), 1)]
+    instrumented.clear()
+    assert _cli(src, model, tmp_path / "b", *one_block) == 0  # one block: it gets every core
+    assert instrumented == [((0, 0), os.cpu_count())]
+    assert torch.get_num_threads() == before  # the in-process worker's setting is put back
+    assert (tmp_path / "a" / "map.tif").read_bytes() == (tmp_path / "b" / "map.tif").read_bytes() == ref
+
+
+# ---- (6) network exposure -------------------------------------------------------------------------------
+def _listening(proc) -> set[tuple[str, int]]:
+    return {(c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="inet") if c.status == "LISTEN"}
+
+
+@pytest.mark.parametrize("workers", [None, 2])
+def test_local_cluster_listens_on_loopback_only_and_its_dashboard_link_opens(workers: int | None) -> None:
+    """Every socket the cluster opens, in this process (in-process worker) or its worker processes."""
+    import urllib.request
+
+    import psutil
+
+    from geopix.cluster import open_cluster
+
+    links: list[str] = []
+    me = psutil.Process()
+    before, other_children = _listening(me), {c.pid for c in me.children(recursive=True)}
+    with open_cluster(None, workers, announce=links.append) as client:
+        client.wait_for_workers(workers or 1)
+        opened = _listening(me) - before
+        for child in me.children(recursive=True):
+            if child.pid not in other_children:  # not another test's cluster
+                opened |= _listening(child)
+        assert len(opened) >= 2  # scheduler, dashboard, worker HTTP servers
+        assert all(ip in ("127.0.0.1", "::1") for ip, _ in opened), opened
+        assert len(links) == 1 and links[0].startswith("Dask dashboard: http://127.0.0.1:")
+        with urllib.request.urlopen(links[0].split(": ", 1)[1], timeout=30) as resp:
+            assert resp.status == 200
+
+
+# ---- (7) messages ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("extra", [[], ["--allow-no-crs"]])
+def test_gcp_raster_is_told_to_use_gdalwarp(job, tmp_path: Path, capsys, extra: list[str]) -> None:
+    import rasterio
+    from rasterio.control import GroundControlPoint
+    from rasterio.crs import CRS
+
+    src, model, _ = job
+    gcps = [
+        GroundControlPoint(r, c, 500000 + 2 * c, 4000000 - 2 * r) for r, c in ((0, 0), (0, 700), (600, 0), (600, 700))
+    ]
+    path = tmp_path / "gcp.tif"
+    with rasterio.open(src) as s:
+        data = s.read([1, 2, 3])
+    profile = {"driver": "GTiff", "width": 700, "height": 600, "count": 3, "dtype": "uint8"}
+    with rasterio.open(path, "w", **profile, gcps=gcps, crs=CRS.from_epsg(32633)) as d:
+        d.write(data)
+    out = tmp_path / "o"
+    assert _cli(path, model, out, "--scheduler", "sync", *extra) == errors.MissingCRSError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "4 ground control points (EPSG:32633)" in err and f"gdalwarp -r bilinear {path} warped.tif" in err
+    assert "gdal_edit" not in err and not out.exists()  # --allow-no-crs does not drop the GCPs silently
+
+
+def test_truncated_geotiff_names_the_file_and_the_fix_in_one_line(
+    job, tmp_path: Path, client_proc: list[subprocess.Popen]
+) -> None:
+    """Read by a worker of the default cluster: one line, no "Compute Failed ... Traceback" from Dask."""
+    src, model, _ = job
+    bad = tmp_path / "truncated.tif"
+    data = src.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    out, log = tmp_path / "o", tmp_path / "render.log"
+    p = _spawn_geopix(["render", str(bad), "-o", str(out), "-m", str(model), *CHUNK, "--no-progress"], log, client_proc)
+    assert p.wait(300) == errors.NotARasterError.exit_code
+    lines = [ln for ln in log.read_text().splitlines() if ln.strip() and not ln.startswith("Dask dashboard: ")]
+    assert len(lines) == 1, lines[:20]
+    assert lines[0].startswith(f"error: {bad} cannot be read") and "damaged or truncated" in lines[0]
+
+
+# ---- (8) a failed block, late errors ---------------------------------------------------------------------------
+def test_a_failed_block_is_reported_once_and_not_retried(job, tmp_path: Path, instrumented, capsys) -> None:
+    src, model, _ = job
+    _FAIL_ON.add((2, 3))
+    out = tmp_path / "o"
+    assert _cli(src, model, out, *CHUNK) == errors.NotARasterError.exit_code  # the default in-process cluster
+    err = capsys.readouterr().err
+    attempts = [index for index, _ in instrumented]
+    assert attempts.count((2, 3)) == 1 and len(attempts) == len(set(attempts))  # nothing retried
+    assert err.count("block (2, 3) cannot be read (injected)") == 1 and "Traceback" not in err
+    assert not (out / "map.tif").exists() and 0 < _done(out) < N_BLOCKS  # the rest is kept for a rerun
+
+
+def test_late_errors_leave_no_empty_output_folder(job, tmp_path: Path) -> None:
+    src, model, _ = job
+    out = tmp_path / "deep" / "o"
+    assert _cli(src, tmp_path / "missing.safetensors", out) == errors.CheckpointError.exit_code
+    assert _cli(tmp_path / "missing.tif", model, out) == errors.InputNotFoundError.exit_code
+    assert _cli(src, model, out, "--tile-size", "384") == errors.TilingError.exit_code
+    assert not out.exists()

@@ -110,3 +110,32 @@ def test_blend_window_is_smooth_symmetric_and_positive() -> None:
 def test_resampling_identity() -> None:
     rs = Resampling(100, 80, 100, 80)
     assert rs.identity and rs.work_region(Window(3, 4, 5, 6)) == Window(3, 4, 5, 6)
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> RenderPlan:
+    tile = draw(tiles)
+    overlap = draw(st.integers(min_value=0, max_value=(tile - 1) // 2))
+    out_h, out_w = draw(sizes), draw(sizes)
+    scale = draw(st.sampled_from([0.25, 0.5, 1.0, 2.0, 7.7]))  # work pixels per output pixel
+    work_h, work_w = max(1, round(out_h * scale)), max(1, round(out_w * scale))
+    chunk = draw(st.integers(min_value=tile - 2 * overlap, max_value=2048))
+    return RenderPlan(out_h, out_w, work_h, work_w, tile, overlap, chunk)
+
+
+@given(plans())
+@settings(max_examples=150, deadline=None)
+def test_footprint_is_the_block_without_listing_its_tiles(plan: RenderPlan) -> None:
+    nb, mb = plan.block_shape
+    for bi, bj in {(0, 0), (nb - 1, mb - 1), (nb // 2, mb // 2)}:
+        b = plan.block(bi, bj)
+        assert plan.footprint(bi, bj) == (b.out, b.work, b.read, len(b.tiles))
+    assert plan.n_tiles == len(plan.grid.tiles_for(plan.resampling.work_region(plan.extent)))
+
+
+def test_tile_size_error_names_a_setting_that_works() -> None:
+    from geopix.plan import check_tiling
+
+    with pytest.raises(TilingError, match=r"try --tile-size 512 --overlap 64"):
+        check_tiling(300, 64, 256, 8)
+    check_tiling(512, 64, 256, 8)

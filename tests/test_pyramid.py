@@ -255,7 +255,8 @@ def test_tilejson(map_tif: Path, tile_dir: Path) -> None:
     w, s, e, n = tj["bounds"]
     assert np.allclose(tj["bounds"], lonlat_bounds(map_tif), atol=1e-6)
     assert w < tj["center"][0] < e and s < tj["center"][1] < n and ZOOM[0] <= tj["center"][2] <= ZOOM[1]
-    assert "tiny.safetensors" in tj["attribution"] and "aerial_src.tif" in tj["attribution"]
+    assert "tiny model" in tj["attribution"] and "aerial_src.tif" in tj["attribution"]
+    assert "--base-url" in tj["description"]  # the relative tile URL says how to host the folder
 
 
 # ---- formats, sizes, errors -----------------------------------------------------------------
@@ -307,7 +308,7 @@ def test_overwrite_and_atomic_output(map_tif: Path, tmp_path: Path, monkeypatch:
     def boom(*_args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(pyramid, "write_pmtiles", boom)
+    monkeypatch.setitem(pyramid.WRITERS, "pmtiles", boom)
     with pytest.raises(OSError, match="disk full"):
         build_pyramid(map_tif, out, PyramidConfig(minzoom=15, maxzoom=16, overwrite=True), scheduler="sync")
     assert out.read_bytes() == before  # the old archive survives a failed rebuild

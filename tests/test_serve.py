@@ -1,10 +1,12 @@
-"""The tile server: routes, content types, caching, CORS, empty tiles, traversal attempts."""
+"""The tile server over real HTTP (uvicorn in a thread): routes, caching, ETag/304, Range/206,
+CORS preflight, 204 vs 404, the Host allow-list, HEAD, traversal attempts."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +14,11 @@ import mercantile
 import numpy as np
 import pytest
 
-from geopix.errors import InputNotFoundError, TilesetError
-from geopix.pyramid import PyramidConfig, build_pyramid, decode_tile
-from geopix.serve import make_server
+from geopix.cli import main
+from geopix.errors import PortInUseError, TilesetError
+from geopix.pyramid import PyramidConfig, build_pyramid
+from geopix.serve import ServeConfig, bind, make_app
+from geopix.tilesets.codec import decode_tile
 from tests.test_pyramid import lonlat_bounds, make_map
 
 ZOOM = (15, 16)
@@ -33,23 +37,35 @@ def tilesets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 class Server:
-    def __init__(self, path: Path, **kwargs: object) -> None:
-        self.httpd = make_server(path, port=0, **kwargs)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+    """``geopix serve``'s app on uvicorn in a thread, on a free port."""
 
-    def get(self, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    def __init__(self, path: Path, **kwargs: object) -> None:
+        import uvicorn
+
+        self.config = ServeConfig(path=path, port=0, **kwargs)
+        self.sock = bind("127.0.0.1", 0)
+        self.port = self.sock.getsockname()[1]
+        cfg = uvicorn.Config(make_app(self.config), log_level="warning", access_log=False, lifespan="off")
+        self.uv = uvicorn.Server(cfg)
+        self.thread = threading.Thread(target=self.uv.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.uv.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def get(
+        self, path: str, method: str = "GET", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        conn.request(method, path)  # http.client sends the path as is: no normalisation of ../ or %2e
+        conn.request(method, path, headers=headers or {})  # the path goes as is: no normalisation of ../ or %2e
         r = conn.getresponse()
         body = r.read()
         conn.close()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, body
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.uv.should_exit = True
+        self.thread.join(10)
 
 
 @pytest.fixture
@@ -77,26 +93,110 @@ def test_tiles_tilejson_and_viewer(server: Server, tilesets: dict[str, Path]) ->
         status, headers, body = server.get(f"/tiles/{t.z}/{t.x}/{t.y}.png")
         assert status == 200
         assert headers["content-type"] == "image/png"
-        assert "max-age" in headers["cache-control"]
+        assert headers["cache-control"] == "public, max-age=3600"
         assert "access-control-allow-origin" not in headers
         assert body == (tilesets["dir"] / f"{t.z}/{t.x}/{t.y}.png").read_bytes()
-    # a tile address inside the world but without a tile: 204 (empty), never an error
+    # a tile address inside the world without a tile: 204 (empty), cached briefly; never an error
     for path in ["/tiles/3/0/0.png", *(f"/tiles/{t.z}/{t.x}/{t.y}.png" for t in empty)]:
-        status, _, body = server.get(path)
-        assert (status, body) == (204, b"")
+        status, headers, body = server.get(path)
+        assert (status, body, headers["cache-control"]) == (204, b"", "public, max-age=60")
     status, headers, body = server.get("/tilejson.json")
     assert status == 200 and headers["content-type"] == "application/json"
     tj = json.loads(body)
     assert tj["tilejson"] == "3.0.0" and (tj["minzoom"], tj["maxzoom"]) == ZOOM
-    assert tj["tiles"] == [f"http://127.0.0.1:{server.port}/tiles/{{z}}/{{x}}/{{y}}.png"]
+    assert tj["tiles"] == [f"http://127.0.0.1:{server.port}/tiles/{{z}}/{{x}}/{{y}}.png"]  # absolute
     assert tj["bounds"] == pytest.approx(list(lonlat_bounds(tilesets["map"])), abs=1e-6)
+    assert tj["center"][2] == 16 and "tiny model" in tj["attribution"]
     status, headers, body = server.get("/")
     assert status == 200 and headers["content-type"].startswith("text/html") and b"viewer.js" in body
-    for name, ctype in (("viewer.js", "text/javascript"), ("viewer.css", "text/css")):
+    for name, ctype in (
+        ("viewer.js", "text/javascript"),
+        ("viewer.css", "text/css"),
+        ("vendor/maplibre-gl.mjs", "text/javascript"),
+        ("vendor/maplibre-gl-worker.mjs", "text/javascript"),
+        ("vendor/pmtiles.js", "text/javascript"),
+    ):
         status, headers, _ = server.get(f"/static/{name}")
-        assert status == 200 and headers["content-type"].startswith(ctype)
-    status, headers, body = server.get(f"/tiles/{present[0].z}/{present[0].x}/{present[0].y}.png", "HEAD")
-    assert status == 200 and body == b"" and int(headers["content-length"]) > 0
+        assert status == 200 and headers["content-type"].startswith(ctype), name
+    viewer = json.loads(server.get("/viewer.json")[2])
+    assert viewer["tilejson"] == f"http://127.0.0.1:{server.port}/tilejson.json" and viewer["source"] is None
+    assert (viewer["pmtiles"] is not None) == (server.config.path.suffix == ".pmtiles")
+
+
+@pytest.mark.parametrize("server", [("pmtiles", {})], indirect=True)
+def test_etag_304_and_head(server: Server, tilesets: dict[str, Path]) -> None:
+    (t, *_), _ = some_tiles(tilesets)
+    path = f"/tiles/{t.z}/{t.x}/{t.y}.png"
+    status, headers, body = server.get(path)
+    etag = headers["etag"]
+    assert status == 200 and etag.startswith('"')
+    status, headers304, body304 = server.get(path, headers={"If-None-Match": etag})
+    assert (status, body304, headers304["etag"]) == (304, b"", etag)
+    assert server.get(path, headers={"If-None-Match": '"other", ' + etag})[0] == 304
+    assert server.get(path, headers={"If-None-Match": '"stale"'})[0] == 200
+    status, head_headers, head_body = server.get(path, "HEAD")
+    assert (status, head_body) == (200, b"") and int(head_headers["content-length"]) == len(body)
+    assert head_headers["etag"] == etag
+    tj_etag = server.get("/tilejson.json")[1]["etag"]
+    assert server.get("/tilejson.json", headers={"If-None-Match": tj_etag})[0] == 304
+
+
+@pytest.mark.parametrize("server", [("pmtiles", {})], indirect=True)
+def test_pmtiles_file_range(server: Server, tilesets: dict[str, Path]) -> None:
+    """The archive at a stable URL answers Range requests (what the pmtiles JS protocol sends)."""
+    blob = tilesets["pmtiles"].read_bytes()
+    status, headers, body = server.get("/tiles.pmtiles", headers={"Range": "bytes=0-126"})
+    assert status == 206 and body == blob[:127] and body.startswith(b"PMTiles")
+    assert headers["content-range"] == f"bytes 0-126/{len(blob)}" and headers["accept-ranges"] == "bytes"
+    status, _, body = server.get("/tiles.pmtiles", headers={"Range": f"bytes={len(blob) - 10}-"})
+    assert status == 206 and body == blob[-10:]
+    status, headers, _ = server.get("/tiles.pmtiles", "HEAD")
+    assert status == 200 and int(headers["content-length"]) == len(blob) and "etag" in headers
+    assert server.get("/tiles.pmtiles", headers={"Range": f"bytes={len(blob) + 5}-"})[0] == 416
+
+
+@pytest.mark.parametrize("server", [("dir", {}), ("mbtiles", {})], indirect=True)
+def test_no_pmtiles_file_for_other_sets(server: Server) -> None:
+    assert server.get("/tiles.pmtiles")[0] == 404
+
+
+@pytest.mark.parametrize("server", [("dir", {"cors": ("https://maps.example.org",)})], indirect=True)
+def test_cors_and_preflight(server: Server, tilesets: dict[str, Path]) -> None:
+    (t, *_), _ = some_tiles(tilesets)
+    origin = {"Origin": "https://maps.example.org"}
+    for path in (f"/tiles/{t.z}/{t.x}/{t.y}.png", "/tilejson.json"):
+        status, headers, _ = server.get(path, headers=origin)
+        assert status == 200 and headers["access-control-allow-origin"] == "https://maps.example.org"
+        assert "ETag" in headers["access-control-expose-headers"]
+    # a client that adds a header (MapLibre's transformRequest, Authorization) preflights first
+    preflight = {**origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}
+    status, headers, _ = server.get(f"/tiles/{t.z}/{t.x}/{t.y}.png", "OPTIONS", preflight)
+    assert status == 200
+    assert headers["access-control-allow-origin"] == "https://maps.example.org"
+    assert "GET" in headers["access-control-allow-methods"]
+    assert "authorization" in headers["access-control-allow-headers"].lower()
+    # another origin gets no grant
+    status, headers, _ = server.get("/tilejson.json", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in headers
+    bad = {**preflight, "Origin": "https://evil.example"}
+    assert server.get(f"/tiles/{t.z}/{t.x}/{t.y}.png", "OPTIONS", bad)[0] == 400
+
+
+@pytest.mark.parametrize("server", [("dir", {})], indirect=True)
+def test_host_allow_list(server: Server) -> None:
+    for host in ("localhost", f"localhost:{server.port}", f"127.0.0.1:{server.port}"):
+        status, _, body = server.get("/tilejson.json", headers={"Host": host})
+        assert status == 200 and f"http://{host}/tiles/" in json.loads(body)["tiles"][0]
+    for host in ("evil.example", f"rebind.attacker.example:{server.port}", "192.168.1.20"):
+        status, _, body = server.get("/tilejson.json", headers={"Host": host})
+        assert status == 400 and host.encode() not in body, host
+
+
+@pytest.mark.parametrize("server", [("dir", {"allowed_hosts": ("tiles.lan",)})], indirect=True)
+def test_allowed_host_adds_names(server: Server) -> None:
+    status, _, body = server.get("/tilejson.json", headers={"Host": "tiles.lan:8000"})
+    assert status == 200 and json.loads(body)["tiles"][0].startswith("http://tiles.lan:8000/tiles/")
+    assert server.get("/tilejson.json", headers={"Host": "other.lan"})[0] == 400
 
 
 @pytest.mark.parametrize("server", [("dir", {})], indirect=True)
@@ -118,11 +218,12 @@ def test_tiles_tilejson_and_viewer(server: Server, tilesets: dict[str, Path]) ->
         "/tilejson.json/../secret.txt",
         "//etc/passwd",
         "/tiles/16/1/1.txt",
-        "/tiles/16/1/1.webp",  # wrong extension for this tileset
+        "/tiles/16/1/1.webp",  # wrong extension for this tile set
         "/tiles/1/5/0.png",  # x outside the zoom's 2**z columns
         "/tiles/-1/0/0.png",
         "/source/16/1/1.png",  # no --source given
         "/source/tilejson.json",
+        "/tiles.pmtiles",  # not a PMTiles set
         "/nope",
     ],
 )
@@ -132,16 +233,8 @@ def test_not_found_and_traversal(server: Server, path: str) -> None:
     assert b"do not serve" not in body and b"import" not in body
 
 
-@pytest.mark.parametrize("server", [("dir", {"cors": True})], indirect=True)
-def test_cors(server: Server, tilesets: dict[str, Path]) -> None:
-    (t, *_), _ = some_tiles(tilesets)
-    for path in (f"/tiles/{t.z}/{t.x}/{t.y}.png", "/tilejson.json"):
-        _, headers, _ = server.get(path)
-        assert headers["access-control-allow-origin"] == "*"
-
-
 def test_geotiff_served_dynamically_with_source(tilesets: dict[str, Path]) -> None:
-    """A GeoTIFF is tiled on request (rio-tiler); ``source=`` adds the aerial layer for the swipe."""
+    """A GeoTIFF is tiled on request (rio-tiler); ``source`` adds the aerial layer for the viewer."""
     map_tif = tilesets["map"]
     aerial = map_tif.with_name("map_src.tif")  # the RGBA aerial make_map started from
     s = Server(map_tif, source=aerial)
@@ -152,71 +245,67 @@ def test_geotiff_served_dynamically_with_source(tilesets: dict[str, Path]) -> No
         built = decode_tile((tilesets["dir"] / f"{t.z}/{t.x}/{t.y}.png").read_bytes())
         status, headers, body = s.get(f"/tiles/{t.z}/{t.x}/{t.y}.png")
         assert status == 200 and headers["content-type"] == "image/png"
-        assert headers["cache-control"].startswith("public")
+        assert headers["cache-control"] == "public, max-age=300"
         # the dynamic tile agrees with the pre-built one (both warp the same raster)
         dyn = decode_tile(body)
         assert np.mean((built[3] > 0) != (dyn[3] > 0)) < 0.02
         both = (built[3] == 255) & (dyn[3] == 255)
         assert both.mean() > 0.2
         assert np.abs(built[:3].astype(int) - dyn[:3].astype(int))[:, both].mean() < 3
-        # the tile at the north-west corner (the masked quarter) is empty; one far outside has no data
-        w, _, _, n = lonlat_bounds(map_tif)
-        corner = mercantile.tile(w + 1e-7, n - 1e-7, 18)
-        assert s.get(f"/tiles/18/{corner.x}/{corner.y}.png")[0] == 204
-        assert s.get(f"/tiles/{t.z}/{t.x - 5}/{t.y}.png")[0] == 204
+        assert s.get(f"/tiles/{t.z}/{t.x - 5}/{t.y}.png")[0] == 204  # outside the data
+        assert s.get("/tiles/18/0/0.png")[0] == 204  # past the max zoom, as the archives
         status, headers, _ = s.get(f"/source/{t.z}/{t.x}/{t.y}.png")
         assert status == 200 and headers["content-type"] == "image/png"
-        status, _, body = s.get("/viewer.json")
-        assert json.loads(body)["source"] == "/source/tilejson.json"
+        viewer = json.loads(s.get("/viewer.json")[2])
+        assert viewer["source"] == f"http://127.0.0.1:{s.port}/source/tilejson.json" and viewer["pmtiles"] is None
         status, _, body = s.get("/source/tilejson.json")
-        assert status == 200 and "/source/{z}/{x}/{y}.png" in json.loads(body)["tiles"][0]
-        assert s.get("/tiles/30/0/0.png")[0] == 204  # far past the max zoom: nothing rendered
+        src_tj = json.loads(body)
+        assert status == 200 and "/source/{z}/{x}/{y}.png" in src_tj["tiles"][0]
+        assert src_tj["attribution"] == "Imagery: map_src.tif"  # the aerial's own credit, not a model's
     finally:
         s.close()
 
 
-def test_unservable_paths(tmp_path: Path, tilesets: dict[str, Path]) -> None:
-    with pytest.raises(InputNotFoundError):
-        make_server(tmp_path / "missing.pmtiles", port=0)
-    with pytest.raises(TilesetError, match="tilejson"):
-        make_server(tmp_path, port=0)  # a folder that is not a tileset
-    (tmp_path / "bad.pmtiles").write_bytes(b"not a pmtiles archive at all" * 10)
-    with pytest.raises(TilesetError):
-        make_server(tmp_path / "bad.pmtiles", port=0)
-    (tmp_path / "bad.mbtiles").write_bytes(b"nor sqlite" * 100)
-    with pytest.raises(TilesetError):
-        make_server(tmp_path / "bad.mbtiles", port=0)
-    (tmp_path / "x.txt").write_text("hi")
-    with pytest.raises(TilesetError):
-        make_server(tmp_path / "x.txt", port=0)
+def test_config_errors_and_busy_port(tilesets: dict[str, Path]) -> None:
     with pytest.raises(TilesetError, match="--source"):
-        make_server(tilesets["dir"], port=0, source=tilesets["pmtiles"])
+        ServeConfig(path=tilesets["dir"], source=tilesets["pmtiles"])
+    with pytest.raises(TilesetError, match="--cors"):
+        ServeConfig(path=tilesets["dir"], cors=("example.org",))
+    busy = bind("127.0.0.1", 0)
+    try:
+        port = busy.getsockname()[1]
+        with pytest.raises(PortInUseError, match=f"port {port}"):
+            bind("127.0.0.1", port)
+        assert main(["serve", str(tilesets["dir"]), "--port", str(port)]) == PortInUseError.exit_code
+    finally:
+        busy.close()
 
 
-def test_pmtiles_leaf_directories(tmp_path: Path) -> None:
-    """An archive big enough to need leaf directories reads the same as pmtiles' own Reader."""
-    from pmtiles.reader import MmapSource, Reader
-    from pmtiles.tile import Compression, TileType, zxy_to_tileid
-    from pmtiles.writer import Writer
+def test_cli_disconnects_and_graceful_shutdown(tilesets: dict[str, Path]) -> None:
+    """``geopix serve`` as users run it: clients vanishing mid-response print nothing; Ctrl-C stops it cleanly."""
+    import signal
+    import socket
+    import subprocess
+    import sys
 
-    from geopix.serve import PMTilesSource
-
-    z = 12
-    rng = np.random.default_rng(0)
-    ids = rng.choice(4096 * 4096, size=30000, replace=False)  # random ids: directories compress badly
-    tiles = [(int(i % 4096), int(i // 4096)) for i in ids]
-    path = tmp_path / "big.pmtiles"
-    with open(path, "wb") as f:
-        w = Writer(f)
-        for x, y in sorted(tiles, key=lambda t: zxy_to_tileid(z, *t)):
-            w.write_tile(zxy_to_tileid(z, x, y), f"{x},{y}".encode() * (1 + (x * y) % 7))
-        w.finalize({"tile_type": TileType.PNG, "tile_compression": Compression.NONE}, {"name": "big"})
-    src = PMTilesSource(path)
-    with open(path, "rb") as f:
-        reader = Reader(MmapSource(f))
-        assert reader.header()["leaf_directory_length"] > 0
-        present = set(tiles)
-        for x, y in [*tiles[::97], (1, 1), (4095, 4094)]:
-            assert src.get(z, x, y) == reader.get(z, x, y)
-            assert src.get(z, x, y) == (f"{x},{y}".encode() * (1 + (x * y) % 7) if (x, y) in present else None)
-    src.close()
+    cmd = [sys.executable, "-m", "geopix", "serve", str(tilesets["pmtiles"]), "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        port = int(line.split(" at ", 1)[1].split()[0].rsplit(":", 1)[1].strip("/"))
+        for _ in range(20):  # ask for the whole archive and hang up without reading
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET /tiles.pmtiles HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+            s.close()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/tilejson.json")
+        assert conn.getresponse().status == 200  # still serving
+        conn.close()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "stopped" in out
+    assert "Traceback" not in err and "Error" not in err, err

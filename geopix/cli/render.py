@@ -184,15 +184,34 @@ def info_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    output_dir: Path = typer.Option(Path("geopix-demo"), "--output", "-o", help="Where the demo scene and map go."),
+    output_dir: Path = typer.Option(Path("geopix-demo"), "--output", "-o", help="Where the map and tiles go."),
     model: Model = "sat2map",
-    size: int = typer.Option(1024, help="Side of the synthetic scene in pixels."),
     workers: Workers = None,
     progress: ShowProgress = True,
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="Then show the result in the viewer."),
+    open_browser: bool = typer.Option(False, "--open", help="Also open the viewer in the default web browser."),
+    port: int = typer.Option(8000, "--port", help="Viewer port (0: any free port)."),
 ) -> None:
-    """Make a synthetic georeferenced aerial scene and render it: a smoke run with no data."""
-    from geopix.pipeline import demo
+    """Render a real aerial scene shipped with geopix (Nairobi, OpenAerialMap CC BY 4.0) and show it in the viewer."""
+    from geopix.demo import demo
 
     with progress_bar(progress) as bar:
-        result = demo(output_dir, model=model, size=size, workers=workers, on_progress=bar)
-    _summary(result, [f"input: {Path(output_dir) / 'demo_aerial.tif'}"])
+        result = demo(output_dir, model=model, workers=workers, on_progress=bar)
+    _summary(result.render, [f"input: {result.aerial}", f"web tiles: {result.tiles}"])
+    if not serve:
+        typer.echo(f"view it with: geopix serve {result.tiles} --source {result.aerial}")
+        return
+    from geopix.serve import ServeConfig
+    from geopix.serve import serve as run_server
+
+    def ready(url: str) -> None:
+        typer.echo(f"viewer: {url} (the map over the aerial; the slider fades between them) — Ctrl-C to stop")
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    try:
+        run_server(ServeConfig(path=result.tiles, port=port, source=result.aerial), on_ready=ready)
+    except KeyboardInterrupt:
+        typer.echo("stopped")

@@ -22,12 +22,19 @@ def tiles_cmd(
     scheduler: Scheduler = None,
     overwrite: Overwrite = False,
     progress: ShowProgress = True,
+    base_url: str = typer.Option(
+        None,
+        "--base-url",
+        help="URL the folder will be hosted at (e.g. https://example.org/tiles/): TileJSON tile URLs become absolute.",
+    ),
 ) -> None:
     """Cut a map GeoTIFF into a Web-Mercator XYZ pyramid (folder, PMTiles or MBTiles) with a TileJSON."""
     from geopix.pyramid import PyramidConfig, build_pyramid, parse_zoom
 
     minzoom, maxzoom = parse_zoom(zoom) if zoom else (None, None)
-    config = PyramidConfig(minzoom=minzoom, maxzoom=maxzoom, format=fmt, tile_size=tile_size, overwrite=overwrite)
+    config = PyramidConfig(
+        minzoom=minzoom, maxzoom=maxzoom, format=fmt, tile_size=tile_size, overwrite=overwrite, base_url=base_url
+    )
     with progress_bar(progress) as bar:
         result = build_pyramid(map_path, out, config, scheduler=scheduler, workers=workers, on_progress=bar)
     per_zoom = ", ".join(f"z{z}: {n}" for z, n in result.tiles_per_zoom.items())
@@ -41,17 +48,33 @@ def tiles_cmd(
 def serve_cmd(
     path: Path = typer.Argument(..., help="Tile folder, .pmtiles, .mbtiles, or a GeoTIFF/COG (tiled on request)."),
     port: int = typer.Option(8000, "--port", help="TCP port (0: any free port)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0: all)."),
-    cors: bool = typer.Option(False, "--cors", help="Send Access-Control-Allow-Origin: * for other web apps."),
-    source: Path = typer.Option(None, "--source", help="Aerial GeoTIFF to compare against in the viewer (swipe)."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="Interface to listen on. 0.0.0.0 exposes the tiles, unauthenticated and unencrypted, to every "
+        "machine that can reach this one: use it only on a network you trust, with --allowed-host NAME.",
+    ),
+    cors: list[str] = typer.Option(
+        None, "--cors", help="Origin allowed to fetch tiles from its pages (repeatable; * for any), with preflight."
+    ),
+    allowed_host: list[str] = typer.Option(
+        None,
+        "--allowed-host",
+        help="Host name or address clients may use besides localhost and 127.0.0.1 (repeatable; * for any).",
+    ),
+    source: Path = typer.Option(None, "--source", help="Aerial GeoTIFF to compare against in the viewer."),
 ) -> None:
-    """Serve tiles at /tiles/{z}/{x}/{y}.ext with a TileJSON and an offline viewer at /."""
-    from geopix.serve import serve
+    """Serve tiles at /tiles/{z}/{x}/{y}.ext with a TileJSON and an offline MapLibre viewer at /."""
+    from geopix.serve import ServeConfig, serve
+
+    config = ServeConfig(
+        path=path, host=host, port=port, source=source, cors=tuple(cors or ()), allowed_hosts=tuple(allowed_host or ())
+    )
 
     def ready(url: str) -> None:
         typer.echo(f"serving {path} at {url} (viewer) — Ctrl-C to stop", color=False)
 
     try:
-        serve(path, host=host, port=port, cors=cors, source=source, on_ready=ready)
+        serve(config, on_ready=ready)
     except KeyboardInterrupt:
         typer.echo("stopped")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,13 +144,26 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 
 def _read_pth(path: Path) -> dict[str, torch.Tensor]:
+    import pickle
+
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+    except pickle.UnpicklingError as exc:  # objects besides tensors: refused, whatever torch suggests
+        if "Unsupported operand" in str(exc):  # FRAME etc.: a protocol 4/5 stream, not something unsafe
+            raise CheckpointError(
+                f"{path} is a pickle of a newer protocol ({_pickle_protocol(path)}) that PyTorch's safe loader "
+                "cannot read; re-save it with torch.save(state_dict, 'weights.pth') (its default protocol, 2)"
+            ) from exc
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         raise CheckpointError(
-            f"{path} could not be loaded as a weights-only PyTorch checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); geopix never unpickles arbitrary objects — "
-            "pass a state dict saved with torch.save(net.state_dict())"
+            f"{path} holds pickled Python objects besides tensors"
+            f"{f' ({found.group(1)})' if found else ''}, and geopix never unpickles code; re-save the weights "
+            "alone where the file was made, with torch.save(net.state_dict(), 'weights.pth')"
+        ) from exc
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); re-download it or pass another --model"
         ) from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
@@ -201,11 +215,15 @@ def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: Path) -> N
     net.load_state_dict(full, strict=True)
 
 
-def _is_zip_or_pickle(path: Path) -> bool:
-    if zipfile.is_zipfile(path):
-        return True
+def _pickle_protocol(path: Path) -> int | None:
     with path.open("rb") as f:
-        return f.read(2) == b"\x80\x02"
+        head = f.read(2)
+    return head[1] if len(head) == 2 and head[0] == 0x80 else None
+
+
+def _is_zip_or_pickle(path: Path) -> bool:
+    """torch.save's zip archive, or a bare pickle (protocol 2–5 begins with PROTO: 0x80, version)."""
+    return zipfile.is_zipfile(path) or _pickle_protocol(path) in (2, 3, 4, 5)
 
 
 def load_checkpoint(path: str | Path) -> LoadedModel:

@@ -1,0 +1,53 @@
+"""Tile sets: one module per on-disk format, each reading and writing it behind one interface.
+
+* ``folder``  — ``{z}/{x}/{y}.ext`` files beside a ``tilejson.json``;
+* ``pmtiles`` — a PMTiles v3 archive, read through byte ranges (:class:`ByteSource`);
+* ``mbtiles`` — an MBTiles 1.3 SQLite file (TMS rows);
+* ``geotiff`` — any GeoTIFF/COG, tiled on request (read only: ``geopix render`` writes it);
+
+plus ``tilejson`` (the one TileJSON 3.0.0 builder) and ``codec`` (tile image bytes).
+Readers are :class:`TileSet` objects; writers are each module's ``write(dst, tiles, tilejson)``
+taking tiles in PMTiles order (:func:`geopix.tilesets.folder.iter_tiles` yields them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from geopix.errors import InputNotFoundError, TilesetError
+from geopix.tilesets.base import ByteSource, FileByteSource, Tile, TileSet
+
+GEOTIFF_SUFFIXES = (".tif", ".tiff", ".vrt")
+
+
+def output_kind(path: Path) -> str:
+    """Which format a pyramid output path asks for: ``dir``, ``pmtiles`` or ``mbtiles``."""
+    return {".pmtiles": "pmtiles", ".mbtiles": "mbtiles"}.get(Path(path).suffix.lower(), "dir")
+
+
+def open_tileset(path: str | Path) -> TileSet:
+    """The reader for ``path``, chosen from it: folder, ``.pmtiles``, ``.mbtiles`` or GeoTIFF."""
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError(f"{path} does not exist; pass a tile folder, .pmtiles, .mbtiles or GeoTIFF")
+    if path.is_dir():
+        from geopix.tilesets.folder import FolderTileSet
+
+        return FolderTileSet(path)
+    suffix = path.suffix.lower()
+    if suffix == ".pmtiles":
+        from geopix.tilesets.pmtiles import PMTilesTileSet
+
+        return PMTilesTileSet(FileByteSource(path))
+    if suffix == ".mbtiles":
+        from geopix.tilesets.mbtiles import MBTilesTileSet
+
+        return MBTilesTileSet(path)
+    if suffix in GEOTIFF_SUFFIXES:
+        from geopix.tilesets.geotiff import GeoTIFFTileSet
+
+        return GeoTIFFTileSet(path)
+    raise TilesetError(f"cannot read {path} as tiles: expected a tile folder, .pmtiles, .mbtiles, .tif or .tiff")
+
+
+__all__ = ["ByteSource", "FileByteSource", "Tile", "TileSet", "open_tileset", "output_kind"]

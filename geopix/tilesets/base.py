@@ -1,0 +1,85 @@
+"""The reader interface every tile-set format implements, and byte-range sources for archives."""
+
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+from typing import ClassVar, NamedTuple, Protocol
+
+from geopix.tilesets.codec import media_type
+
+#: Cache lifetimes (seconds) a server may give a tile set's answers.
+CACHE_TILE_S = 3600
+CACHE_EMPTY_S = 60  # an empty tile may gain data when the set is rebuilt; don't pin the blank for long
+CACHE_DYNAMIC_S = 300
+
+
+class Tile(NamedTuple):
+    """One encoded tile at an XYZ address (row 0 at the north)."""
+
+    z: int
+    x: int
+    y: int
+    data: bytes
+
+
+class ByteSource(Protocol):
+    """Random-access bytes of one archive: a local file here, an HTTP or object-store range reader elsewhere."""
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class FileByteSource:
+    """A local file, memory-mapped: range reads are slices, with no system call per tile."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.path.stat().st_size else None
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self._map[offset : offset + length] if self._map is not None else b""
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+
+
+class TileSet:
+    """A readable tile set: ``get`` answers encoded bytes or ``None`` (no tile there); thread-safe."""
+
+    kind: ClassVar[str] = ""
+    format: str = "png"  # png | webp | jpg
+    cache_seconds: int = CACHE_TILE_S
+    #: Whether ``get`` is quick local I/O (a small file, an mmap slice, an indexed SQLite row) that a
+    #: server may call on its event loop instead of paying a thread hand-off per tile.
+    inline_reads: bool = False
+    minzoom: int = 0
+    maxzoom: int = 24
+
+    def get(self, z: int, x: int, y: int) -> bytes | None:
+        raise NotImplementedError
+
+    def tilejson(self, tiles_url: str) -> dict:
+        """The set's TileJSON 3.0.0 with ``tiles_url`` (absolute, ``{z}/{x}/{y}`` template) as its endpoint."""
+        raise NotImplementedError
+
+    @property
+    def media_type(self) -> str:
+        return media_type(self.format)
+
+    def close(self) -> None:
+        """Release files or connections; the default holds none."""
+
+    def __enter__(self) -> TileSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def in_world(z: int, x: int, y: int) -> bool:
+    """Whether ``z/x/y`` is a tile address at all (inside the 2**z × 2**z grid)."""
+    return 0 <= z <= 30 and 0 <= x < (1 << z) and 0 <= y < (1 << z)

@@ -1,0 +1,69 @@
+"""Any GeoTIFF/COG as a tile set, tiled on request by rio-tiler (PNG, the mask as alpha); read only.
+
+``geopix render`` writes the GeoTIFF, so this format has no writer here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from geopix.tilesets.base import CACHE_DYNAMIC_S, TileSet
+
+
+class GeoTIFFTileSet(TileSet):
+    """Tiles at the zooms a pyramid of this raster would have, and nothing (``None``) outside them."""
+
+    kind = "geotiff"
+    cache_seconds = CACHE_DYNAMIC_S
+
+    def __init__(self, path: str | Path, tile_size: int = 256) -> None:
+        # Imported here, on the calling thread: first imports of rio_tiler racing in request threads fail.
+        from rio_tiler.errors import TileOutsideBounds
+        from rio_tiler.io import Reader
+
+        from geopix.pyramid import auto_maxzoom, auto_minzoom, inspect_map
+
+        self._reader, self._outside = Reader, TileOutsideBounds
+        self.path = Path(path)
+        self.tile_size = tile_size
+        self.format = "png"
+        self.info = inspect_map(self.path)
+        self.maxzoom = auto_maxzoom(self.info.ground_resolution_m, self.info.centre_lat, tile_size)
+        self.minzoom = auto_minzoom(self.info, self.maxzoom, tile_size)
+
+    def get(self, z: int, x: int, y: int) -> bytes | None:
+        if not self.minzoom <= z <= self.maxzoom:
+            return None
+        with self._reader(str(self.path)) as src:
+            if not src.tile_exists(x, y, z):
+                return None
+            try:
+                img = src.tile(
+                    x,
+                    y,
+                    z,
+                    tilesize=self.tile_size,
+                    indexes=self.info.rgb,
+                    resampling_method="bilinear",  # as the pyramid's max zoom
+                    reproject_method="bilinear",
+                )
+            except self._outside:
+                return None
+        if not img.mask.any():
+            return None
+        return img.render(img_format="PNG", add_mask=True)
+
+    def tilejson(self, tiles_url: str) -> dict:
+        from geopix.tilesets.tilejson import attribution_for, make_tilejson
+
+        return make_tilejson(
+            name=self.path.stem,
+            tiles_url=tiles_url,
+            bounds=self.info.bounds,
+            minzoom=self.minzoom,
+            maxzoom=self.maxzoom,
+            attribution=attribution_for(self.info.tags, self.path),
+            tile_size=self.tile_size,
+            fmt="png",
+            description=f"{self.path.name}, tiled on request",
+        )

@@ -1,0 +1,127 @@
+"""MBTiles 1.3 (SQLite, TMS rows: row 0 at the south): reader and writer."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from geopix.errors import TilesetError
+from geopix.tilesets.base import Tile, TileSet
+from geopix.tilesets.codec import TILE_FORMATS
+
+BATCH = 500
+
+
+def tms_row(z: int, y: int) -> int:
+    """XYZ row ↔ TMS row (the flip is its own inverse)."""
+    return (1 << z) - 1 - y
+
+
+def write(dst: str | Path, tiles: Iterable[Tile], tilejson: dict) -> None:
+    """An MBTiles file at ``dst`` (which must not exist) holding ``tiles`` and the TileJSON's metadata."""
+    tj = tilejson
+    con = sqlite3.connect(dst)
+    try:
+        con.executescript(
+            "CREATE TABLE metadata (name TEXT, value TEXT);"
+            "CREATE TABLE tiles (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER, tile_data BLOB);"
+        )
+        meta = {
+            "name": tj["name"],
+            "format": tj["format"],
+            "bounds": ",".join(map(str, tj["bounds"])),
+            "center": ",".join(map(str, tj["center"])),
+            "minzoom": str(tj["minzoom"]),
+            "maxzoom": str(tj["maxzoom"]),
+            "attribution": tj["attribution"],
+            "description": tj["description"],
+            "type": "overlay",
+            "version": tj["version"],
+            "tileSize": str(tj["tileSize"]),
+        }
+        con.executemany("INSERT INTO metadata VALUES (?, ?)", list(meta.items()))
+        batch = []
+        for t in tiles:
+            batch.append((t.z, t.x, tms_row(t.z, t.y), t.data))
+            if len(batch) >= BATCH:
+                con.executemany("INSERT INTO tiles VALUES (?, ?, ?, ?)", batch)
+                batch = []
+        con.executemany("INSERT INTO tiles VALUES (?, ?, ?, ?)", batch)
+        con.execute("CREATE UNIQUE INDEX tile_index ON tiles (zoom_level, tile_column, tile_row)")
+        con.execute("CREATE UNIQUE INDEX name ON metadata (name)")
+        con.commit()
+    finally:
+        con.close()
+
+
+class MBTilesTileSet(TileSet):
+    """Read-only; one SQLite connection per thread."""
+
+    kind = "mbtiles"
+    inline_reads = True
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        self._local = threading.local()
+        self._cons: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        try:
+            meta = dict(self._db().execute("SELECT name, value FROM metadata").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise TilesetError(f"{path} is not an MBTiles file ({exc})") from exc
+        self._meta = meta
+        fmt = meta.get("format", "png")
+        self.format = {"jpeg": "jpg"}.get(fmt, fmt)
+        if self.format not in TILE_FORMATS:
+            raise TilesetError(f"{path} holds {self.format!r} tiles; geopix serves png, webp and jpg")
+        self.minzoom, self.maxzoom = int(meta.get("minzoom", 0)), int(meta.get("maxzoom", 22))
+
+    def _db(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
+            with self._lock:
+                self._cons.append(con)
+        return con
+
+    def get(self, z: int, x: int, y: int) -> bytes | None:
+        row = (
+            self._db()
+            .execute(
+                "SELECT tile_data FROM tiles WHERE zoom_level=? AND tile_column=? AND tile_row=?",
+                (z, x, tms_row(z, y)),
+            )
+            .fetchone()
+        )
+        return bytes(row[0]) if row else None
+
+    def tilejson(self, tiles_url: str) -> dict:
+        from geopix.tilesets.tilejson import make_tilejson
+
+        m = self._meta
+        bounds = tuple(float(v) for v in m.get("bounds", "-180,-85.051129,180,85.051129").split(","))
+        center = None
+        if "center" in m:
+            cx, cy, cz = m["center"].split(",")
+            center = (float(cx), float(cy), int(cz))
+        return make_tilejson(
+            name=m.get("name", self.path.stem),
+            tiles_url=tiles_url,
+            bounds=bounds,  # type: ignore[arg-type]
+            minzoom=self.minzoom,
+            maxzoom=self.maxzoom,
+            attribution=m.get("attribution", ""),
+            tile_size=int(m.get("tileSize", 256)),
+            fmt=self.format,
+            description=m.get("description", ""),
+            center=center,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            for con in self._cons:
+                con.close()
+            self._cons.clear()

@@ -1,0 +1,178 @@
+"""Tile-set formats: each module's writer and reader round-trip, TileJSON, the GeoTIFF reader's zooms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mercantile
+import numpy as np
+import pytest
+
+from geopix.errors import InputNotFoundError, TileFormatError, TilesetError
+from geopix.pyramid import PyramidConfig, build_pyramid
+from geopix.tilesets import FileByteSource, Tile, folder, mbtiles, open_tileset, output_kind, pmtiles
+from geopix.tilesets.codec import decode_tile, encode_tile
+from geopix.tilesets.tilejson import centre_zoom, make_tilejson
+from tests.test_pyramid import lonlat_bounds, make_map
+
+BOUNDS = (15.0, 47.84, 15.02, 47.86)
+
+
+def sample_tiles() -> list[Tile]:
+    """Distinct tiles over BOUNDS at z14-16 (different bytes each), in PMTiles order."""
+    from pmtiles.tile import zxy_to_tileid
+
+    tiles = []
+    for t in mercantile.tiles(*BOUNDS, [14, 15, 16]):
+        rgba = np.zeros((4, 8, 8), np.uint8)
+        rgba[0], rgba[1], rgba[2], rgba[3] = t.x % 256, t.y % 256, t.z, 255
+        tiles.append(Tile(t.z, t.x, t.y, encode_tile(rgba, "png")))
+    return sorted(tiles, key=lambda t: zxy_to_tileid(t.z, t.x, t.y))
+
+
+def tilejson_for(fmt: str = "png") -> dict:
+    return make_tilejson(
+        name="rt", tiles_url="{z}/{x}/{y}." + fmt, bounds=BOUNDS, minzoom=14, maxzoom=16, attribution="© test", fmt=fmt
+    )
+
+
+@pytest.mark.parametrize("module,name", [(folder, "dir"), (pmtiles, "t.pmtiles"), (mbtiles, "t.mbtiles")])
+def test_round_trip(module, name: str, tmp_path: Path) -> None:
+    """What a format module writes, its reader gives back, byte for byte; absent tiles are None."""
+    tiles = sample_tiles()
+    dst = tmp_path / name
+    module.write(dst, iter(tiles), tilejson_for())
+    with open_tileset(dst) as ts:
+        assert ts.kind == output_kind(dst) and ts.format == "png"
+        assert (ts.minzoom, ts.maxzoom) == (14, 16)
+        for t in tiles:
+            assert ts.get(t.z, t.x, t.y) == t.data
+            assert decode_tile(ts.get(t.z, t.x, t.y))[0, 0, 0] == t.x % 256
+        first = tiles[0]
+        assert ts.get(first.z, first.x + 50, first.y) is None  # inside the zooms, no tile
+        assert ts.get(3, 0, 0) is None  # outside the zooms
+        tj = ts.tilejson("http://example.org/t/{z}/{x}/{y}.png")
+    assert tj["tilejson"] == "3.0.0" and tj["tiles"] == ["http://example.org/t/{z}/{x}/{y}.png"]
+    assert tj["bounds"] == pytest.approx(list(BOUNDS), abs=1e-6)
+    assert tj["center"][2] == centre_zoom(14, 16) == 15  # the same centre zoom from every format
+    assert tj["attribution"] == "© test" and tj["name"] == "rt"
+    assert "--base-url" not in tj["description"]  # the folder's hosting note is not served back
+
+
+def test_folder_iter_tiles_is_in_pmtiles_order(tmp_path: Path) -> None:
+    tiles = sample_tiles()
+    folder.write(tmp_path / "d", reversed(tiles), tilejson_for())
+    assert list(folder.iter_tiles(tmp_path / "d", range(14, 17), "png")) == tiles
+
+
+def test_mbtiles_rows_are_tms(tmp_path: Path) -> None:
+    import sqlite3
+
+    mbtiles.write(tmp_path / "t.mbtiles", [Tile(2, 1, 0, b"north")], tilejson_for())
+    con = sqlite3.connect(tmp_path / "t.mbtiles")
+    assert con.execute("SELECT zoom_level, tile_column, tile_row FROM tiles").fetchall() == [(2, 1, 3)]
+    con.close()
+    assert mbtiles.tms_row(2, 0) == 3 and mbtiles.tms_row(2, mbtiles.tms_row(2, 1)) == 1
+
+
+def test_pmtiles_reads_through_any_byte_source(tmp_path: Path) -> None:
+    """The reader only calls ``read(offset, length)``: a remote source can stand in for the file."""
+    tiles = sample_tiles()
+    pmtiles.write(tmp_path / "t.pmtiles", tiles, tilejson_for())
+    blob = (tmp_path / "t.pmtiles").read_bytes()
+    calls = []
+
+    class Remote:
+        def read(self, offset: int, length: int) -> bytes:
+            calls.append((offset, length))
+            return blob[offset : offset + length]
+
+        def close(self) -> None:
+            calls.append("closed")
+
+    ts = pmtiles.PMTilesTileSet(Remote(), name="remote")
+    assert not ts.inline_reads  # a server must not wait on a remote read on its event loop
+    assert all(ts.get(t.z, t.x, t.y) == t.data for t in tiles)
+    ts.close()
+    assert calls[-1] == "closed" and len(calls) > len(tiles)
+
+
+def test_pmtiles_leaf_directories(tmp_path: Path) -> None:
+    """An archive big enough to need leaf directories reads the same as pmtiles' own Reader."""
+    from pmtiles.reader import MmapSource, Reader
+    from pmtiles.tile import Compression, TileType, zxy_to_tileid
+    from pmtiles.writer import Writer
+
+    z = 12
+    rng = np.random.default_rng(0)
+    ids = rng.choice(4096 * 4096, size=30000, replace=False)  # random ids: directories compress badly
+    tiles = [(int(i % 4096), int(i // 4096)) for i in ids]
+    path = tmp_path / "big.pmtiles"
+    with open(path, "wb") as f:
+        w = Writer(f)
+        for x, y in sorted(tiles, key=lambda t: zxy_to_tileid(z, *t)):
+            w.write_tile(zxy_to_tileid(z, x, y), f"{x},{y}".encode() * (1 + (x * y) % 7))
+        w.finalize({"tile_type": TileType.PNG, "tile_compression": Compression.NONE}, {"name": "big"})
+    src = pmtiles.PMTilesTileSet(FileByteSource(path))
+    with open(path, "rb") as f:
+        reader = Reader(MmapSource(f))
+        assert reader.header()["leaf_directory_length"] > 0
+        present = set(tiles)
+        for x, y in [*tiles[::97], (1, 1), (4095, 4094)]:
+            assert src.get(z, x, y) == reader.get(z, x, y)
+            assert src.get(z, x, y) == (f"{x},{y}".encode() * (1 + (x * y) % 7) if (x, y) in present else None)
+    src.close()
+
+
+def test_geotiff_answers_only_within_its_zooms(tmp_path: Path) -> None:
+    """Tiled on request like the archives: no tile (None) outside minzoom..maxzoom."""
+    map_tif = make_map(tmp_path / "map.tif", 200)
+    with open_tileset(map_tif) as ts:
+        assert ts.kind == "geotiff" and ts.minzoom <= ts.maxzoom
+        w, s, e, n = lonlat_bounds(map_tif)
+        t = mercantile.tile((w + e) / 2, s + (n - s) / 4, ts.maxzoom)
+        assert ts.get(t.z, t.x, t.y) is not None
+        assert ts.get(ts.maxzoom + 1, t.x * 2, t.y * 2) is None
+        tj = ts.tilejson("http://h/tiles/{z}/{x}/{y}.png")
+        assert tj["center"][2] == centre_zoom(ts.minzoom, ts.maxzoom)
+        assert "tiny model" in tj["attribution"]
+
+
+def test_base_url_makes_folder_tilejson_absolute(tmp_path: Path) -> None:
+    map_tif = make_map(tmp_path / "map.tif", 200)
+    cfg = PyramidConfig(minzoom=15, maxzoom=16, base_url="https://example.org/maps/city/")
+    build_pyramid(map_tif, tmp_path / "tiles", cfg, scheduler="sync")
+    tj = json.loads((tmp_path / "tiles" / "tilejson.json").read_text())
+    assert tj["tiles"] == ["https://example.org/maps/city/{z}/{x}/{y}.png"]
+    assert "--base-url" not in tj["description"]
+    with pytest.raises(TileFormatError, match="--base-url"):
+        PyramidConfig(base_url="maps/city")
+
+
+def test_unreadable_paths(tmp_path: Path) -> None:
+    with pytest.raises(InputNotFoundError):
+        open_tileset(tmp_path / "missing.pmtiles")
+    with pytest.raises(TilesetError, match="tilejson"):
+        open_tileset(tmp_path)  # a folder that is not a tile set
+    (tmp_path / "bad.pmtiles").write_bytes(b"not a pmtiles archive at all" * 10)
+    with pytest.raises(TilesetError):
+        open_tileset(tmp_path / "bad.pmtiles")
+    (tmp_path / "bad.mbtiles").write_bytes(b"nor sqlite" * 100)
+    with pytest.raises(TilesetError):
+        open_tileset(tmp_path / "bad.mbtiles")
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(TilesetError):
+        open_tileset(tmp_path / "x.txt")
+
+
+def test_cli_tiles_base_url(tmp_path: Path) -> None:
+    from geopix.cli import main
+
+    map_tif = make_map(tmp_path / "map.tif", 200)
+    out = tmp_path / "site"
+    args = ["tiles", str(map_tif), str(out), "--zoom", "15-16", "--scheduler", "sync", "--no-progress"]
+    assert main([*args, "--base-url", "http://127.0.0.1:9000/site"]) == 0
+    tj = json.loads((out / "tilejson.json").read_text())
+    assert tj["tiles"] == ["http://127.0.0.1:9000/site/{z}/{x}/{y}.png"]
+    assert main([*args, "--overwrite", "--base-url", "site/"]) == TileFormatError.exit_code

@@ -156,3 +156,16 @@ def test_signed_url_query_is_not_stored(http_server, served: str, checkpoint: Pa
     _render(url, tmp_path, checkpoint)
     manifest = (tmp_path / "render.json").read_text()
     assert "s3cr3tsig" not in manifest and "X-Amz-Signature=***" in manifest
+
+
+def test_tiles_from_a_remote_map(http_server, http_root: Path, reference: Path, tmp_path: Path) -> None:
+    from geopix.pyramid import PyramidConfig, build_pyramid
+
+    (http_root / "out").mkdir(exist_ok=True)
+    shutil.copy(reference, http_root / "out" / "map.tif")
+    local = build_pyramid(reference, tmp_path / "local.pmtiles", PyramidConfig(), scheduler="sync")
+    remote = build_pyramid(
+        f"{http_server.url}/out/map.tif", tmp_path / "remote.pmtiles", PyramidConfig(), scheduler="sync"
+    )
+    assert remote.tiles == local.tiles > 0
+    assert (tmp_path / "remote.pmtiles").read_bytes() == (tmp_path / "local.pmtiles").read_bytes()

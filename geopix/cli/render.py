@@ -11,6 +11,8 @@ from geopix.cli import app
 from geopix.config import InferConfig, RenderConfig, TileConfig
 from geopix.errors import BandError
 
+_TILES = TileConfig()  # the library's defaults, so the CLI cannot drift from them
+
 
 def _bands(text: str | None) -> tuple[int, ...] | None:
     if not text:
@@ -50,7 +52,9 @@ def render_cmd(
     output_dir: Path = typer.Option(..., "--output", "-o", help="Output folder; map.tif is written there."),
     model: str = typer.Option("sat2map", "--model", "-m", help="Registry name (sat2map) or checkpoint path."),
     tile_size: int = typer.Option(256, help="Model window size in pixels (multiple of 256)."),
-    overlap: int = typer.Option(64, help="Overlap between neighbouring windows, blended smoothly."),
+    overlap: int = typer.Option(
+        _TILES.overlap, help="Overlap between neighbouring windows, blended smoothly (see benchmarks/README.md)."
+    ),
     batch_size: int = typer.Option(8, help="Tiles per forward pass."),
     chunk_size: int = typer.Option(1024, help="Output block size in pixels (one Dask task, one zarr chunk)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
@@ -121,7 +125,7 @@ def predict_cmd(
     out_dir: Path = typer.Argument(..., help="Output folder; one PNG per input, named by its stem."),
     model: str = typer.Option("sat2map", "--model", "-m", help="Registry name or checkpoint path."),
     tile_size: int = typer.Option(256, help="Model window size."),
-    overlap: int = typer.Option(64, help="Window overlap."),
+    overlap: int = typer.Option(_TILES.overlap, help="Window overlap."),
     batch_size: int = typer.Option(8, help="Tiles per forward pass."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     precision: str = typer.Option("auto", help="fp32 | bf16 | fp16 | auto (bf16 where native)."),
@@ -147,7 +151,7 @@ def info_cmd(
     input: Path = typer.Argument(..., help="A raster."),
     model: str = typer.Option("sat2map", "--model", "-m", help="Model used for the tile count and estimate."),
     tile_size: int = typer.Option(256),
-    overlap: int = typer.Option(64),
+    overlap: int = typer.Option(_TILES.overlap),
     bands: str = typer.Option(None, help="1-based R,G,B band numbers."),
     resample: bool = typer.Option(True, "--resample/--no-resample"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),

@@ -4,8 +4,8 @@ Prints tables and writes JSON; nothing asserts (the default is chosen by people 
 
     python benchmarks/bench_overlap.py sweep [--overlaps 0,8,16,24,32,48,64] [--grids model,source]
         [--data ../shared/data] [--keep /tmp/geopix_overlap_sweep] [--crops docs/img/overlap_worst_borders.jpg]
-        [--crop-overlaps 0,16,32,64] [--json sweep.json]
-    python benchmarks/bench_overlap.py throughput [--overlaps 16,64] [--size 8192] [--rounds 3] [--json tp.json]
+        [--crop-overlaps 0,16,24,32,64] [--json sweep.json]
+    python benchmarks/bench_overlap.py throughput [--overlaps 32,64] [--size 8192] [--rounds 3] [--json tp.json]
 
 * **sweep** renders every raster of ``DATA/geotiffs/*.tif`` and ``DATA/real/*/*.tif`` (byte-identical
   files once) with the shipped model at each overlap, on two grids: ``model`` (the default
@@ -415,13 +415,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("which", choices=["sweep", "throughput"])
     ap.add_argument("--model", default="", help="a checkpoint (default: the shipped sat2map model)")
-    ap.add_argument("--overlaps", default="", help="default: 0,8,16,24,32,48,64 (sweep), 16,64 (throughput)")
+    ap.add_argument("--overlaps", default="", help="default: 0,8,16,24,32,48,64 (sweep), 32,64 (throughput)")
     ap.add_argument("--data", default=str(DATA), help="folder with geotiffs/ and real/ (../shared/data)")
     ap.add_argument("--grids", default="model,source", help="sweep: model (resampled, the default) and/or source")
     ap.add_argument("--keep", default=str(Path(tempfile.gettempdir()) / "geopix_overlap_sweep"),
                     help="sweep: rendered maps are kept (and reused) here")  # fmt: skip
     ap.add_argument("--crops", default=str(ROOT / "docs" / "img" / "overlap_worst_borders.jpg"))
-    ap.add_argument("--crop-overlaps", default="0,16,32,64")
+    ap.add_argument("--crop-overlaps", default="0,16,24,32,64")
     ap.add_argument("--crop-rows", type=int, default=3, help="worst borders per grid and overlap")
     ap.add_argument("--size", type=int, default=8192, help="throughput: mosaic side")
     ap.add_argument("--chunk", type=int, default=1024, help="throughput: output block side")
@@ -429,7 +429,7 @@ def main() -> None:
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     if not args.overlaps:
-        args.overlaps = "0,8,16,24,32,48,64" if args.which == "sweep" else "16,64"
+        args.overlaps = "0,8,16,24,32,48,64" if args.which == "sweep" else "32,64"
     if args.which == "throughput" and not VIENNA.exists():
         raise SystemExit(f"{VIENNA} is absent: the throughput mosaic is built from ../shared")
     Path(args.keep).mkdir(parents=True, exist_ok=True)

@@ -150,6 +150,19 @@ def render_once(src: Path, out: Path, model: str, **kw) -> tuple[object, float]:
 # ---- seams -----------------------------------------------------------------------------------
 def seam_score(img: np.ndarray, valid: np.ndarray, rows: list[int], cols: list[int]) -> float:
     """Mean |gradient| across the given tile borders ÷ mean |gradient| everywhere else."""
+    on_sum, on_n, off_sum, off_n = seam_sums(img, valid, rows, cols)
+    return (on_sum / on_n) / (off_sum / off_n)
+
+
+def window_edges(grid) -> tuple[list[int], list[int]]:
+    """Row and column lines where a tile's influence starts or ends (its window edges)."""
+    rows = sorted({e for i in range(grid.rows) for e in (grid.window(i, 0).row, grid.window(i, 0).row_stop)})
+    cols = sorted({e for j in range(grid.cols) for e in (grid.window(0, j).col, grid.window(0, j).col_stop)})
+    return rows, cols
+
+
+def seam_sums(img: np.ndarray, valid: np.ndarray, rows: list[int], cols: list[int]) -> tuple[float, int, float, int]:
+    """(sum, count) of |gradient| across the given lines, then elsewhere: ``seam_score`` pooled over rasters."""
     x = img.astype(np.float32)
     gx = np.abs(np.diff(x, axis=2)).sum(0)  # between col c-1 and c at index c-1
     gy = np.abs(np.diff(x, axis=1)).sum(0)
@@ -165,7 +178,7 @@ def seam_score(img: np.ndarray, valid: np.ndarray, rows: list[int], cols: list[i
             border_y[r - 1, :] = True
     on = np.concatenate([gx[border_x & vx], gy[border_y & vy]])
     off = np.concatenate([gx[~border_x & vx], gy[~border_y & vy]])
-    return float(on.mean() / off.mean())
+    return float(on.sum(dtype=np.float64)), on.size, float(off.sum(dtype=np.float64)), off.size
 
 
 def bench_seams(args: argparse.Namespace) -> dict:
@@ -187,10 +200,7 @@ def bench_seams(args: argparse.Namespace) -> dict:
             )
             with rasterio.open(out / "map.tif") as ds:
                 img, valid = ds.read(), ds.dataset_mask() > 0
-            g = TileGrid(img.shape[1], img.shape[2], 256, overlap)
-            # a tile's influence starts and ends at its window edges
-            rows = sorted({e for i in range(g.rows) for e in (g.window(i, 0).row, g.window(i, 0).row_stop)})
-            cols = sorted({e for j in range(g.cols) for e in (g.window(0, j).col, g.window(0, j).col_stop)})
+            rows, cols = window_edges(TileGrid(img.shape[1], img.shape[2], 256, overlap))
             results[name] = round(seam_score(img, valid, rows, cols), 3)
     spec = load_model(model).spec
     return {

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mosaic", action="store_true", help="render all scenes as one VRT mosaic")
     ap.add_argument("--parallel", type=int, default=2, help="scenes in flight at once")
     ap.add_argument("--tile-size", type=int, default=256)
-    ap.add_argument("--overlap", type=int, default=64)
+    ap.add_argument("--overlap", type=int, default=TileConfig().overlap)
     ap.add_argument("--chunk-size", type=int, default=1024)
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)

@@ -28,6 +28,8 @@ from geopix.cli.options import (
 from geopix.cli.progress import progress_bar
 from geopix.config import InferConfig, RenderConfig, TileConfig
 
+_TILES = TileConfig()  # the library's defaults, so the CLI cannot drift from them
+
 
 def _summary(result, extra: list[str] | None = None) -> None:
     from rich.console import Console
@@ -58,7 +60,7 @@ def render_cmd(
     output_dir: OutputDir = ...,
     model: Model = "sat2map",
     tile_size: TileSize = 256,
-    overlap: Overlap = 64,
+    overlap: Overlap = _TILES.overlap,
     batch_size: BatchSize = 8,
     chunk_size: int = typer.Option(1024, help="Output block size in pixels (one Dask task, one zarr chunk)."),
     device: Device = "auto",
@@ -126,7 +128,7 @@ def predict_cmd(
     out_dir: Path = typer.Argument(..., help="Output folder; one PNG per input, named by its stem."),
     model: Model = "sat2map",
     tile_size: TileSize = 256,
-    overlap: Overlap = 64,
+    overlap: Overlap = _TILES.overlap,
     batch_size: BatchSize = 8,
     device: Device = "auto",
     precision: Precision = "auto",
@@ -152,7 +154,7 @@ def info_cmd(
     input: Path = typer.Argument(..., help="A raster."),
     model: Model = "sat2map",
     tile_size: TileSize = 256,
-    overlap: Overlap = 64,
+    overlap: Overlap = _TILES.overlap,
     bands: Bands = None,
     resample: Resample = True,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),

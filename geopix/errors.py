@@ -108,3 +108,9 @@ class TilesetError(GeopixError, ValueError):
     """A path ``geopix serve`` cannot serve (not a tile folder, PMTiles, MBTiles or GeoTIFF)."""
 
     exit_code = 21
+
+
+class MissingDependencyError(GeopixError, ImportError):
+    """An optional package a command needs is not installed; found before any work starts."""
+
+    exit_code = 40

@@ -177,6 +177,11 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
     model = load_model(config.model)
     check_tiling(config.tiles, model.spec)
     info = inspect_raster(config.input, config.bands, config.allow_no_crs)
+    xyz = None if config.xyz is None else Path(config.xyz) if Path(config.xyz).is_absolute() else out_dir / config.xyz
+    if xyz is not None and not config.overwrite:
+        pending = _pending_web_tiles(out_dir, xyz, info, model)
+        if pending is not None:  # an earlier run of this command rendered the map, not its tiles
+            return _finish(config, out_dir, xyz, pending, t_start, resumed=True)
     xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
     prepare_output(out_dir, [MAP_NAME, *xyz_name], config.overwrite)
     scheduler = resolve_scheduler(config.scheduler, config.scheduler_file)
@@ -207,60 +212,92 @@ def render(config: RenderConfig | None = None, /, **kwargs) -> RenderResult:
     stats["finalize"] = time.perf_counter() - t_write
     if not config.keep_zarr:
         remove_store(job.store)
+    manifest = {
+        "geopix": __version__,
+        "input": info.path,
+        "model": job.model_path,
+        "tile_size": plan.tile,
+        "overlap": plan.overlap,
+        "chunk_size": plan.chunk,
+        "precision": job.infer.precision,
+        "work_grid": [job.grid.height, job.grid.width],
+        "output": str(map_path),
+        "width": job.store.width,
+        "height": job.store.height,
+        "tiles": plan.n_tiles,
+        "tiles_run": int(stats.pop("tiles", 0)),
+        "tiles_skipped": int(stats.pop("skipped", 0)),
+        "tiles_cached": int(stats.pop("cached", 0)),
+        "blocks": len(all_blocks),
+        "blocks_resumed": len(done),
+        "store": str(job.store.path) if config.keep_zarr else None,
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "stage_seconds": {k: round(v, 3) for k, v in stats.items() if k != "pixels"},
+    }
+    if xyz is not None:
+        # Recorded before the pyramid starts: if it fails, the rerun of the same command finds
+        # the map and its manifest and builds only the tiles (instead of "map.tif exists").
+        manifest["web_tiles"] = {"path": str(xyz), "done": False}
+    write_manifest(out_dir / "render.json", manifest)
+    return _finish(config, out_dir, xyz, manifest, t_start)
+
+
+def _pending_web_tiles(out_dir: Path, xyz: Path, info: RasterInfo, model: LoadedModel) -> dict | None:
+    """The manifest of an earlier render of this input and model whose web tiles at ``xyz`` are
+    not finished (the pyramid failed or was interrupted), or None."""
+    try:
+        manifest = json.loads((out_dir / "render.json").read_text())
+    except (OSError, ValueError):
+        return None
+    tiles = manifest.get("web_tiles") or {}
+    same = manifest.get("input") == info.path and manifest.get("model") == model.path
+    if same and tiles.get("path") == str(xyz) and not tiles.get("done") and (out_dir / MAP_NAME).exists():
+        return manifest
+    return None
+
+
+def _finish(
+    config: RenderConfig, out_dir: Path, xyz: Path | None, manifest: dict, t_start: float, resumed: bool = False
+) -> RenderResult:
+    """Build the web tiles (when asked), complete ``render.json`` and return the result.
+
+    ``resumed``: the map is an earlier run's; tiles that run left at ``xyz`` are unfinished."""
+    map_path = Path(manifest["output"])
+    stage_seconds = dict(manifest["stage_seconds"])
     pyramid = None
-    if config.xyz is not None:
+    if xyz is not None:
         from geopix.pyramid import PyramidConfig, build_pyramid
 
         t_pyr = time.perf_counter()
-        xyz = config.xyz if Path(config.xyz).is_absolute() else out_dir / config.xyz
         pyramid = build_pyramid(
             map_path,
             xyz,
-            PyramidConfig(overwrite=config.overwrite),
-            scheduler=config.scheduler,
+            PyramidConfig(overwrite=config.overwrite or resumed),
+            scheduler=resolve_scheduler(config.scheduler, config.scheduler_file),
             workers=config.workers,
             progress=config.progress,
         )
-        stats["pyramid"] = time.perf_counter() - t_pyr
+        stage_seconds["pyramid"] = round(time.perf_counter() - t_pyr, 3)
+        manifest = {**manifest, "web_tiles": {"path": str(pyramid.path), "done": True}}
     seconds = time.perf_counter() - t_start
-    result = RenderResult(
+    manifest = {**manifest, "seconds": round(seconds, 3), "stage_seconds": stage_seconds}
+    write_manifest(out_dir / "render.json", manifest)
+    return RenderResult(
         map_path=map_path,
-        store_path=Path(job.store.path) if config.keep_zarr else None,
-        width=job.store.width,
-        height=job.store.height,
-        tiles=plan.n_tiles,
-        tiles_run=int(stats.pop("tiles", 0)),
-        tiles_skipped=int(stats.pop("skipped", 0)),
-        tiles_cached=int(stats.pop("cached", 0)),
-        blocks=len(all_blocks),
-        blocks_resumed=len(done),
+        store_path=Path(manifest["store"]) if manifest.get("store") else None,
+        width=manifest["width"],
+        height=manifest["height"],
+        tiles=manifest["tiles"],
+        tiles_run=manifest["tiles_run"],
+        tiles_skipped=manifest["tiles_skipped"],
+        tiles_cached=manifest["tiles_cached"],
+        blocks=manifest["blocks"],
+        blocks_resumed=manifest["blocks_resumed"],
         seconds=seconds,
-        stage_seconds={k: round(v, 3) for k, v in stats.items() if k != "pixels"},
+        stage_seconds=stage_seconds,
         tiles_path=pyramid.path if pyramid else None,
-        precision=job.infer.precision,
+        precision=manifest["precision"],
     )
-    write_manifest(
-        out_dir / "render.json",
-        {
-            "geopix": __version__,
-            "input": info.path,
-            "model": job.model_path,
-            "tile_size": plan.tile,
-            "overlap": plan.overlap,
-            "chunk_size": plan.chunk,
-            "precision": job.infer.precision,
-            "work_grid": [job.grid.height, job.grid.width],
-            "output": str(map_path),
-            "tiles": result.tiles,
-            "tiles_run": result.tiles_run,
-            "tiles_cached": result.tiles_cached,
-            "blocks": result.blocks,
-            "blocks_resumed": result.blocks_resumed,
-            "seconds": round(seconds, 3),
-            "stage_seconds": result.stage_seconds,
-        },
-    )
-    return result
 
 
 def _compute_blocks(

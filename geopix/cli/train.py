@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import fields
 from pathlib import Path
 
@@ -9,14 +10,38 @@ import typer
 
 from geopix.cli import app
 from geopix.config import PRESETS, TrainConfig
-from geopix.errors import GeopixError
+from geopix.errors import GeopixError, OutputExistsError
+from geopix.recipes import RECIPES
+
+
+def _command_line(ctx: typer.Context) -> str:
+    """The command as given, in canonical form (options the user set, in declaration order)."""
+    parts = ["geopix", ctx.info_name or "train"]
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source is None or source.name != "COMMANDLINE":
+            continue
+        value = ctx.params[param.name]
+        if param.param_type_name == "argument":
+            parts.append(str(value))
+        elif getattr(param, "is_flag", False):
+            parts.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            parts += [param.opts[0], str(value)]
+    return shlex.join(parts)
 
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     data: Path = typer.Argument(..., help="Dataset folder: maps layout (train/*.jpg, A|B side by side) or A/ and B/."),
     run_dir: Path = typer.Option(Path("runs/train"), "--run-dir", "-o", help="Where checkpoints and logs go."),
-    preset: str = typer.Option("pix2pix", help=f"Recipe to start from: {', '.join(PRESETS)}."),
+    preset: str = typer.Option(None, help=f"Option set to start from: {', '.join(PRESETS)} (default pix2pix)."),
+    recipe: str = typer.Option(
+        None,
+        help=f"Rebuild a shipped model, every stage and the export: {', '.join(RECIPES)}; other options "
+        "override every stage.",
+    ),
     direction: str = typer.Option(None, help="AtoB (aerial→map) or BtoA."),
     ngf: int = typer.Option(None, help="Generator width (64 in the paper)."),
     ndf: int = typer.Option(None, help="Discriminator width."),
@@ -47,17 +72,27 @@ def train_cmd(
     save_every: int = typer.Option(None, help="Save a checkpoint every N epochs."),
     sample_every: int = typer.Option(None, help="Write a sample grid every N epochs."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/state.pt exactly."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in RUN_DIR (else refused)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train pix2pix (or the palette variant) and write a self-describing checkpoint."""
+    given = {k: v for k, v in locals().items() if k in {f.name for f in fields(TrainConfig)} and v is not None}
+    given["source_resolution_m"] = source_resolution
+    given["command"] = _command_line(ctx)
+    if recipe is not None:
+        from geopix.recipes import train_recipe
+
+        if preset is not None:
+            raise GeopixError(f"--recipe {recipe} sets the preset of each stage; drop --preset {preset}")
+        path = train_recipe(recipe, data, run_dir, {k: v for k, v in given.items() if v is not None})
+        typer.echo(f"generator checkpoint: {path}")
+        return
     from geopix.train import train
 
+    preset = preset or "pix2pix"
     if preset not in PRESETS:
         raise GeopixError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
-    given = {k: v for k, v in locals().items() if k in {f.name for f in fields(TrainConfig)} and v is not None}
-    values = {**PRESETS[preset], **given, "source_resolution_m": source_resolution or 1.0}
-    values.pop("source_resolution", None)
-    cfg = TrainConfig(**values)
+    cfg = TrainConfig(**{**PRESETS[preset], **given})
     path = train(cfg)
     typer.echo(f"generator checkpoint: {path}")
 
@@ -74,12 +109,15 @@ def export_cmd(
     palette_sharpness: float = typer.Option(
         None, help="Palette decoding: 0 = argmax colour, k > 0 = colours weighted by softmax(k · logits)."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists."),
 ) -> None:
     """Re-save a checkpoint for shipping (fp16, corrected metadata)."""
     import json
 
     from geopix.models.checkpoint import export_checkpoint, load_checkpoint
 
+    if dst.exists() and not overwrite:
+        raise OutputExistsError(f"{dst} already exists; pass --overwrite to replace it or choose another DST")
     spec = load_checkpoint(src).spec
     overrides: dict[str, object] = {}
     if ground_resolution is not None:

@@ -42,7 +42,9 @@ def eval_cmd(
     batch_size: int = typer.Option(8, help="Images per forward pass."),
     bn_mode: str = typer.Option("eval", help="eval (running statistics) | train (per-batch statistics)."),
     direction: str = typer.Option(None, help="AtoB or BtoA; default: the checkpoint's."),
-    source_resolution: float = typer.Option(1.0, help="Metres per pixel of the dataset images as stored."),
+    source_resolution: float = typer.Option(
+        None, help="Metres per pixel of the dataset images as stored (default: 0.9 for the maps layout, else 1.0)."
+    ),
     baseline_color: str = typer.Option("232,229,222", help="R,G,B of the constant-image baseline."),
 ) -> None:
     """Score a generator on a paired split (accuracy@5/10, RMSE, L1, PSNR, SSIM, class IoU)."""

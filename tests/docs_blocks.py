@@ -147,11 +147,16 @@ def make_workspace(base: Path) -> Path:
     _shared(ws)
     for folder in ("workflows", "benchmarks"):  # `python workflows/x.py` as written, from the repo root
         os.symlink(ROOT / folder, ws / folder)
-    shim = base / "bin"
-    shim.mkdir()
-    (shim / "geopix").write_text(f"#!{sys.executable}\n{SHIM}")
-    (shim / "geopix").chmod(0o755)
+    write_shim(base / "bin", sys.executable)
     return ws
+
+
+def write_shim(folder: Path, python: str) -> Path:
+    """``folder/geopix``: the real geopix of ``python``, except that ``serve`` is checked and stopped."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "geopix").write_text(f"#!{python}\n{SHIM}")
+    (folder / "geopix").chmod(0o755)
+    return folder
 
 
 SHIM = '''
@@ -192,12 +197,13 @@ def prepare(block: Block, ws: Path) -> None:
             STANDINS[name](ws / name)
 
 
-def run(block: Block, ws: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+def run(block: Block, ws: Path, timeout: float = 900, python: str = sys.executable) -> subprocess.CompletedProcess:
+    """Run ``block`` in ``ws`` with ``python``'s environment (its geopix, the shim first on PATH)."""
     env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(ws.parent / "bin"), str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PATH"] = os.pathsep.join([str(ws.parent / "bin"), str(Path(python).parent), env.get("PATH", "")])
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     if block.kind == "python":
-        cmd = [sys.executable, "-c", block.code]
+        cmd = [python, "-c", block.code]
     else:
         cmd = ["bash", "-c", "set -eo pipefail\nset -x\n" + block.code]
     return subprocess.run(cmd, cwd=ws, env=env, capture_output=True, text=True, timeout=timeout, check=False)

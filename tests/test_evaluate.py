@@ -223,3 +223,13 @@ def test_random_checkpoint_on_real_maps(tmp_path: Path) -> None:
     assert 0.0 <= saved["metrics"]["acc_10"] <= 1.0 and saved["metrics"]["rmse"] > 0
     # The real maps are mostly beige: the constant baseline gets a sizeable share right.
     assert saved["baseline"]["acc_10"] > 0.2
+
+
+def test_default_eval_folder_is_the_documented_one(palette_ckpt: Path) -> None:
+    """docs/training.md: eval-SPLIT/ beside a checkpoint file, runs/eval/NAME-SPLIT/ for a registry name."""
+    from geopix.cli.evaluate import _default_out
+
+    assert _default_out(str(palette_ckpt), "val") == palette_ckpt.parent / "eval-val"
+    assert _default_out("sat2map", "train") == Path("runs/eval/sat2map-train")
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    assert "`eval-SPLIT/` next to a checkpoint file" in doc and "`runs/eval/NAME-SPLIT/`" in doc

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +109,13 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 def test_an_existing_run_is_refused_and_left_untouched(data: Path, tmp_path: Path) -> None:
     fast = ["--preset", "palette", "--palette-size", "3", "--epochs-decay", "0"]
-    assert _run(data, tmp_path, *fast, "--epochs", "2") == 0
+    umask = os.umask(0o022)
+    try:
+        assert _run(data, tmp_path, *fast, "--epochs", "2") == 0
+    finally:
+        os.umask(umask)
+    for name in ("state.pt", "generator.safetensors", "log.csv"):  # cluster workers of another user read them
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
     (tmp_path / "notes.txt").write_text("mine")  # not the run's: --overwrite must keep it
     before = _snapshot(tmp_path)
     assert _run(data, tmp_path, *fast, "--epochs", "1") == OutputExistsError.exit_code

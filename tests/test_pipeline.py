@@ -282,6 +282,20 @@ def test_render_whose_web_tiles_failed_reruns_into_the_tiles(
         render(cfg)
 
 
+def test_outputs_get_the_umask_mode(aerial: Path, checkpoint: Path, tmp_path: Path) -> None:
+    """map.tif, render.json and web tiles are 0644 under the usual umask (readable by other users)."""
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        _render(aerial, tmp_path, checkpoint, xyz=Path("t.mbtiles"))
+    finally:
+        os.umask(umask)
+    for name in ("map.tif", "render.json", "t.mbtiles"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
 def test_interrupted_render_resumes_and_matches(
     monkeypatch: pytest.MonkeyPatch, aerial: Path, checkpoint: Path, tmp_path: Path
 ) -> None:

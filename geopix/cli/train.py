@@ -62,7 +62,9 @@ def train_cmd(
         None, help="Sharpen or blur the input photo at random, up to this strength (0..1)."
     ),
     rotate: bool = typer.Option(None, "--rotate/--no-rotate", help="Add 90° rotations to the flips."),
-    source_resolution: float = typer.Option(None, help="Metres per pixel of the dataset images as stored."),
+    source_resolution: float = typer.Option(
+        None, help="Metres per pixel of the dataset images as stored (default: 0.9 for the maps layout, else 1.0)."
+    ),
     max_images: int = typer.Option(None, help="Use only the first N training pairs."),
     seed: int = typer.Option(None, help="Random seed."),
     init_from: str = typer.Option(None, help="Start from these weights (registry name or checkpoint): fine-tuning."),
@@ -82,8 +84,9 @@ def train_cmd(
     if recipe is not None:
         from geopix.recipes import train_recipe
 
-        if preset is not None:
-            raise GeopixError(f"--recipe {recipe} sets the preset of each stage; drop --preset {preset}")
+        if preset is not None or init_from is not None:
+            extra = f"--preset {preset}" if preset is not None else f"--init-from {init_from}"
+            raise GeopixError(f"--recipe {recipe} sets the preset and starting weights of each stage; drop {extra}")
         path = train_recipe(recipe, data, run_dir, {k: v for k, v in given.items() if v is not None})
         typer.echo(f"generator checkpoint: {path}")
         return

@@ -36,7 +36,7 @@ FENCE = re.compile(r"^( *)```(\S*)\s*$")
 
 def doc_files() -> list[Path]:
     """The pages a user follows; new pages under docs/ are picked up without a change here."""
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "workflows" / "README.md"]
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), ROOT / "workflows" / "README.md"]
 
 
 @dataclass(frozen=True)

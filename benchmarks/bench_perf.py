@@ -538,8 +538,8 @@ def bench_ratio(args: argparse.Namespace, model: str, src: Path, tmp: Path) -> d
 # ---- driver ----------------------------------------------------------------------------------
 def _mosaic(args: argparse.Namespace, tmp: Path) -> Path:
     t0 = time.perf_counter()
-    src = mosaic(VIENNA, tmp / f"mosaic_{args.size}.tif", args.size)
-    print(f"mosaic {args.size}² of {VIENNA.name} written in {time.perf_counter() - t0:.1f} s", flush=True)
+    src = mosaic(Path(args.scene), tmp / f"mosaic_{args.size}.tif", args.size)
+    print(f"mosaic {args.size}² of {Path(args.scene).name} written in {time.perf_counter() - t0:.1f} s", flush=True)
     return src
 
 
@@ -600,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--channels-last", choices=["both", "on", "off"], default="both", help="raw: layouts")
     ap.add_argument("--no-compile", dest="compile", action="store_false", help="raw: skip torch.compile")
     ap.add_argument("--compile-mode", default="default", help="raw: torch.compile mode (default, max-autotune, ...)")
+    ap.add_argument("--scene", default=str(VIENNA), help="e2e/baseline: the aerial GeoTIFF the mosaic is built from")
     ap.add_argument("--size", type=int, default=8192, help="e2e/baseline: mosaic side in pixels")
     ap.add_argument("--tile-size", type=int, default=256)
     ap.add_argument("--overlap", type=int, default=TileConfig().overlap, help="e2e: window overlap")
@@ -630,8 +631,8 @@ def main() -> None:
         resolve_device(args.device)
     except DeviceError as exc:
         raise SystemExit(f"bench_perf.py: {exc}") from None
-    if args.which != "raw" and not VIENNA.exists():
-        print(f"skipped: {VIENNA} is absent; e2e/baseline/all build their raster from ../shared", flush=True)
+    if args.which != "raw" and not Path(args.scene).exists():
+        print(f"skipped: {args.scene} is absent; pass --scene AERIAL.tif (e2e/baseline/all mosaic it)", flush=True)
         return None
     out: dict = {
         "machine": machine(),

@@ -188,7 +188,7 @@ def bench_seams(args: argparse.Namespace) -> dict:
     from geopix.plan import TileGrid
 
     model = args.model or default_model()
-    src = Path(args.input or VIENNA)
+    src = Path(args.input)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         overlaps = [int(o) for o in str(args.overlaps or args.overlap).split(",")]
@@ -222,7 +222,7 @@ def bench_memory(args: argparse.Namespace) -> dict:
         # render path), so the output is full size while inference stays affordable on 2 cores.
         model = args.model or random_model(tmp, 4, args.model_res)
         for size in [int(s) for s in args.sizes.split(",")]:
-            src = mosaic(VIENNA, tmp / f"mosaic_{size}.tif", size)
+            src = mosaic(Path(args.input), tmp / f"mosaic_{size}.tif", size)
             # A fresh `geopix render` process, as a user runs it: this benchmark's own GDAL
             # cache (from writing the mosaic) must not count.
             out = tmp / f"out_{size}"
@@ -291,7 +291,7 @@ def bench_throughput(args: argparse.Namespace) -> dict:
     print(f"raw generator: {raw:.2f} tiles/s (batch {args.batch}, {threads} threads)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        src = mosaic(VIENNA, tmp / "mosaic.tif", args.size)
+        src = mosaic(Path(args.input), tmp / "mosaic.tif", args.size)
         result, peak = render_once(
             src,
             tmp / "out",
@@ -326,7 +326,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("which", choices=["seams", "memory", "throughput"])
     ap.add_argument("--model", default="")
-    ap.add_argument("--input", default="")
+    ap.add_argument("--input", default=str(VIENNA), help="the aerial GeoTIFF the rasters are built from")
     ap.add_argument("--overlap", type=int, default=64)
     ap.add_argument("--overlaps", default="", help="seams: a comma-separated sweep, e.g. 16,32,64,96")
     ap.add_argument("--sizes", default="4096,16384")
@@ -343,8 +343,8 @@ def main() -> None:
     ap.add_argument("--json", default="")
     ap.add_argument("--resample", action="store_true", help="seams: run at the model's resolution (few tiles)")
     args = ap.parse_args()
-    if not VIENNA.exists():
-        raise SystemExit(f"{VIENNA} is absent: these benchmarks build their rasters from ../shared")
+    if not Path(args.input).exists():
+        raise SystemExit(f"{args.input} is absent: pass --input AERIAL.tif (the rasters are built from it)")
     out = {"seams": bench_seams, "memory": bench_memory, "throughput": bench_throughput}[args.which](args)
     out["machine"] = f"{os.cpu_count()} cores, torch CPU"
     print(json.dumps(out, indent=2))

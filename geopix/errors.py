@@ -156,3 +156,9 @@ class DemoDataError(GeopixError, FileNotFoundError):
     """The demo scene shipped in the package is missing or unreadable (a broken install)."""
 
     exit_code = 36
+
+
+class MissingDependencyError(GeopixError, ImportError):
+    """An optional package a command needs is not installed; found before any work starts."""
+
+    exit_code = 40

@@ -35,7 +35,7 @@ from geopix.errors import GeopixError, Interrupted
 from geopix.execute import BlockJob, close_readers
 from geopix.models.checkpoint import LoadedModel
 from geopix.models.registry import load_model, resolve_model
-from geopix.output import claim_output
+from geopix.output import check_output, claim_output
 from geopix.plan import Block, RenderPlan, cache_friendly_order, check_tiling
 from geopix.read import RasterInfo, colour_match, inspect_raster, work_grid
 from geopix.write import StoreSpec, finalize_geotiff, open_store, remove_store, write_manifest
@@ -106,14 +106,19 @@ def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | N
         config = _config_from_kwargs(kwargs)
     t_start = time.perf_counter()
     out_dir = Path(config.output_dir)
+    xyz = None if config.xyz is None else Path(config.xyz) if Path(config.xyz).is_absolute() else out_dir / config.xyz
     xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
-    with claim_output(out_dir, [MAP_NAME, *xyz_name], config.overwrite):
+    with claim_output(out_dir, [], config.overwrite):
+        pending = None if xyz is None or config.overwrite else _pending_web_tiles(config, out_dir, xyz)
+        if pending is not None:  # an earlier run of this command rendered the map, not its tiles
+            return _publish_tiles(config, out_dir, xyz, pending, t_start, on_progress, resumed=True)
+        check_output(out_dir, [MAP_NAME, *xyz_name], config.overwrite)
         prepared = prepare(config)
         computed = compute(prepared, on_progress)
         t_write = time.perf_counter()
         map_path = finalize(prepared, computed)
         computed.stats["finalize"] = time.perf_counter() - t_write
-        return publish(prepared, computed, map_path, t_start, on_progress)
+        return publish(prepared, computed, map_path, xyz, t_start, on_progress)
 
 
 def prepare(config: RenderConfig) -> Prepared:
@@ -229,64 +234,108 @@ def finalize(prepared: Prepared, computed: Computed) -> Path:
 
 
 def publish(
-    prepared: Prepared, computed: Computed, map_path: Path, t_start: float, on_progress: ProgressFn | None
+    prepared: Prepared,
+    computed: Computed,
+    map_path: Path,
+    xyz: Path | None,
+    t_start: float,
+    on_progress: ProgressFn | None,
 ) -> RenderResult:
-    """Web tiles (``--xyz``) and ``render.json``; returns what the render produced."""
+    """``render.json``, then the web tiles (``--xyz``); returns what the render produced."""
     config, job, plan, stats = prepared.config, computed.job, prepared.plan, dict(computed.stats)
+    manifest = {
+        "geopix": __version__,
+        "input": job.info.path,
+        "model": job.model_path,
+        "tile_size": plan.tile,
+        "overlap": plan.overlap,
+        "chunk_size": plan.chunk,
+        "precision": job.infer.precision,
+        "work_grid": [job.grid.height, job.grid.width],
+        "output": str(map_path),
+        "width": job.store.width,
+        "height": job.store.height,
+        "tiles": plan.n_tiles,
+        "tiles_run": int(stats.pop("tiles", 0)),
+        "tiles_skipped": int(stats.pop("skipped", 0)),
+        "tiles_cached": int(stats.pop("cached", 0)),
+        "blocks": computed.blocks,
+        "blocks_resumed": computed.blocks_resumed,
+        "store": str(job.store.path) if config.keep_zarr else None,
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "stage_seconds": {k: round(v, 3) for k, v in stats.items() if k != "pixels"},
+    }
+    if xyz is not None:
+        # Recorded before the pyramid starts: if it fails, the rerun of the same command finds
+        # the map and its manifest and builds only the tiles (instead of "map.tif exists").
+        manifest["web_tiles"] = {"path": str(xyz), "done": False}
+    write_manifest(prepared.out_dir / "render.json", manifest)
+    return _publish_tiles(config, prepared.out_dir, xyz, manifest, t_start, on_progress)
+
+
+def _pending_web_tiles(config: RenderConfig, out_dir: Path, xyz: Path) -> dict | None:
+    """The manifest of an earlier render of this input and model whose web tiles at ``xyz`` are
+    not finished (the pyramid failed or was interrupted), or None."""
+    try:
+        manifest = json.loads((out_dir / "render.json").read_text())
+    except (OSError, ValueError):
+        return None
+    tiles = manifest.get("web_tiles") or {}
+    if tiles.get("path") != str(xyz) or tiles.get("done") or not (out_dir / MAP_NAME).exists():
+        return None
+    info = inspect_raster(config.input, config.bands, config.allow_no_crs)
+    same = manifest.get("input") == info.path and manifest.get("model") == load_model(config.model).path
+    return manifest if same else None
+
+
+def _publish_tiles(
+    config: RenderConfig,
+    out_dir: Path,
+    xyz: Path | None,
+    manifest: dict,
+    t_start: float,
+    on_progress: ProgressFn | None,
+    resumed: bool = False,
+) -> RenderResult:
+    """Build the web tiles (when asked), complete ``render.json`` and return the result.
+
+    ``resumed``: the map is an earlier run's; tiles that run left at ``xyz`` are unfinished."""
+    map_path = Path(manifest["output"])
+    stage_seconds = dict(manifest["stage_seconds"])
     pyramid = None
-    if config.xyz is not None:
+    if xyz is not None:
         from geopix.pyramid import PyramidConfig, build_pyramid
 
         t_pyr = time.perf_counter()
-        xyz = config.xyz if Path(config.xyz).is_absolute() else prepared.out_dir / config.xyz
         pyramid = build_pyramid(
             map_path,
             xyz,
-            PyramidConfig(overwrite=config.overwrite),
-            scheduler=config.scheduler,
+            PyramidConfig(overwrite=config.overwrite or resumed),
+            scheduler=resolve_scheduler(config.scheduler, config.scheduler_file),
             workers=config.workers,
             on_progress=on_progress,
         )
-        stats["pyramid"] = time.perf_counter() - t_pyr
+        stage_seconds["pyramid"] = round(time.perf_counter() - t_pyr, 3)
+        manifest = {**manifest, "web_tiles": {"path": str(pyramid.path), "done": True}}
     seconds = time.perf_counter() - t_start
-    result = RenderResult(
+    manifest = {**manifest, "seconds": round(seconds, 3), "stage_seconds": stage_seconds}
+    write_manifest(out_dir / "render.json", manifest)
+    return RenderResult(
         map_path=map_path,
-        store_path=Path(job.store.path) if config.keep_zarr else None,
-        width=job.store.width,
-        height=job.store.height,
-        tiles=plan.n_tiles,
-        tiles_run=int(stats.pop("tiles", 0)),
-        tiles_skipped=int(stats.pop("skipped", 0)),
-        tiles_cached=int(stats.pop("cached", 0)),
-        blocks=computed.blocks,
-        blocks_resumed=computed.blocks_resumed,
+        store_path=Path(manifest["store"]) if manifest.get("store") else None,
+        width=manifest["width"],
+        height=manifest["height"],
+        tiles=manifest["tiles"],
+        tiles_run=manifest["tiles_run"],
+        tiles_skipped=manifest["tiles_skipped"],
+        tiles_cached=manifest["tiles_cached"],
+        blocks=manifest["blocks"],
+        blocks_resumed=manifest["blocks_resumed"],
         seconds=seconds,
-        stage_seconds={k: round(v, 3) for k, v in stats.items() if k != "pixels"},
+        stage_seconds=stage_seconds,
         tiles_path=pyramid.path if pyramid else None,
-        precision=job.infer.precision,
+        precision=manifest["precision"],
     )
-    write_manifest(
-        prepared.out_dir / "render.json",
-        {
-            "geopix": __version__,
-            "input": job.info.path,
-            "model": job.model_path,
-            "tile_size": plan.tile,
-            "overlap": plan.overlap,
-            "chunk_size": plan.chunk,
-            "precision": job.infer.precision,
-            "work_grid": [job.grid.height, job.grid.width],
-            "output": str(map_path),
-            "tiles": result.tiles,
-            "tiles_run": result.tiles_run,
-            "tiles_cached": result.tiles_cached,
-            "blocks": result.blocks,
-            "blocks_resumed": result.blocks_resumed,
-            "seconds": round(seconds, 3),
-            "stage_seconds": result.stage_seconds,
-        },
-    )
-    return result
 
 
 def fingerprint(job: BlockJob) -> str:

@@ -43,3 +43,12 @@ def checkpoint(data_dir: Path) -> Path:
 def official_checkpoint(data_dir: Path) -> Path:
     """The same kind of network saved in the authors' .pth layout (no num_batches_tracked)."""
     return random_checkpoint(data_dir / "tiny_official.pth", ngf=4, official=True, seed=1)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The docs test's count of commands run and skipped (and why), when it ran."""
+    import sys
+
+    docs = sys.modules.get("tests.test_docs")
+    for line in docs.summary_lines() if docs else []:
+        terminalreporter.write_line(line)

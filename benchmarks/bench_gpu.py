@@ -315,11 +315,12 @@ def bench_fidelity(args: argparse.Namespace, device, model: str) -> dict:
     from geopix.infer import Predictor
     from geopix.models.checkpoint import load_checkpoint
 
-    if not SHARED.is_dir():
-        print(f"  fidelity skipped: {SHARED} is absent", flush=True)
-        return {"skipped": f"{SHARED} absent"}
+    folder = Path(args.geotiffs or SHARED)
+    if not folder.is_dir():
+        print(f"  fidelity skipped: {folder} is absent (pass --geotiffs DIR)", flush=True)
+        return {"skipped": f"{folder} absent"}
     loaded = load_checkpoint(model)
-    tiles = real_tiles(loaded.spec.ground_resolution_m, loaded.spec)
+    tiles = real_tiles(loaded.spec.ground_resolution_m, loaded.spec, folder=folder)
     if args.fidelity_tiles and len(tiles) > args.fidelity_tiles:
         tiles = tiles[np.linspace(0, len(tiles) - 1, args.fidelity_tiles).astype(int)]
     ref, _ = run(Predictor(loaded.spec, loaded.net, device, True, "fp32"), tiles, args.fidelity_batch)
@@ -436,6 +437,8 @@ def main() -> None:
     ap.add_argument("--e2e-chunk", type=int, default=2048)
     ap.add_argument("--e2e-precision", default="bf16")
     ap.add_argument("--e2e-ngf", type=int, default=0, help="e2e with a random model of this width (0: --model)")
+    ap.add_argument("--scene", default=str(VIENNA), help="e2e: the aerial GeoTIFF the mosaic is built from")
+    ap.add_argument("--geotiffs", default="", help="fidelity: folder of aerial GeoTIFFs (default: ../shared's)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
 
@@ -488,8 +491,9 @@ def main() -> None:
             res["fidelity"] = bench_fidelity(args, device, shipped)
         if "e2e" in sections:
             print("e2e:", flush=True)
-            if not VIENNA.exists():
-                print(f"  e2e skipped: {VIENNA} is absent", flush=True)
+            scene = Path(args.scene)
+            if not scene.exists():
+                print(f"  e2e skipped: {scene} is absent (pass --scene AERIAL.tif)", flush=True)
                 res["e2e"] = None
             else:
                 from bench_render import mosaic
@@ -506,7 +510,7 @@ def main() -> None:
                     workers=0,
                     seconds=args.seconds,
                 )
-                src = mosaic(VIENNA, tmp / "mosaic.tif", args.e2e_size)
+                src = mosaic(scene, tmp / "mosaic.tif", args.e2e_size)
                 res["e2e"] = bench_e2e(e2e_args, model, src, tmp)
     summary(res)
     if args.json:

@@ -4,7 +4,7 @@ Prints tables and (with ``--json PATH``) writes JSON; nothing asserts (targets a
 
     python benchmarks/bench_perf.py raw      [--device auto] [--model M | --ngf N] [--batches 1,2,4,8,16]
                                              [--precisions fp32,bf16,fp16] [--force-fp16] [--seconds 5] [--no-compile]
-    python benchmarks/bench_perf.py e2e      [--size 8192] [--tile-size 256 --overlap 64 --batch 8 --chunk 2048]
+    python benchmarks/bench_perf.py e2e      [--size 8192] [--tile-size 256 --overlap 32 --batch 8 --chunk 2048]
                                              [--precision auto] [--workers W]
     python benchmarks/bench_perf.py baseline [--size 8192]
     python benchmarks/bench_perf.py all      [...]   # raw + e2e + baseline + peak memory, and a summary table
@@ -538,8 +538,8 @@ def bench_ratio(args: argparse.Namespace, model: str, src: Path, tmp: Path) -> d
 # ---- driver ----------------------------------------------------------------------------------
 def _mosaic(args: argparse.Namespace, tmp: Path) -> Path:
     t0 = time.perf_counter()
-    src = mosaic(VIENNA, tmp / f"mosaic_{args.size}.tif", args.size)
-    print(f"mosaic {args.size}² of {VIENNA.name} written in {time.perf_counter() - t0:.1f} s", flush=True)
+    src = mosaic(Path(args.scene), tmp / f"mosaic_{args.size}.tif", args.size)
+    print(f"mosaic {args.size}² of {Path(args.scene).name} written in {time.perf_counter() - t0:.1f} s", flush=True)
     return src
 
 
@@ -585,6 +585,8 @@ def summary(out: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from geopix.config import TileConfig
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("which", choices=["raw", "e2e", "baseline", "all", "ratio", "_e2e", "_baseline"])
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -598,9 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--channels-last", choices=["both", "on", "off"], default="both", help="raw: layouts")
     ap.add_argument("--no-compile", dest="compile", action="store_false", help="raw: skip torch.compile")
     ap.add_argument("--compile-mode", default="default", help="raw: torch.compile mode (default, max-autotune, ...)")
+    ap.add_argument("--scene", default=str(VIENNA), help="e2e/baseline: the aerial GeoTIFF the mosaic is built from")
     ap.add_argument("--size", type=int, default=8192, help="e2e/baseline: mosaic side in pixels")
     ap.add_argument("--tile-size", type=int, default=256)
-    ap.add_argument("--overlap", type=int, default=64)
+    ap.add_argument("--overlap", type=int, default=TileConfig().overlap, help="e2e: window overlap")
     ap.add_argument("--batch", type=int, default=8, help="e2e: batch size")
     ap.add_argument("--chunk", type=int, default=2048, help="e2e: output block side")
     ap.add_argument("--precision", default="auto", help="e2e: auto | fp32 | bf16 | fp16")
@@ -628,8 +631,8 @@ def main() -> None:
         resolve_device(args.device)
     except DeviceError as exc:
         raise SystemExit(f"bench_perf.py: {exc}") from None
-    if args.which != "raw" and not VIENNA.exists():
-        print(f"skipped: {VIENNA} is absent; e2e/baseline/all build their raster from ../shared", flush=True)
+    if args.which != "raw" and not Path(args.scene).exists():
+        print(f"skipped: {args.scene} is absent; pass --scene AERIAL.tif (e2e/baseline/all mosaic it)", flush=True)
         return None
     out: dict = {
         "machine": machine(),

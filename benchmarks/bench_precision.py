@@ -20,14 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "geotiffs"
 
 
-def real_tiles(model_res: float, spec, tile: int = 256) -> np.ndarray:
+def real_tiles(model_res: float, spec, tile: int = 256, folder: Path = SHARED) -> np.ndarray:
     """All full tiles of the shared GeoTIFFs, at the model's resolution and as stored (the
     rasters are small: at 1.9 m/px each holds few tiles), as model input in [-1, 1]."""
     from geopix.plan import Window
     from geopix.read import WorkReader, colour_match, inspect_raster, work_grid
 
     out = []
-    for path in sorted(SHARED.glob("*.tif")):
+    for path in sorted(Path(folder).glob("*.tif")):
         info = colour_match(inspect_raster(path), spec.input_stats)
         for resample in (True, False):
             grid = work_grid(info, model_res, resample)
@@ -59,20 +59,21 @@ def main() -> None:
     ap.add_argument("--precisions", default="bf16")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--json", default="")
+    ap.add_argument("--geotiffs", type=Path, default=SHARED, help="folder of aerial GeoTIFFs (*.tif) to tile")
     args = ap.parse_args()
 
     from geopix.infer import Predictor, resolve_device
     from geopix.models.checkpoint import load_checkpoint
 
-    if not SHARED.is_dir():
-        raise SystemExit(f"needs the shared GeoTIFFs in {SHARED}")
+    if not args.geotiffs.is_dir():
+        raise SystemExit(f"{args.geotiffs} is absent: pass --geotiffs DIR (a folder of aerial GeoTIFFs)")
     loaded = load_checkpoint(args.model)
-    tiles = real_tiles(loaded.spec.ground_resolution_m, loaded.spec)
+    tiles = real_tiles(loaded.spec.ground_resolution_m, loaded.spec, folder=args.geotiffs)
     device = resolve_device(args.device)
     ref, ref_speed = run(Predictor(loaded.spec, loaded.net, device, True, "fp32"), tiles, args.batch)
     ref8 = np.clip(np.rint(ref), 0, 255)
     report = {"model": Path(args.model).name, "device": str(device), "tiles": len(tiles), "fp32_tiles_per_s": ref_speed}
-    print(f"{len(tiles)} real 256² tiles from {SHARED}; fp32: {ref_speed:.1f} tiles/s on {device}")
+    print(f"{len(tiles)} real 256² tiles from {args.geotiffs}; fp32: {ref_speed:.1f} tiles/s on {device}")
     for name in args.precisions.split(","):
         out, speed = run(Predictor(loaded.spec, loaded.net, device, True, name), tiles, args.batch)
         diff = np.abs(np.clip(np.rint(out), 0, 255) - ref8)

@@ -150,6 +150,19 @@ def render_once(src: Path, out: Path, model: str, **kw) -> tuple[object, float]:
 # ---- seams -----------------------------------------------------------------------------------
 def seam_score(img: np.ndarray, valid: np.ndarray, rows: list[int], cols: list[int]) -> float:
     """Mean |gradient| across the given tile borders ÷ mean |gradient| everywhere else."""
+    on_sum, on_n, off_sum, off_n = seam_sums(img, valid, rows, cols)
+    return (on_sum / on_n) / (off_sum / off_n)
+
+
+def window_edges(grid) -> tuple[list[int], list[int]]:
+    """Row and column lines where a tile's influence starts or ends (its window edges)."""
+    rows = sorted({e for i in range(grid.rows) for e in (grid.window(i, 0).row, grid.window(i, 0).row_stop)})
+    cols = sorted({e for j in range(grid.cols) for e in (grid.window(0, j).col, grid.window(0, j).col_stop)})
+    return rows, cols
+
+
+def seam_sums(img: np.ndarray, valid: np.ndarray, rows: list[int], cols: list[int]) -> tuple[float, int, float, int]:
+    """(sum, count) of |gradient| across the given lines, then elsewhere: ``seam_score`` pooled over rasters."""
     x = img.astype(np.float32)
     gx = np.abs(np.diff(x, axis=2)).sum(0)  # between col c-1 and c at index c-1
     gy = np.abs(np.diff(x, axis=1)).sum(0)
@@ -165,7 +178,7 @@ def seam_score(img: np.ndarray, valid: np.ndarray, rows: list[int], cols: list[i
             border_y[r - 1, :] = True
     on = np.concatenate([gx[border_x & vx], gy[border_y & vy]])
     off = np.concatenate([gx[~border_x & vx], gy[~border_y & vy]])
-    return float(on.mean() / off.mean())
+    return float(on.sum(dtype=np.float64)), on.size, float(off.sum(dtype=np.float64)), off.size
 
 
 def bench_seams(args: argparse.Namespace) -> dict:
@@ -175,7 +188,7 @@ def bench_seams(args: argparse.Namespace) -> dict:
     from geopix.plan import TileGrid
 
     model = args.model or default_model()
-    src = Path(args.input or VIENNA)
+    src = Path(args.input)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         overlaps = [int(o) for o in str(args.overlaps or args.overlap).split(",")]
@@ -187,10 +200,7 @@ def bench_seams(args: argparse.Namespace) -> dict:
             )
             with rasterio.open(out / "map.tif") as ds:
                 img, valid = ds.read(), ds.dataset_mask() > 0
-            g = TileGrid(img.shape[1], img.shape[2], 256, overlap)
-            # a tile's influence starts and ends at its window edges
-            rows = sorted({e for i in range(g.rows) for e in (g.window(i, 0).row, g.window(i, 0).row_stop)})
-            cols = sorted({e for j in range(g.cols) for e in (g.window(0, j).col, g.window(0, j).col_stop)})
+            rows, cols = window_edges(TileGrid(img.shape[1], img.shape[2], 256, overlap))
             results[name] = round(seam_score(img, valid, rows, cols), 3)
     spec = load_model(model).spec
     return {
@@ -212,7 +222,7 @@ def bench_memory(args: argparse.Namespace) -> dict:
         # render path), so the output is full size while inference stays affordable on 2 cores.
         model = args.model or random_model(tmp, 4, args.model_res)
         for size in [int(s) for s in args.sizes.split(",")]:
-            src = mosaic(VIENNA, tmp / f"mosaic_{size}.tif", size)
+            src = mosaic(Path(args.input), tmp / f"mosaic_{size}.tif", size)
             # A fresh `geopix render` process, as a user runs it: this benchmark's own GDAL
             # cache (from writing the mosaic) must not count.
             out = tmp / f"out_{size}"
@@ -281,7 +291,7 @@ def bench_throughput(args: argparse.Namespace) -> dict:
     print(f"raw generator: {raw:.2f} tiles/s (batch {args.batch}, {threads} threads)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        src = mosaic(VIENNA, tmp / "mosaic.tif", args.size)
+        src = mosaic(Path(args.input), tmp / "mosaic.tif", args.size)
         result, peak = render_once(
             src,
             tmp / "out",
@@ -316,7 +326,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("which", choices=["seams", "memory", "throughput"])
     ap.add_argument("--model", default="")
-    ap.add_argument("--input", default="")
+    ap.add_argument("--input", default=str(VIENNA), help="the aerial GeoTIFF the rasters are built from")
     ap.add_argument("--overlap", type=int, default=64)
     ap.add_argument("--overlaps", default="", help="seams: a comma-separated sweep, e.g. 16,32,64,96")
     ap.add_argument("--sizes", default="4096,16384")
@@ -333,8 +343,8 @@ def main() -> None:
     ap.add_argument("--json", default="")
     ap.add_argument("--resample", action="store_true", help="seams: run at the model's resolution (few tiles)")
     args = ap.parse_args()
-    if not VIENNA.exists():
-        raise SystemExit(f"{VIENNA} is absent: these benchmarks build their rasters from ../shared")
+    if not Path(args.input).exists():
+        raise SystemExit(f"{args.input} is absent: pass --input AERIAL.tif (the rasters are built from it)")
     out = {"seams": bench_seams, "memory": bench_memory, "throughput": bench_throughput}[args.which](args)
     out["machine"] = f"{os.cpu_count()} cores, torch CPU"
     print(json.dumps(out, indent=2))

@@ -45,10 +45,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--spacing", type=float, default=80.5, help="street spacing in metres")
+    ap.add_argument("maps", nargs="?", type=Path, default=MAPS, help="the maps train folder (1200×600 A|B jpgs)")
     args = ap.parse_args()
-    if not MAPS.exists():
-        raise SystemExit(f"{MAPS} is absent")
-    files = sorted(MAPS.glob("*.jpg"), key=lambda p: int(p.stem))
+    if not args.maps.exists():
+        raise SystemExit(f"{args.maps} is absent: pass the maps dataset's train folder, e.g. data/maps/train")
+    files = sorted(args.maps.glob("*.jpg"), key=lambda p: int(p.stem))
     step = max(1, len(files) // args.n)
     periods = []
     for f in files[::step][: args.n]:

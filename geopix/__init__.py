@@ -14,7 +14,6 @@ _API = {
     "render": "geopix.pipeline",
     "predict": "geopix.images",
     "info": "geopix.describe",
-    "demo": "geopix.pipeline",
     "train": "geopix.train",
     "evaluate": "geopix.evaluate",
     "load_model": "geopix.models.registry",

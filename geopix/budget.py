@@ -106,7 +106,7 @@ def check_budget(
             f"{plan.out_height}×{plan.out_width} map; memory budget {have}): use --no-resample, "
             "or --output-resolution model"
         )
-    if est.block_bytes * est.tasks_at_once * est.processes > budget and chunk_size > 1024:
+    if plan.chunk > 1024:  # bigger blocks than the default (after clipping to the map): the first fix
         raise MemoryBudgetError(
             f"--chunk-size {chunk_size} would need {need} per block (memory budget {have}): "
             "use --chunk-size 1024 (the output does not depend on it)"

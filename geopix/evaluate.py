@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from geopix.data.pairs import PairRef, find_pairs, read_pair
+from geopix.data.pairs import PairRef, default_source_resolution, find_pairs, read_pair
 from geopix.errors import DatasetError, GeopixError
 from geopix.infer import Predictor
 from geopix.models.checkpoint import LoadedModel
@@ -238,7 +238,7 @@ def evaluate(
     device: str = "auto",
     out_dir: str | Path | None = None,
     batch_size: int = 8,
-    source_resolution_m: float = 1.0,
+    source_resolution_m: float | None = None,
     baseline_color: tuple[int, int, int] = DEFAULT_BASELINE_COLOR,
     bn_mode: str = "eval",
     n_samples: int = 4,
@@ -250,7 +250,7 @@ def evaluate(
         raise GeopixError(f"--limit {limit} must be >= 1")
     if len(baseline_color) != 3 or not all(0 <= int(c) <= 255 for c in baseline_color):
         raise GeopixError(f"--baseline-color {baseline_color} must be three values in 0..255")
-    if source_resolution_m <= 0:
+    if source_resolution_m is not None and source_resolution_m <= 0:
         raise GeopixError(f"--source-resolution {source_resolution_m} must be positive")
     t0 = time.perf_counter()
     loaded = _load(model)
@@ -261,6 +261,8 @@ def evaluate(
     pairs = find_pairs(data, split)
     if limit is not None:
         pairs = pairs[:limit]
+    if source_resolution_m is None:  # 0.9 m/px for the maps layout, else 1.0
+        source_resolution_m = default_source_resolution(pairs[0])
     if bn_mode not in ("eval", "train"):
         raise GeopixError(f"--bn-mode {bn_mode!r} must be eval or train")
     # A copy for train mode: the caller's model must come back exactly as it went in.

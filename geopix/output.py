@@ -40,13 +40,7 @@ def check_output(out_dir: Path, names: list[str], overwrite: bool, option: str =
 @contextlib.contextmanager
 def claim_output(out_dir: Path, names: list[str], overwrite: bool) -> Iterator[Path]:
     """``check_output``, then hold an exclusive lock on ``out_dir`` until the block ends."""
-    created = not out_dir.exists()
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputNotWritableError(
-            f"cannot create output folder {out_dir}: {exc.strerror}; choose another -o"
-        ) from exc
+    created = _make(out_dir, "-o")
     fd = _lock(out_dir, created)
     ok = False
     try:

@@ -11,14 +11,12 @@ finished files are built in a local temporary folder and each is uploaded atomic
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +38,7 @@ from geopix.execute import BlockJob, close_readers
 from geopix.models.checkpoint import LoadedModel
 from geopix.models.distribute import fetch_checkpoint, send_to_workers, sha256_file
 from geopix.models.registry import REGISTRY, load_model, resolve_model
-from geopix.output import claim_output
+from geopix.output import check_output, claim_output
 from geopix.plan import Block, RenderPlan, cache_friendly_order, check_tiling
 from geopix.process import configure_gdal
 from geopix.read import RasterInfo, colour_match, inspect_raster, work_grid
@@ -114,31 +112,58 @@ def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | N
         config = _config_from_kwargs(kwargs)
     t_start = time.perf_counter()
     configure_gdal()
+    if is_url(config.output_dir):
+        return _render_to_store(config, t_start, on_progress)
+    out_dir = Path(config.output_dir)
+    xyz = None if config.xyz is None else Path(config.xyz) if Path(config.xyz).is_absolute() else out_dir / config.xyz
     xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
-    with _claim(config.output_dir, [MAP_NAME, *xyz_name], config.overwrite) as out_dir:
+    with claim_output(out_dir, [], config.overwrite):
+        pending = None if xyz is None or config.overwrite else _pending_web_tiles(config, out_dir, xyz)
+        if pending is not None:  # an earlier run of this command rendered the map, not its tiles
+            return _publish_tiles(config, out_dir, xyz, pending, t_start, on_progress, resumed=True)
+        check_output(out_dir, [MAP_NAME, *xyz_name], config.overwrite)
+        prepared = prepare(config)
+        computed = compute(prepared, on_progress)
+        t_write = time.perf_counter()
+        map_path = finalize(prepared, computed)
+        computed.stats["finalize"] = time.perf_counter() - t_write
+        return publish(prepared, computed, map_path, xyz, t_start, on_progress)
+
+
+def _render_to_store(config: RenderConfig, t_start: float, on_progress: ProgressFn | None) -> RenderResult:
+    """A render whose ``-o`` is an object-store URL: the block store lives there (workers write
+    their chunks, resume works against it); ``map.tif``, web tiles and ``render.json`` are built in
+    a local temporary folder and each uploaded atomically once complete."""
+    import tempfile
+
+    from geopix.remote import check_remote_output
+
+    output = str(config.output_dir)
+    xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
+    check_remote_output(output, [MAP_NAME, *xyz_name], config.overwrite)
+    with tempfile.TemporaryDirectory(prefix="geopix-render-") as tmp:
+        out_dir = Path(tmp)
+        xyz = None if config.xyz is None else out_dir / Path(config.xyz).name
         prepared = prepare(config, out_dir)
         computed = compute(prepared, on_progress)
         t_write = time.perf_counter()
         map_path = finalize(prepared, computed)
         computed.stats["finalize"] = time.perf_counter() - t_write
-        return publish(prepared, computed, map_path, t_start, on_progress)
-
-
-@contextlib.contextmanager
-def _claim(output: str | Path, names: list[str], overwrite: bool) -> Iterator[Path]:
-    """The local folder finished files are built in: the claimed output folder, or for an
-    object-store ``-o`` (checked writable, nothing clobbered) a temporary one."""
-    if not is_url(output):
-        with claim_output(Path(output), names, overwrite) as out_dir:
-            yield out_dir
-        return
-    import tempfile
-
-    from geopix.remote import check_remote_output
-
-    check_remote_output(str(output), names, overwrite)
-    with tempfile.TemporaryDirectory(prefix="geopix-render-") as tmp:
-        yield Path(tmp)
+        map_url = _publish_file(map_path, output)
+        result = publish(prepared, computed, map_path, xyz, t_start, on_progress)
+        tiles_url = _upload_tiles(result.tiles_path, output) if result.tiles_path else None
+        manifest = json.loads((out_dir / "render.json").read_text())
+        manifest["output"] = map_url
+        if tiles_url:
+            manifest["web_tiles"] = {"path": tiles_url, "done": True}
+        write_manifest(out_dir / "render.json", manifest)
+        _publish_file(out_dir / "render.json", output)
+    return dataclasses.replace(
+        result,
+        map_path=map_url,
+        tiles_path=tiles_url,
+        store_path=computed.job.store.path if config.keep_zarr else None,
+    )
 
 
 def _publish_file(local: Path, output: str | Path) -> str | Path:
@@ -286,78 +311,108 @@ def finalize(prepared: Prepared, computed: Computed) -> Path:
 
 
 def publish(
-    prepared: Prepared, computed: Computed, map_path: Path, t_start: float, on_progress: ProgressFn | None
-) -> RenderResult:
-    """Upload/keep ``map.tif``, web tiles (``--xyz``) and ``render.json``; returns what the render produced."""
-    published = _publish_file(map_path, prepared.config.output_dir)
-    return _publish_rest(prepared, computed, map_path, published, t_start, on_progress)
-
-
-def _publish_rest(
     prepared: Prepared,
     computed: Computed,
     map_path: Path,
-    published: Path | str,
+    xyz: Path | None,
     t_start: float,
     on_progress: ProgressFn | None,
 ) -> RenderResult:
+    """``render.json``, then the web tiles (``--xyz``); returns what the render produced."""
     config, job, plan, stats = prepared.config, computed.job, prepared.plan, dict(computed.stats)
+    manifest = {
+        "geopix": __version__,
+        "input": redact(job.info.path),  # a pre-signed URL's signature must not be stored
+        "model": job.model_path,
+        "tile_size": plan.tile,
+        "overlap": plan.overlap,
+        "chunk_size": plan.chunk,
+        "precision": job.infer.precision,
+        "work_grid": [job.grid.height, job.grid.width],
+        "output": str(map_path),
+        "width": job.store.width,
+        "height": job.store.height,
+        "tiles": plan.n_tiles,
+        "tiles_run": int(stats.pop("tiles", 0)),
+        "tiles_skipped": int(stats.pop("skipped", 0)),
+        "tiles_cached": int(stats.pop("cached", 0)),
+        "blocks": computed.blocks,
+        "blocks_resumed": computed.blocks_resumed,
+        "store": str(job.store.path) if config.keep_zarr else None,
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "stage_seconds": {k: round(v, 3) for k, v in stats.items() if k != "pixels"},
+    }
+    if xyz is not None:
+        # Recorded before the pyramid starts: if it fails, the rerun of the same command finds
+        # the map and its manifest and builds only the tiles (instead of "map.tif exists").
+        manifest["web_tiles"] = {"path": str(xyz), "done": False}
+    write_manifest(prepared.out_dir / "render.json", manifest)
+    return _publish_tiles(config, prepared.out_dir, xyz, manifest, t_start, on_progress)
+
+
+def _pending_web_tiles(config: RenderConfig, out_dir: Path, xyz: Path) -> dict | None:
+    """The manifest of an earlier render of this input and model whose web tiles at ``xyz`` are
+    not finished (the pyramid failed or was interrupted), or None."""
+    try:
+        manifest = json.loads((out_dir / "render.json").read_text())
+    except (OSError, ValueError):
+        return None
+    tiles = manifest.get("web_tiles") or {}
+    if tiles.get("path") != str(xyz) or tiles.get("done") or not (out_dir / MAP_NAME).exists():
+        return None
+    info = inspect_raster(resolve_input(config.input), config.bands, config.allow_no_crs)
+    same = manifest.get("input") == redact(info.path) and manifest.get("model") == load_model(config.model).path
+    return manifest if same else None
+
+
+def _publish_tiles(
+    config: RenderConfig,
+    out_dir: Path,
+    xyz: Path | None,
+    manifest: dict,
+    t_start: float,
+    on_progress: ProgressFn | None,
+    resumed: bool = False,
+) -> RenderResult:
+    """Build the web tiles (when asked), complete ``render.json`` and return the result.
+
+    ``resumed``: the map is an earlier run's; tiles that run left at ``xyz`` are unfinished."""
+    map_path = Path(manifest["output"])
+    stage_seconds = dict(manifest["stage_seconds"])
     pyramid = None
-    if config.xyz is not None:
+    if xyz is not None:
         from geopix.pyramid import PyramidConfig, build_pyramid
 
         t_pyr = time.perf_counter()
-        xyz = config.xyz if Path(config.xyz).is_absolute() else prepared.out_dir / config.xyz
         pyramid = build_pyramid(
             map_path,
             xyz,
-            PyramidConfig(overwrite=config.overwrite),
-            scheduler=config.scheduler,
+            PyramidConfig(overwrite=config.overwrite or resumed),
+            scheduler=resolve_scheduler(config.scheduler, config.scheduler_file),
             workers=config.workers,
             on_progress=on_progress,
         )
-        tiles_at = _upload_tiles(pyramid.path, str(config.output_dir)) if is_url(config.output_dir) else pyramid.path
-        stats["pyramid"] = time.perf_counter() - t_pyr
+        stage_seconds["pyramid"] = round(time.perf_counter() - t_pyr, 3)
+        manifest = {**manifest, "web_tiles": {"path": str(pyramid.path), "done": True}}
     seconds = time.perf_counter() - t_start
-    result = RenderResult(
-        map_path=published,
-        store_path=(job.store.path if is_url(job.store.path) else Path(job.store.path)) if config.keep_zarr else None,
-        width=job.store.width,
-        height=job.store.height,
-        tiles=plan.n_tiles,
-        tiles_run=int(stats.pop("tiles", 0)),
-        tiles_skipped=int(stats.pop("skipped", 0)),
-        tiles_cached=int(stats.pop("cached", 0)),
-        blocks=computed.blocks,
-        blocks_resumed=computed.blocks_resumed,
+    manifest = {**manifest, "seconds": round(seconds, 3), "stage_seconds": stage_seconds}
+    write_manifest(out_dir / "render.json", manifest)
+    return RenderResult(
+        map_path=map_path,
+        store_path=Path(manifest["store"]) if manifest.get("store") else None,
+        width=manifest["width"],
+        height=manifest["height"],
+        tiles=manifest["tiles"],
+        tiles_run=manifest["tiles_run"],
+        tiles_skipped=manifest["tiles_skipped"],
+        tiles_cached=manifest["tiles_cached"],
+        blocks=manifest["blocks"],
+        blocks_resumed=manifest["blocks_resumed"],
         seconds=seconds,
-        stage_seconds={k: round(v, 3) for k, v in stats.items() if k != "pixels"},
-        tiles_path=tiles_at if pyramid else None,
-        precision=job.infer.precision,
+        stage_seconds=stage_seconds,
+        tiles_path=pyramid.path if pyramid else None,
+        precision=manifest["precision"],
     )
-    write_manifest(
-        prepared.out_dir / "render.json",
-        {
-            "geopix": __version__,
-            "input": redact(job.info.path),  # a pre-signed URL's signature must not be stored
-            "model": job.model_path,
-            "tile_size": plan.tile,
-            "overlap": plan.overlap,
-            "chunk_size": plan.chunk,
-            "precision": job.infer.precision,
-            "work_grid": [job.grid.height, job.grid.width],
-            "output": str(published),
-            "tiles": result.tiles,
-            "tiles_run": result.tiles_run,
-            "tiles_cached": result.tiles_cached,
-            "blocks": result.blocks,
-            "blocks_resumed": result.blocks_resumed,
-            "seconds": round(seconds, 3),
-            "stage_seconds": result.stage_seconds,
-        },
-    )
-    _publish_file(prepared.out_dir / "render.json", config.output_dir)
-    return result
 
 
 def fingerprint(job: BlockJob) -> str:

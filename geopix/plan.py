@@ -82,7 +82,7 @@ class TileGrid:
     height: int
     width: int
     tile: int = 256
-    overlap: int = 64
+    overlap: int = 32
 
     def __post_init__(self) -> None:
         if self.height < 1 or self.width < 1:
@@ -214,7 +214,7 @@ class RenderPlan:
     work_height: int
     work_width: int
     tile: int = 256
-    overlap: int = 64
+    overlap: int = 32
     chunk: int = 1024
     #: Part of the output grid to produce (AOI); ``None``: all of it.
     region: Window | None = None

@@ -27,8 +27,16 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from geopix.config import TrainConfig
-from geopix.data.pairs import PairDataset, find_pairs, fit_palette, input_statistics, read_pair, resize_square
-from geopix.errors import CheckpointError, GeopixError, ResumeError
+from geopix.data.pairs import (
+    PairDataset,
+    default_source_resolution,
+    find_pairs,
+    fit_palette,
+    input_statistics,
+    read_pair,
+    resize_square,
+)
+from geopix.errors import CheckpointError, GeopixError, OutputExistsError, ResumeError
 from geopix.infer import resolve_device
 from geopix.models.checkpoint import ModelSpec, save_checkpoint
 from geopix.models.generator import NLayerDiscriminator, init_weights
@@ -37,6 +45,33 @@ from geopix.models.registry import load_model
 STATE = "state.pt"
 GENERATOR = "generator.safetensors"
 LOG = "log.csv"
+#: What a run writes into its folder: ``--overwrite`` removes these and nothing else.
+RUN_FILES = (STATE, STATE + ".tmp", GENERATOR, GENERATOR + ".tmp", LOG, "losses.png", "samples_epoch*.png", "tb")
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The files of an earlier run in ``run_dir`` (empty when there is none)."""
+    return sorted(p for pattern in RUN_FILES for p in Path(run_dir).glob(pattern))
+
+
+def claim_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to train into another run's folder unless told to continue it or replace it.
+
+    Without this a new run overwrote state.pt, appended to the old log.csv (epochs 1, 2, 1) and
+    left stale samples.  ``overwrite`` removes only the run's own files (see ``RUN_FILES``).
+    """
+    import shutil
+
+    existing = run_files(run_dir)
+    if not existing or resume:
+        return
+    if not overwrite:
+        raise OutputExistsError(
+            f"{run_dir} already holds a training run ({', '.join(p.name for p in existing[:3])}); pass --resume to "
+            "continue it, --overwrite to replace it, or choose another --run-dir"
+        )
+    for path in existing:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -99,6 +134,10 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.run_dir = Path(cfg.run_dir)
+        if self.rank == 0:
+            claim_run_dir(self.run_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+        if self.world > 1:
+            torch.distributed.barrier()  # the other ranks start after rank 0 cleared the folder
         self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
@@ -108,6 +147,8 @@ class Trainer:
         if cfg.max_images:
             pairs = pairs[: cfg.max_images]
         self.pairs = pairs
+        if cfg.source_resolution_m is None:  # recorded resolved, so the checkpoint says what was used
+            self.cfg = cfg = replace(cfg, source_resolution_m=default_source_resolution(pairs[0]))
         src_a, _ = read_pair(pairs[0], cfg.direction)
         # With scale jitter the model sees a range of resolutions; declare the geometric middle.
         seen = cfg.load_size if not cfg.load_size_max else (cfg.load_size * cfg.load_size_max) ** 0.5
@@ -219,7 +260,13 @@ class Trainer:
         tmp = self.run_dir / (STATE + ".tmp")
         torch.save(self.state_dict(), tmp)
         tmp.replace(self.run_dir / STATE)
-        training = {"epochs": self.epoch, "config": asdict(self.cfg), "history_tail": self.history[-1:]}
+        training = {
+            "epochs": self.epoch,
+            "command": self.cfg.command,
+            "recipe": self.cfg.recipe,
+            "config": asdict(self.cfg),
+            "history_tail": self.history[-1:],
+        }
         spec = replace(self.spec, training=json.dumps(training, default=str))
         save_checkpoint(self.G, spec, self.run_dir / GENERATOR)
 

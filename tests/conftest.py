@@ -45,6 +45,15 @@ def official_checkpoint(data_dir: Path) -> Path:
     return random_checkpoint(data_dir / "tiny_official.pth", ngf=4, official=True, seed=1)
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The docs test's count of commands run and skipped (and why), when it ran."""
+    import sys
+
+    docs = sys.modules.get("tests.test_docs")
+    for line in docs.summary_lines() if docs else []:
+        terminalreporter.write_line(line)
+
+
 # ---- remote protocol servers on 127.0.0.1 (issue 15) ----------------------------------------
 @pytest.fixture(scope="session")
 def http_root(tmp_path_factory: pytest.TempPathFactory) -> Path:

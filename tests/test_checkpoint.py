@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,13 @@ import torch
 from geopix.errors import CheckpointError, ModelNotAvailableError
 from geopix.infer import Predictor
 from geopix.models import registry
-from geopix.models.checkpoint import ModelSpec, load_checkpoint, save_checkpoint, spec_from_official_state
+from geopix.models.checkpoint import (
+    ModelSpec,
+    export_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    spec_from_official_state,
+)
 from geopix.models.generator import NLayerDiscriminator, UnetGenerator, count_parameters
 from geopix.models.registry import REGISTRY, WEIGHTS_DIR, load_model
 from geopix.testing import random_checkpoint
@@ -150,7 +158,7 @@ def test_registry_names_and_missing_files(tmp_path: Path, monkeypatch: pytest.Mo
         load_model(tmp_path / "nope.safetensors")
     with monkeypatch.context() as m:  # a copy of geopix without its weights files
         m.setattr(registry, "WEIGHTS_DIR", tmp_path)
-        with pytest.raises(ModelNotAvailableError, match=r"geopix train \.\./shared/data/maps --direction BtoA"):
+        with pytest.raises(ModelNotAvailableError, match=r"geopix train data/maps --recipe map2sat"):
             load_model("map2sat")
 
 
@@ -201,3 +209,15 @@ def test_palette_sharpness_moves_from_argmax_to_the_expected_colour() -> None:
     torch.testing.assert_close(soft, torch.tensor([200 * p1, 100 * p1, 50 * p1]))
     sharp = palette_to_rgb(logits, palette, 50.0).flatten()
     assert float(sharp.abs().max()) < 1e-6 * 200 + 1e-12 or float(sharp.max()) < 1e-10
+
+
+def test_checkpoints_get_the_umask_mode(tmp_path: Path) -> None:
+    """0644 under the usual umask: cluster workers running as another user can read them."""
+    umask = os.umask(0o022)
+    try:
+        path = random_checkpoint(tmp_path / "m.safetensors", ngf=4)
+        exported = export_checkpoint(path, tmp_path / "e.safetensors")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(exported.stat().st_mode) == 0o644

@@ -129,4 +129,4 @@ def test_tile_size_message_names_a_setting_that_works(
     assert suggestion[:2] == ["--tile-size", "256"] and suggestion[2] == "--overlap"
     assert main([*base, *suggestion, "--no-progress"]) == 0
     assert main([*base[:3], str(tmp_path / "p"), *base[4:], "--tile-size", "300"]) == errors.TilingError.exit_code
-    assert "try --tile-size 512 --overlap 64" in capsys.readouterr().err
+    assert "try --tile-size 512 --overlap 32" in capsys.readouterr().err

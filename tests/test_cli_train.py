@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import torch
 from PIL import Image
 
 from geopix.cli import main
-from geopix.errors import DatasetError, GeopixError, ResumeError
+from geopix.errors import DatasetError, GeopixError, OutputExistsError, ResumeError
 from geopix.models.registry import load_model
 from geopix.testing import synthetic_maps_dataset
 
@@ -99,3 +101,45 @@ def test_bad_options(data: Path, tmp_path: Path) -> None:
     assert _run(data, tmp_path, "--direction", "sideways") == GeopixError.exit_code
     assert _run(data, tmp_path, "--crop-size", "200") == GeopixError.exit_code
     assert main(["train", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "r"), *TINY]) == DatasetError.exit_code
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_existing_run_is_refused_and_left_untouched(data: Path, tmp_path: Path) -> None:
+    fast = ["--preset", "palette", "--palette-size", "3", "--epochs-decay", "0"]
+    umask = os.umask(0o022)
+    try:
+        assert _run(data, tmp_path, *fast, "--epochs", "2") == 0
+    finally:
+        os.umask(umask)
+    for name in ("state.pt", "generator.safetensors", "log.csv"):  # cluster workers of another user read them
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+    (tmp_path / "notes.txt").write_text("mine")  # not the run's: --overwrite must keep it
+    before = _snapshot(tmp_path)
+    assert _run(data, tmp_path, *fast, "--epochs", "1") == OutputExistsError.exit_code
+    assert _snapshot(tmp_path) == before  # state.pt, log.csv, samples: byte for byte
+    assert _run(data, tmp_path, *fast, "--epochs", "1", "--resume", "--overwrite") == GeopixError.exit_code
+    # --overwrite replaces the run: a fresh log and samples, nothing stale, the user's file kept
+    assert _run(data, tmp_path, *fast, "--epochs", "1", "--overwrite") == 0
+    assert [r["epoch"] for r in csv.DictReader((tmp_path / "log.csv").open())] == ["1"]
+    assert not (tmp_path / "samples_epoch002.png").exists() and (tmp_path / "notes.txt").read_text() == "mine"
+    assert json.loads(load_model(tmp_path / "generator.safetensors").spec.training)["epochs"] == 1
+
+
+def test_export_refuses_to_overwrite(data: Path, tmp_path: Path) -> None:
+    assert _run(data, tmp_path / "run", "--preset", "palette", "--epochs", "1", "--epochs-decay", "0") == 0
+    src, dst = tmp_path / "run" / "generator.safetensors", tmp_path / "shipped.safetensors"
+    dst.write_bytes(b"an older export")
+    assert main(["export", str(src), str(dst)]) == OutputExistsError.exit_code
+    assert dst.read_bytes() == b"an older export"
+    assert main(["export", str(src), str(dst), "--palette-sharpness", "8", "--overwrite"]) == 0
+    assert load_model(dst).spec.palette_sharpness == 8
+
+
+def test_the_command_is_recorded_in_the_checkpoint(data: Path, tmp_path: Path) -> None:
+    assert _run(data, tmp_path, "--preset", "palette", "--epochs", "1", "--epochs-decay", "0") == 0
+    training = json.loads(load_model(tmp_path / "generator.safetensors").spec.training)
+    assert training["command"].startswith(f"geopix train {data} --run-dir {tmp_path} --preset palette ")
+    assert "--epochs 1 --epochs-decay 0" in training["command"] and "--no-progress" in training["command"]

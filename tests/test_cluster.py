@@ -384,6 +384,16 @@ def test_render_many_scenes_and_a_mosaic_on_one_cluster(cluster: Cluster, tmp_pa
         wf.render_many([tmp_path / "nothing"], tmp_path / "x", model=str(model), scheduler=cluster.address)
 
 
+def test_render_many_mosaic_refuses_a_scene_in_another_crs(tmp_path: Path) -> None:
+    """gdalbuildvrt would leave it out with a warning; the mosaic must not silently lack a scene."""
+    wf = _load_workflow("render_many")
+    a = synthetic_aerial(tmp_path / "a.tif", (64, 64), res=2.0)
+    b = synthetic_aerial(tmp_path / "b.tif", (64, 64), res=2.0, crs="EPSG:32632")
+    with pytest.raises(errors.GeopixError, match=r"b\.tif is in EPSG:32632 but .*a\.tif is in EPSG:32633; reproject"):
+        wf.render_many([a, b], tmp_path / "out", model="sat2map", scheduler="sync", mosaic=True)
+    assert not (tmp_path / "out" / "mosaic.vrt").exists()
+
+
 def test_render_many_cli_starts_and_closes_its_own_cluster(tmp_path: Path) -> None:
     src = synthetic_aerial(tmp_path / "one.tif", (200, 200), res=2.0)
     model = random_checkpoint(tmp_path / "m.safetensors", ngf=4)
@@ -464,3 +474,28 @@ def test_dask_cuda_recipe_falls_back_to_a_local_cluster(tmp_path: Path) -> None:
         assert len(cluster.scheduler_info["workers"]) == 1
     finally:
         cluster.close()
+
+
+def test_the_workflow_scripts_take_an_existing_scheduler(cluster: Cluster, tmp_path: Path) -> None:
+    """workflows/README.md says every recipe can be pointed at a running cluster with --scheduler."""
+    src = synthetic_aerial(tmp_path / "city.tif", (200, 200), res=2.0)
+    model = random_checkpoint(tmp_path / "m.safetensors", ngf=4)
+    wf = _load_workflow("dask_cuda_node")
+    assert wf.main([str(src), "-o", str(tmp_path / "cuda"), "-m", str(model), "--scheduler", cluster.address]) == 0
+    assert (tmp_path / "cuda" / "map.tif").exists()
+    script = [str(ROOT / "workflows" / "render_city.sh"), str(src), str(tmp_path / "sh"), str(model)]
+    proc = subprocess.run(
+        ["bash", *script, "--scheduler", cluster.address, "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **CHILD_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "sh" / "map.tif").exists() and (tmp_path / "sh" / "tiles.pmtiles").exists()
+    # the option really reaches geopix render: an address where nothing listens fails as a ClusterError
+    env = {**os.environ, **CHILD_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env["DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT"] = "2s"
+    bad = [*script[:2], str(tmp_path / "bad"), str(model), "--scheduler", f"tcp://127.0.0.1:{free_port()}"]
+    proc = subprocess.run(["bash", *bad], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == errors.ClusterError.exit_code, proc.stderr[-2000:]

@@ -214,11 +214,22 @@ def test_random_checkpoint_on_real_maps(tmp_path: Path) -> None:
     val = SHARED / "data" / "maps" / "val"
     if not val.is_dir():
         pytest.skip(f"{val} is absent (the shared data is only on the developers' machines)")
-    ckpt = random_checkpoint(tmp_path / "r.safetensors", ngf=4, head="palette", ground_resolution_m=600 / 286)
+    ckpt = random_checkpoint(tmp_path / "r.safetensors", ngf=4, head="palette", ground_resolution_m=0.9 * 600 / 286)
     report = evaluate(ckpt, SHARED / "data" / "maps", limit=3, device="cpu", out_dir=tmp_path / "out")
-    assert report.n_images == 3 and report.input_size == 286
+    # the maps layout is known to be 0.9 m/px: no --source-resolution needed for the 286-px scale
+    assert report.n_images == 3 and report.input_size == 286 and report.source_resolution_m == 0.9
     assert set(report.metrics) == KEYS == set(report.baseline)
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert 0.0 <= saved["metrics"]["acc_10"] <= 1.0 and saved["metrics"]["rmse"] > 0
     # The real maps are mostly beige: the constant baseline gets a sizeable share right.
     assert saved["baseline"]["acc_10"] > 0.2
+
+
+def test_default_eval_folder_is_the_documented_one(palette_ckpt: Path) -> None:
+    """docs/training.md: eval-SPLIT/ beside a checkpoint file, runs/eval/NAME-SPLIT/ for a registry name."""
+    from geopix.cli.evaluate import _default_out
+
+    assert _default_out(str(palette_ckpt), "val") == palette_ckpt.parent / "eval-val"
+    assert _default_out("sat2map", "train") == Path("runs/eval/sat2map-train")
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    assert "`eval-SPLIT/` next to a checkpoint file" in doc and "`runs/eval/NAME-SPLIT/`" in doc

@@ -211,7 +211,7 @@ def test_predict_folder_of_images(checkpoint: Path, tmp_path: Path) -> None:
 
 
 def test_info_describes_the_job(aerial: Path, checkpoint: Path) -> None:
-    meta = info(aerial, str(checkpoint))
+    meta = info(aerial, str(checkpoint), TileConfig(256, 64, 1024))
     assert meta["size"] == [700, 600] and meta["crs"] == "EPSG:32633" and meta["tiles"] == 16
     assert meta["ground_resolution_m"] == [2.0, 2.0]
     # the estimate comes from the generator's rate measured here, plus the render's overhead
@@ -246,6 +246,54 @@ def test_render_with_web_tiles(aerial: Path, checkpoint: Path, tmp_path: Path) -
                 xyz=Path("../tiles.mbtiles"),
             )
         )
+
+
+def test_render_whose_web_tiles_failed_reruns_into_the_tiles(
+    monkeypatch: pytest.MonkeyPatch, aerial: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    import geopix.pipeline as pipeline
+    import geopix.pyramid as pyramid
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    cfg = RenderConfig(
+        input=aerial,
+        output_dir=tmp_path,
+        model=str(checkpoint),
+        scheduler="sync",
+        progress=False,
+        xyz=Path("t.pmtiles"),
+    )
+    with monkeypatch.context() as m:
+        m.setattr(pyramid, "build_pyramid", full_disk)
+        with pytest.raises(OSError, match="No space"):
+            render(cfg)
+    first = json.loads((tmp_path / "render.json").read_text())
+    assert (tmp_path / "map.tif").exists() and first["web_tiles"]["done"] is False
+    map_bytes = (tmp_path / "map.tif").read_bytes()
+    # the same command again: no "already exists", no block recomputed, only the tiles built
+    monkeypatch.setattr(pipeline, "_compute_blocks", lambda *a, **k: pytest.fail("the map was rendered again"))
+    result = render(cfg)
+    assert result.tiles_path == tmp_path / "t.pmtiles" and result.tiles_path.stat().st_size > 0
+    assert json.loads((tmp_path / "render.json").read_text())["web_tiles"]["done"] is True
+    assert (tmp_path / "map.tif").read_bytes() == map_bytes and result.tiles == first["tiles"]
+    with pytest.raises(errors.OutputExistsError):  # finished: a third run refuses as before
+        render(cfg)
+
+
+def test_outputs_get_the_umask_mode(aerial: Path, checkpoint: Path, tmp_path: Path) -> None:
+    """map.tif, render.json and web tiles are 0644 under the usual umask (readable by other users)."""
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        _render(aerial, tmp_path, checkpoint, xyz=Path("t.mbtiles"))
+    finally:
+        os.umask(umask)
+    for name in ("map.tif", "render.json", "t.mbtiles"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
 
 
 def test_interrupted_render_resumes_and_matches(

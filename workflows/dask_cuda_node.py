@@ -3,6 +3,7 @@
     pip install -e ".[gpu]"          # dask-cuda, beside the CUDA build of torch
     python workflows/dask_cuda_node.py city.tif -o out/ --model sat2map
     CUDA_VISIBLE_DEVICES=0,2 python workflows/dask_cuda_node.py city.tif -o out/   # only GPUs 0 and 2
+    python workflows/dask_cuda_node.py city.tif -o out/ --scheduler tcp://HOST:8786  # GPU workers already up
 
 ``LocalCUDACluster`` starts one worker process per visible GPU and pins each to its GPU by
 rotating ``CUDA_VISIBLE_DEVICES`` (worker k sees GPU k as ``cuda:0``), so ``--device auto`` in
@@ -60,14 +61,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="default: one per visible GPU")
     ap.add_argument("--chunk-size", type=int, default=2048, help="bigger blocks: less per-task overhead per GPU")
     ap.add_argument("--batch-size", type=int, default=32, help="tiles per forward pass (GPUs like big batches)")
+    ap.add_argument(
+        "--scheduler",
+        default=None,
+        help="an existing cluster (tcp://HOST:8786 or a scheduler file, e.g. of `dask cuda worker` nodes) "
+        "instead of starting a LocalCUDACluster here",
+    )
     args = ap.parse_args(argv)
     from geopix.config import InferConfig, RenderConfig, TileConfig
     from geopix.errors import GeopixError
     from geopix.pipeline import render
 
-    cluster, kind = make_cluster(args.workers)
-    try:
+    cluster = None
+    if args.scheduler is None:
+        cluster, kind = make_cluster(args.workers)
         print(f"{kind} with {len(cluster.scheduler_info['workers'])} workers; dashboard {cluster.dashboard_link}")
+    try:
         result = render(
             RenderConfig(
                 input=Path(args.input),
@@ -75,14 +84,15 @@ def main(argv: list[str] | None = None) -> int:
                 model=args.model,
                 tiles=TileConfig(chunk_size=args.chunk_size),
                 infer=InferConfig(batch_size=args.batch_size),
-                scheduler=cluster.scheduler_address,
+                scheduler=args.scheduler or cluster.scheduler_address,
             )
         )
     except GeopixError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     finally:
-        cluster.close()
+        if cluster is not None:
+            cluster.close()
     print(f"{result.map_path}: {result.tiles_run} tiles, {result.tiles_per_second:.1f} tiles/s")
     return 0
 

@@ -27,7 +27,7 @@ def main() -> None:
             input=args.input,
             output_dir=args.output_dir,
             model=args.model,
-            tiles=TileConfig(tile_size=256, overlap=64, chunk_size=args.chunk_size),
+            tiles=TileConfig(tile_size=256, chunk_size=args.chunk_size),
             infer=InferConfig(device="auto", batch_size=8),
             scheduler=args.scheduler,
             workers=args.workers,

@@ -10,9 +10,10 @@ process between scenes (``geopix.execute.get_predictor`` caches it per process).
 ``--parallel`` scenes are submitted at once, so one scene's client-side COG conversion overlaps
 the next scene's inference and the workers never idle between scenes.
 
-``--mosaic`` builds a GDAL VRT over all scenes (``gdalbuildvrt``; they must share CRS and
-resolution) and renders it as one input: no seams between scenes, one output.  Workers need
-the scenes, the VRT (written into the output folder) and the output on a shared path.
+``--mosaic`` builds a GDAL VRT over all scenes (``gdalbuildvrt``; they must share CRS and band
+count, checked first: a scene in another CRS is an error, never silently left out) and renders
+it as one input: no seams between scenes, one output.  Workers need the scenes, the VRT
+(written into the output folder) and the output on a shared path.
 """
 
 from __future__ import annotations
@@ -52,8 +53,27 @@ def find_scenes(inputs: Iterable[str | Path]) -> list[Path]:
     return scenes
 
 
+def check_mosaic(scenes: Sequence[Path]) -> None:
+    """Refuse scenes that cannot share one VRT: gdalbuildvrt only warns and leaves out a scene
+    whose CRS or band count differs from the first, so the mosaic silently lacked it."""
+    import rasterio
+
+    with rasterio.open(scenes[0]) as ds:
+        crs, count = ds.crs, ds.count
+    for scene in scenes[1:]:
+        with rasterio.open(scene) as ds:
+            if ds.crs != crs:
+                raise GeopixError(
+                    f"--mosaic: {scene} is in {ds.crs} but {scenes[0]} is in {crs}; reproject it first "
+                    f"(gdalwarp -t_srs {crs} …) or render the scenes one by one (without --mosaic)"
+                )
+            if ds.count != count:
+                raise GeopixError(f"--mosaic: {scene} has {ds.count} bands but {scenes[0]} has {count}")
+
+
 def build_vrt(scenes: Sequence[Path], dst: Path) -> Path:
     """A mosaic VRT over ``scenes`` with absolute paths (workers may run elsewhere)."""
+    check_mosaic(scenes)
     exe = shutil.which("gdalbuildvrt")
     if exe is None:
         raise GeopixError("--mosaic needs gdalbuildvrt (GDAL command-line tools) on PATH")
@@ -136,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mosaic", action="store_true", help="render all scenes as one VRT mosaic")
     ap.add_argument("--parallel", type=int, default=2, help="scenes in flight at once")
     ap.add_argument("--tile-size", type=int, default=256)
-    ap.add_argument("--overlap", type=int, default=64)
+    ap.add_argument("--overlap", type=int, default=TileConfig().overlap)
     ap.add_argument("--chunk-size", type=int, default=1024)
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)

@@ -37,12 +37,20 @@ def eval_cmd(
     data: Path = typer.Argument(..., help="Dataset folder: maps layout (val/*.jpg, A|B side by side) or A/ and B/."),
     split: str = typer.Option("val", help="Which split to score."),
     limit: int = typer.Option(None, help="Score only the first N pairs."),
-    out: Path = typer.Option(None, "--out", "-o", help="Where report.json and samples.png go."),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Where report.json and samples.png go (default: eval-SPLIT/ beside a checkpoint file, "
+        "runs/eval/NAME-SPLIT/ for a registry name).",
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     batch_size: int = typer.Option(8, help="Images per forward pass."),
     bn_mode: str = typer.Option("eval", help="eval (running statistics) | train (per-batch statistics)."),
     direction: str = typer.Option(None, help="AtoB or BtoA; default: the checkpoint's."),
-    source_resolution: float = typer.Option(1.0, help="Metres per pixel of the dataset images as stored."),
+    source_resolution: float = typer.Option(
+        None, help="Metres per pixel of the dataset images as stored (default: 0.9 for the maps layout, else 1.0)."
+    ),
     baseline_color: str = typer.Option("232,229,222", help="R,G,B of the constant-image baseline."),
 ) -> None:
     """Score a generator on a paired split (accuracy@5/10, RMSE, L1, PSNR, SSIM, class IoU)."""

@@ -13,7 +13,12 @@ from geopix.errors import BandError
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Registry name (sat2map) or checkpoint path.")]
 TileSize = Annotated[int, typer.Option("--tile-size", help="Model window size in pixels (multiple of 256).")]
-Overlap = Annotated[int, typer.Option("--overlap", help="Overlap between neighbouring windows, blended smoothly.")]
+Overlap = Annotated[
+    int,
+    typer.Option(
+        "--overlap", help="Overlap between neighbouring windows, blended smoothly (see benchmarks/README.md)."
+    ),
+]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 Precision = Annotated[

@@ -27,6 +27,8 @@ from geopix.cli.options import (
 from geopix.cli.progress import progress_bar
 from geopix.config import InferConfig, RenderConfig, TileConfig
 
+_TILES = TileConfig()  # the library's defaults, so the CLI cannot drift from them
+
 
 def _summary(result, extra: list[str] | None = None) -> None:
     from rich.console import Console
@@ -65,7 +67,7 @@ def render_cmd(
     asset: str = typer.Option(None, help="STAC Item asset to render (default: the RGB/visual one)."),
     model: Model = "sat2map",
     tile_size: TileSize = 256,
-    overlap: Overlap = 64,
+    overlap: Overlap = _TILES.overlap,
     batch_size: BatchSize = 8,
     chunk_size: int = typer.Option(1024, help="Output block size in pixels (one Dask task, one zarr chunk)."),
     device: Device = "auto",
@@ -134,7 +136,7 @@ def predict_cmd(
     out_dir: Path = typer.Argument(..., help="Output folder; one PNG per input, named by its stem."),
     model: Model = "sat2map",
     tile_size: TileSize = 256,
-    overlap: Overlap = 64,
+    overlap: Overlap = _TILES.overlap,
     batch_size: BatchSize = 8,
     device: Device = "auto",
     precision: Precision = "auto",
@@ -160,7 +162,7 @@ def info_cmd(
     input: str = typer.Argument(..., help="A raster: a path, URL, /vsi… name or STAC Item."),
     model: Model = "sat2map",
     tile_size: TileSize = 256,
-    overlap: Overlap = 64,
+    overlap: Overlap = _TILES.overlap,
     bands: Bands = None,
     resample: Resample = True,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),

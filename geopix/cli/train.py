@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -9,14 +10,38 @@ import typer
 from geopix.cli import app
 from geopix.cli.options import Device, ShowProgress
 from geopix.config import PRESETS, TrainConfig
-from geopix.errors import GeopixError
+from geopix.errors import GeopixError, OutputExistsError
+from geopix.recipes import RECIPES
+
+
+def _command_line(ctx: typer.Context) -> str:
+    """The command as given, in canonical form (options the user set, in declaration order)."""
+    parts = ["geopix", ctx.info_name or "train"]
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source is None or source.name != "COMMANDLINE":
+            continue
+        value = ctx.params[param.name]
+        if param.param_type_name == "argument":
+            parts.append(str(value))
+        elif getattr(param, "is_flag", False):
+            parts.append(param.opts[0] if value else param.secondary_opts[0])
+        else:
+            parts += [param.opts[0], str(value)]
+    return shlex.join(parts)
 
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     data: Path = typer.Argument(..., help="Dataset folder: maps layout (train/*.jpg, A|B side by side) or A/ and B/."),
     run_dir: Path = typer.Option(Path("runs/train"), "--run-dir", "-o", help="Where checkpoints and logs go."),
-    preset: str = typer.Option("pix2pix", help=f"Recipe to start from: {', '.join(PRESETS)}."),
+    preset: str = typer.Option(None, help=f"Option set to start from: {', '.join(PRESETS)} (default pix2pix)."),
+    recipe: str = typer.Option(
+        None,
+        help=f"Rebuild a shipped model, every stage and the export: {', '.join(RECIPES)}; other options "
+        "override every stage.",
+    ),
     direction: str = typer.Option(None, help="AtoB (aerial→map) or BtoA."),
     ngf: int = typer.Option(None, help="Generator width (64 in the paper)."),
     ndf: int = typer.Option(None, help="Discriminator width."),
@@ -37,7 +62,9 @@ def train_cmd(
         None, help="Sharpen or blur the input photo at random, up to this strength (0..1)."
     ),
     rotate: bool = typer.Option(None, "--rotate/--no-rotate", help="Add 90° rotations to the flips."),
-    source_resolution: float = typer.Option(None, help="Metres per pixel of the dataset images as stored."),
+    source_resolution: float = typer.Option(
+        None, help="Metres per pixel of the dataset images as stored (default: 0.9 for the maps layout, else 1.0)."
+    ),
     max_images: int = typer.Option(None, help="Use only the first N training pairs."),
     seed: int = typer.Option(None, help="Random seed."),
     init_from: str = typer.Option(None, help="Start from these weights (registry name or checkpoint): fine-tuning."),
@@ -47,13 +74,10 @@ def train_cmd(
     save_every: int = typer.Option(None, help="Save a checkpoint every N epochs."),
     sample_every: int = typer.Option(None, help="Write a sample grid every N epochs."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/state.pt exactly."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in RUN_DIR (else refused)."),
     progress: ShowProgress = True,
 ) -> None:
     """Train pix2pix (or the palette variant) and write a self-describing checkpoint."""
-    from geopix.train import train
-
-    if preset not in PRESETS:
-        raise GeopixError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
     options = {
         "direction": direction,
         "ngf": ngf,
@@ -82,15 +106,26 @@ def train_cmd(
         "save_every": save_every,
         "sample_every": sample_every,
     }
+    options["source_resolution_m"] = source_resolution
+    run = {"data": data, "run_dir": run_dir, "resume": resume, "overwrite": overwrite, "progress": progress}
+    run["command"] = _command_line(ctx)
+    if recipe is not None:
+        from geopix.recipes import train_recipe
+
+        if preset is not None or init_from is not None:
+            extra = f"--preset {preset}" if preset is not None else f"--init-from {init_from}"
+            raise GeopixError(f"--recipe {recipe} sets the preset and starting weights of each stage; drop {extra}")
+        overrides = {k: v for k, v in {**options, **run}.items() if v is not None}
+        path = train_recipe(recipe, data, run_dir, overrides)
+        typer.echo(f"generator checkpoint: {path}")
+        return
+    from geopix.train import train
+
+    preset = preset or "pix2pix"
+    if preset not in PRESETS:
+        raise GeopixError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
     given = {k: v for k, v in options.items() if v is not None}  # unset: the preset's, else the default
-    cfg = TrainConfig(
-        data=data,
-        run_dir=run_dir,
-        resume=resume,
-        progress=progress,
-        source_resolution_m=source_resolution or 1.0,
-        **{**PRESETS[preset], **given},
-    )
+    cfg = TrainConfig(**{**PRESETS[preset], **run, **given})
     path = train(cfg)
     typer.echo(f"generator checkpoint: {path}")
 
@@ -107,12 +142,15 @@ def export_cmd(
     palette_sharpness: float = typer.Option(
         None, help="Palette decoding: 0 = argmax colour, k > 0 = colours weighted by softmax(k · logits)."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists."),
 ) -> None:
     """Re-save a checkpoint for shipping (fp16, corrected metadata)."""
     import json
 
     from geopix.models.checkpoint import export_checkpoint, load_checkpoint
 
+    if dst.exists() and not overwrite:
+        raise OutputExistsError(f"{dst} already exists; pass --overwrite to replace it or choose another DST")
     spec = load_checkpoint(src).spec
     overrides: dict[str, object] = {}
     if ground_resolution is not None:

@@ -20,6 +20,12 @@ from geopix.errors import DatasetError
 from geopix.read import to_unit
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
+#: The Berkeley maps images: A|B side by side, 600×600 px halves at 0.90 m/px (New York's street
+#: spacing, ``benchmarks/measure_ground_resolution.py``; Google zoom 17 at 40.7° N is 0.905).
+MAPS_RESOLUTION_M = 0.9
+MAPS_HALF_PX = 600
+#: Any other layout: a guess, stated in the docs; pass ``--source-resolution`` for your data.
+OTHER_RESOLUTION_M = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +79,20 @@ def _folder_pairs(a_dir: Path, b_dir: Path) -> list[PairRef]:
     if not pairs:
         raise DatasetError(f"no file names in {a_dir} match any in {b_dir}; A and B images must share stems")
     return pairs
+
+
+def default_source_resolution(ref: PairRef) -> float:
+    """Metres per pixel of a dataset whose resolution was not given: the maps layout's known
+    0.9 m/px for side-by-side 1200×600 images, else 1.0."""
+    if ref.b is None:
+        try:
+            with Image.open(ref.a) as im:
+                size = im.size
+        except OSError as exc:
+            raise DatasetError(f"cannot read training image {ref.a}: {exc}") from exc
+        if size == (2 * MAPS_HALF_PX, MAPS_HALF_PX):
+            return MAPS_RESOLUTION_M
+    return OTHER_RESOLUTION_M
 
 
 def read_pair(ref: PairRef, direction: str = "AtoB") -> tuple[np.ndarray, np.ndarray]:

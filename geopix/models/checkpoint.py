@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from geopix import __version__
@@ -26,8 +26,8 @@ from geopix.models.generator import HEADS, NORMS, UnetGenerator
 
 FORMAT = "geopix-generator"
 FORMAT_VERSION = "1"
-#: The official recipe resizes 600 px (≈1.0 m/px, see docs/model-card) to 286 px.
-OFFICIAL_GROUND_RESOLUTION_M = 600 / 286 * 1.0
+#: The official recipe resizes the maps' 600 px (0.90 m/px, see docs/model-card) to 286 px.
+OFFICIAL_GROUND_RESOLUTION_M = 600 / 286 * 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +124,9 @@ def save_checkpoint(net: nn.Module, spec: ModelSpec, path: str | Path, *, half: 
             v = v.half()
         state[k] = v
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=spec.to_metadata())
+    # Through open(), not safetensors' save_file: that creates mode 0600, which cluster workers
+    # running as another user cannot read; open() gives the umask's usual 0644.
+    tmp.write_bytes(save(state, metadata=spec.to_metadata()))
     tmp.replace(path)
     return path
 

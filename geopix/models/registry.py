@@ -26,8 +26,8 @@ class RegistryEntry(NamedTuple):
 
 
 REGISTRY: dict[str, RegistryEntry] = {
-    "sat2map": RegistryEntry("sat2map.safetensors", "AtoB", "aerial photo → map", "--preset palette"),
-    "map2sat": RegistryEntry("map2sat.safetensors", "BtoA", "map → aerial photo", "--direction BtoA"),
+    "sat2map": RegistryEntry("sat2map.safetensors", "AtoB", "aerial photo → map", "--recipe sat2map"),
+    "map2sat": RegistryEntry("map2sat.safetensors", "BtoA", "map → aerial photo", "--recipe map2sat"),
 }
 
 
@@ -40,7 +40,7 @@ def resolve_model(name_or_path: str | Path) -> Path:
         if not path.exists():
             raise ModelNotAvailableError(
                 f"the {text!r} weights are not installed in this copy of geopix ({path} is missing); "
-                f"train them with `geopix train ../shared/data/maps {entry.train_options} -o runs/{text}` and pass "
+                f"train them with `geopix train data/maps {entry.train_options} -o runs/{text}` and pass "
                 f"--model runs/{text}/generator.safetensors, or pass any pix2pix checkpoint path"
             )
         return path

@@ -1,0 +1,68 @@
+"""Docs that cannot rot: every cheap shell command and Python snippet of the user docs runs.
+
+See ``tests/docs_blocks.py`` for what runs, the stand-in data and the annotations
+(``<!-- docs-test: skip (reason) -->``, ``<!-- docs-test: needs out/map.tif -->``).  The summary
+(blocks and commands run, skipped and why) is printed at the end of the session.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.docs_blocks import ROOT, blocks, doc_files, make_workspace, prepare, run
+
+RESULTS: dict[str, Counter] = {}
+SKIPPED: list[str] = []
+TIMES: list[str] = []
+
+
+def summary_lines() -> list[str]:
+    """What ``tests/conftest.py`` prints at the end of a session that ran this module."""
+    if not RESULTS:
+        return []
+    ran = sum(c["commands run"] for c in RESULTS.values())
+    blocks_ran = sum(c["blocks run"] for c in RESULTS.values())
+    skipped = sum(c["commands skipped"] for c in RESULTS.values())
+    lines = [f"docs test: ran {ran} commands in {blocks_ran} blocks of {len(RESULTS)} pages; skipped {skipped}:"]
+    return lines + [f"  skipped {s}" for s in SKIPPED] + [f"  ran {t}" for t in TIMES]
+
+
+def test_every_page_is_found_and_annotations_parse() -> None:
+    docs = doc_files()
+    assert ROOT / "README.md" in docs and ROOT / "docs" / "training.md" in docs
+    everything = [b for d in docs for b in blocks(d)]
+    assert sum(b.kind == "shell" for b in everything) >= 10 and any(b.kind == "python" for b in everything)
+    for b in everything:  # a skip must say why
+        assert b.skip is None or len(b.skip) > 8, f"{b.where}: give the reason of the skip"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc", doc_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_commands_of_each_page_run(doc: Path, tmp_path: Path) -> None:
+    """Each page's blocks in order, in one folder; a failing command fails with its output."""
+    ws = make_workspace(tmp_path)
+    count = RESULTS.setdefault(str(doc.relative_to(ROOT)), Counter())
+    for block in blocks(doc):
+        if block.kind == "text":
+            continue
+        n = len(block.commands())
+        if block.skip:
+            count["commands skipped"] += n
+            SKIPPED.append(f"{block.where} ({n} {block.kind} commands): {block.skip}")
+            continue
+        prepare(block, ws)
+        t0 = time.perf_counter()
+        proc = run(block, ws)
+        TIMES.append(f"{block.where} ({n} {block.kind} commands) in {time.perf_counter() - t0:.1f} s")
+        assert proc.returncode == 0, (
+            f"{block.where}: the {block.kind} block failed (exit {proc.returncode}):\n{block.code}\n"
+            f"--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-5000:]}\n"
+            "Fix the docs or the code; for a block that cannot run here, add "
+            "<!-- docs-test: skip (reason) --> on the line before it (see tests/docs_blocks.py)."
+        )
+        count["commands run"] += n
+        count["blocks run"] += 1

@@ -262,7 +262,6 @@ def test_render_whose_web_tiles_failed_reruns_into_the_tiles(
         output_dir=tmp_path,
         model=str(checkpoint),
         scheduler="sync",
-        progress=False,
         xyz=Path("t.pmtiles"),
     )
     with monkeypatch.context() as m:
@@ -273,7 +272,7 @@ def test_render_whose_web_tiles_failed_reruns_into_the_tiles(
     assert (tmp_path / "map.tif").exists() and first["web_tiles"]["done"] is False
     map_bytes = (tmp_path / "map.tif").read_bytes()
     # the same command again: no "already exists", no block recomputed, only the tiles built
-    monkeypatch.setattr(pipeline, "_compute_blocks", lambda *a, **k: pytest.fail("the map was rendered again"))
+    monkeypatch.setattr(pipeline, "compute", lambda *a, **k: pytest.fail("the map was rendered again"))
     result = render(cfg)
     assert result.tiles_path == tmp_path / "t.pmtiles" and result.tiles_path.stat().st_size > 0
     assert json.loads((tmp_path / "render.json").read_text())["web_tiles"]["done"] is True

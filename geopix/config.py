@@ -84,8 +84,10 @@ class InferConfig:
 class RenderConfig:
     """Everything ``geopix render`` needs; see ``geopix.pipeline.render``."""
 
-    input: Path
-    output_dir: Path
+    #: A path, URL, ``/vsi…`` name, VRT, STAC Item or glob (``geopix.source.resolve_input``).
+    input: str | Path | tuple[str, ...]
+    #: A local folder, or an object-store URL (``s3://bucket/run``).
+    output_dir: str | Path
     model: str = "sat2map"
     tiles: TileConfig = field(default_factory=TileConfig)
     infer: InferConfig = field(default_factory=InferConfig)

@@ -162,3 +162,34 @@ class MissingDependencyError(GeopixError, ImportError):
     """An optional package a command needs is not installed; found before any work starts."""
 
     exit_code = 40
+
+
+# ---- remote inputs and outputs (45–49) -------------------------------------------------------
+class RemoteAccessError(GeopixError, PermissionError):
+    """A server or bucket refused us (HTTP 401/403): missing or wrong credentials."""
+
+    exit_code = 45
+
+
+class RemoteUnreachableError(GeopixError, ConnectionError):
+    """No answer: connection refused, unknown host, or a timeout."""
+
+    exit_code = 46
+
+
+class RemoteProtocolError(GeopixError, OSError):
+    """The server answers but cannot serve a raster in parts (no HTTP Range support)."""
+
+    exit_code = 47
+
+
+class StacError(GeopixError, ValueError):
+    """A STAC document that is not an Item, or an Item without the asset asked for."""
+
+    exit_code = 48
+
+
+class MosaicError(GeopixError, ValueError):
+    """Several inputs that cannot be mosaicked as they are (different CRSs or band layouts)."""
+
+    exit_code = 49

@@ -20,6 +20,7 @@ import numpy as np
 from geopix.aoi import aoi_mask
 from geopix.blend import Accumulator, bilinear, to_uint8
 from geopix.config import InferConfig
+from geopix.models.distribute import worker_checkpoint
 from geopix.plan import Block, RenderPlan
 from geopix.read import RasterInfo, WorkGrid, WorkReader, read_source_mask
 from geopix.write import StoreSpec, disk_full_is_an_error, write_block
@@ -32,7 +33,7 @@ class BlockJob:
     info: RasterInfo
     grid: WorkGrid
     plan: RenderPlan
-    model_path: str
+    model_path: str  # on the client; workers that cannot see it get a copy (models.distribute)
     store: StoreSpec
     infer: InferConfig = field(default_factory=InferConfig)
     output_on_work: bool = False
@@ -41,6 +42,8 @@ class BlockJob:
     #: neighbouring block reads them instead of running the model again.
     cache_tiles: bool = True
     out_transform: tuple[float, ...] | None = None  # output grid affine (for the AOI mask)
+    model_sha256: str = ""  # checked on every worker
+    model_name: str | None = None  # a registry name: each worker resolves it in its own install
 
 
 TILE_CACHE = "geopix_tiles"
@@ -114,8 +117,11 @@ def get_reader(info: RasterInfo, grid: WorkGrid) -> WorkReader:
     (a fresh handle per block decoded 3–4× the pixels it used).  One reader per thread: a
     new job's raster replaces the previous one.
     """
-    st = os.stat(info.path)
-    key = (info, grid, st.st_mtime_ns, st.st_size)  # a rewritten file gets a fresh handle
+    try:
+        st = os.stat(info.path)
+        key = (info, grid, st.st_mtime_ns, st.st_size)  # a rewritten file gets a fresh handle
+    except OSError:  # a URL, /vsi… name or VRT: the name is the key
+        key = (info, grid, None, None)
     tid = threading.get_ident()
     with _READERS_LOCK:
         held = _READERS.get(tid)
@@ -149,7 +155,7 @@ def process_block(job: BlockJob, block: Block) -> dict[str, float]:
     """Read, infer, blend, resample, mask and write one output block; return its timings."""
     t = {"load": 0.0, "read": 0.0, "infer": 0.0, "blend": 0.0, "write": 0.0}
     t0 = time.perf_counter()
-    predictor = get_predictor(job.model_path, job.infer)
+    predictor = get_predictor(worker_checkpoint(job.model_path, job.model_sha256, job.model_name), job.infer)
     t["load"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     plan = job.plan

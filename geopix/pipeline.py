@@ -5,6 +5,8 @@ model, inspects the raster, plans the job and checks it against the memory budge
 anything runs; *compute* runs the blocks still to do on the cluster (``geopix.cluster``) into
 the zarr store; *finalize* turns the store into ``map.tif``; *publish* adds the web tiles and
 ``render.json``.  The whole render holds the lock on its output folder (``geopix.output``).
+With an object-store ``-o`` (``s3://bucket/run``) the block store lives in the bucket, the
+finished files are built in a local temporary folder and each is uploaded atomically.
 """
 
 from __future__ import annotations
@@ -34,10 +36,14 @@ from geopix.config import InferConfig, ProgressFn, RenderConfig, TileConfig
 from geopix.errors import GeopixError, Interrupted
 from geopix.execute import BlockJob, close_readers
 from geopix.models.checkpoint import LoadedModel
-from geopix.models.registry import load_model, resolve_model
+from geopix.models.distribute import fetch_checkpoint, send_to_workers, sha256_file
+from geopix.models.registry import REGISTRY, load_model, resolve_model
 from geopix.output import check_output, claim_output
 from geopix.plan import Block, RenderPlan, cache_friendly_order, check_tiling
+from geopix.process import configure_gdal
 from geopix.read import RasterInfo, colour_match, inspect_raster, work_grid
+from geopix.remote import is_url, join, upload_atomic
+from geopix.source import VRT_PREFIX, is_remote, redact, resolve_input
 from geopix.write import StoreSpec, finalize_geotiff, open_store, remove_store, write_manifest
 
 log = logging.getLogger(__name__)
@@ -50,8 +56,8 @@ STORE_NAME = "map.zarr"
 class RenderResult:
     """What a render produced, and how long it took."""
 
-    map_path: Path
-    store_path: Path | None
+    map_path: Path | str  # a URL when -o is an object store
+    store_path: Path | str | None
     width: int
     height: int
     tiles: int
@@ -79,7 +85,7 @@ class Prepared:
     """A render once planned: nothing has run yet, and the plan fits the memory budget."""
 
     config: RenderConfig  # the scheduler resolved
-    out_dir: Path
+    out_dir: Path  # where finished files are built (a temporary folder for an object-store -o)
     model: LoadedModel
     job: BlockJob
     plan: RenderPlan
@@ -105,6 +111,9 @@ def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | N
     if config is None:
         config = _config_from_kwargs(kwargs)
     t_start = time.perf_counter()
+    configure_gdal()
+    if is_url(config.output_dir):
+        return _render_to_store(config, t_start, on_progress)
     out_dir = Path(config.output_dir)
     xyz = None if config.xyz is None else Path(config.xyz) if Path(config.xyz).is_absolute() else out_dir / config.xyz
     xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
@@ -121,16 +130,82 @@ def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | N
         return publish(prepared, computed, map_path, xyz, t_start, on_progress)
 
 
-def prepare(config: RenderConfig) -> Prepared:
+def _render_to_store(config: RenderConfig, t_start: float, on_progress: ProgressFn | None) -> RenderResult:
+    """A render whose ``-o`` is an object-store URL: the block store lives there (workers write
+    their chunks, resume works against it); ``map.tif``, web tiles and ``render.json`` are built in
+    a local temporary folder and each uploaded atomically once complete."""
+    import tempfile
+
+    from geopix.remote import check_remote_output
+
+    output = str(config.output_dir)
+    xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
+    check_remote_output(output, [MAP_NAME, *xyz_name], config.overwrite)
+    with tempfile.TemporaryDirectory(prefix="geopix-render-") as tmp:
+        out_dir = Path(tmp)
+        xyz = None if config.xyz is None else out_dir / Path(config.xyz).name
+        prepared = prepare(config, out_dir)
+        computed = compute(prepared, on_progress)
+        t_write = time.perf_counter()
+        map_path = finalize(prepared, computed)
+        computed.stats["finalize"] = time.perf_counter() - t_write
+        map_url = _publish_file(map_path, output)
+        result = publish(prepared, computed, map_path, xyz, t_start, on_progress)
+        tiles_url = _upload_tiles(result.tiles_path, output) if result.tiles_path else None
+        manifest = json.loads((out_dir / "render.json").read_text())
+        manifest["output"] = map_url
+        if tiles_url:
+            manifest["web_tiles"] = {"path": tiles_url, "done": True}
+        write_manifest(out_dir / "render.json", manifest)
+        _publish_file(out_dir / "render.json", output)
+    return dataclasses.replace(
+        result,
+        map_path=map_url,
+        tiles_path=tiles_url,
+        store_path=computed.job.store.path if config.keep_zarr else None,
+    )
+
+
+def _publish_file(local: Path, output: str | Path) -> str | Path:
+    """Put a finished file under its final name: it is there already, or uploaded atomically."""
+    if not is_url(output):
+        return local
+    url = join(str(output), local.name)
+    upload_atomic(local, url)
+    return url
+
+
+def _upload_tiles(local: Path, output: str) -> str:
+    """A tile archive is one atomic upload; a tile folder goes up tile by tile (each atomic)."""
+    from geopix.remote import filesystem
+
+    if local.is_file():
+        return str(_publish_file(local, output))
+    url = join(output, local.name)
+    fs, root = filesystem(url)
+    fs.put(str(local), root, recursive=True)
+    return url
+
+
+def source_label(name: str) -> str:
+    """A short name for the source in tags (the file name; ``mosaic.vrt`` for a mosaic)."""
+    if name.startswith(VRT_PREFIX):
+        return "mosaic.vrt"
+    return name.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def prepare(config: RenderConfig, out_dir: Path | None = None) -> Prepared:
     """Load the model, inspect the raster, plan the job and check it against the memory budget."""
     scheduler = resolve_scheduler(config.scheduler, config.scheduler_file)
     if scheduler != config.scheduler:  # --scheduler-file or $DASK_SCHEDULER_ADDRESS: also for the pyramid
         config = dataclasses.replace(config, scheduler=scheduler, scheduler_file=None)
+    if "://" in str(config.model):  # a checkpoint URL: downloaded once, then a local path
+        config = dataclasses.replace(config, model=str(fetch_checkpoint(str(config.model))))
     model = load_model(config.model)
     check_tiling(config.tiles.tile_size, config.tiles.overlap, model.spec.multiple, model.spec.num_downs)
-    info = inspect_raster(config.input, config.bands, config.allow_no_crs)
-    out_dir = Path(config.output_dir)
-    job, plan = build_job(config, info, model, out_dir)
+    info = inspect_raster(resolve_input(config.input), config.bands, config.allow_no_crs)
+    out_dir = out_dir if out_dir is not None else Path(config.output_dir)
+    job, plan = build_job(config, info, model)
     memory = _memory(config, plan, model)
     check_budget(
         memory,
@@ -169,6 +244,8 @@ def compute(prepared: Prepared, on_progress: ProgressFn | None = None) -> Comput
             stats_in = prepared.model.spec.input_stats if config.match_colors else None
             matched = pool.submit(colour_match, job.info, stats_in) if stats_in else None
             with open_cluster(config.scheduler, config.workers, announce=log.info) as client:
+                if client is not None and config.scheduler is not None and job.model_name is None:
+                    send_to_workers(client, job.model_path, job.model_sha256)  # they may not see our files
                 if matched is not None:
                     job = dataclasses.replace(job, info=matched.result())
                 return _run_blocks(config, job, plan, client, on_progress)
@@ -184,7 +261,7 @@ def _run_blocks(config: RenderConfig, job: BlockJob, plan: RenderPlan, client, o
     done = open_store(
         job.store,
         fingerprint(job),
-        {"geopix": __version__, "input": job.info.path, "model": job.model_path},
+        {"geopix": __version__, "input": redact(job.info.path), "model": job.model_path},
         force=config.force or config.overwrite,
     )
     blocks = cache_friendly_order([b for b in plan.blocks() if b.index not in done])
@@ -225,7 +302,7 @@ def finalize(prepared: Prepared, computed: Computed) -> Path:
         tags={
             "GEOPIX_VERSION": __version__,
             "GEOPIX_MODEL": Path(job.model_path).name,
-            "GEOPIX_SOURCE": Path(info.path).name,
+            "GEOPIX_SOURCE": source_label(info.path),
         },
     )
     if not prepared.config.keep_zarr:
@@ -245,7 +322,7 @@ def publish(
     config, job, plan, stats = prepared.config, computed.job, prepared.plan, dict(computed.stats)
     manifest = {
         "geopix": __version__,
-        "input": job.info.path,
+        "input": redact(job.info.path),  # a pre-signed URL's signature must not be stored
         "model": job.model_path,
         "tile_size": plan.tile,
         "overlap": plan.overlap,
@@ -283,8 +360,8 @@ def _pending_web_tiles(config: RenderConfig, out_dir: Path, xyz: Path) -> dict |
     tiles = manifest.get("web_tiles") or {}
     if tiles.get("path") != str(xyz) or tiles.get("done") or not (out_dir / MAP_NAME).exists():
         return None
-    info = inspect_raster(config.input, config.bands, config.allow_no_crs)
-    same = manifest.get("input") == info.path and manifest.get("model") == load_model(config.model).path
+    info = inspect_raster(resolve_input(config.input), config.bands, config.allow_no_crs)
+    same = manifest.get("input") == redact(info.path) and manifest.get("model") == load_model(config.model).path
     return manifest if same else None
 
 
@@ -343,17 +420,14 @@ def fingerprint(job: BlockJob) -> str:
     changes pixels.  An interrupted render resumes only into a store with this fingerprint."""
     import hashlib
 
-    src = Path(job.info.path).stat()
-    h = hashlib.sha256()
-    with open(job.model_path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    local = not is_remote(job.info.path) and not job.info.path.startswith(VRT_PREFIX)
+    src = Path(job.info.path).stat() if local else None
     doc = {
         "geopix": __version__,
         "input": job.info.path,
-        "size": src.st_size,
-        "mtime_ns": src.st_mtime_ns,
-        "model_sha256": h.hexdigest(),
+        "size": src.st_size if src else None,  # remote: the URL names the job (ETags are not portable)
+        "mtime_ns": src.st_mtime_ns if src else None,
+        "model_sha256": job.model_sha256 or sha256_file(job.model_path),
         "plan": dataclasses.asdict(job.plan),
         "grid": dataclasses.asdict(job.grid),
         "bands": job.info.bands,
@@ -367,11 +441,12 @@ def fingerprint(job: BlockJob) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def build_job(config: RenderConfig, info: RasterInfo, model: LoadedModel, out_dir: Path) -> tuple[BlockJob, RenderPlan]:
+def build_job(config: RenderConfig, info: RasterInfo, model: LoadedModel) -> tuple[BlockJob, RenderPlan]:
     """The pure part of a render once the inputs are known: grids, plan and the worker job."""
     from rasterio.transform import Affine
 
     grid = work_grid(info, model.spec.ground_resolution_m, config.resample)
+    model_path = str(Path(resolve_model(config.model)).resolve())
     on_work = config.output_resolution == "model"
     out_h, out_w = (grid.height, grid.width) if on_work else (info.height, info.width)
     out_transform = grid.transform(info) if on_work else info.affine
@@ -391,17 +466,24 @@ def build_job(config: RenderConfig, info: RasterInfo, model: LoadedModel, out_di
         region=region,
     )
     ext = plan.extent
-    store = StoreSpec(str(out_dir / STORE_NAME), ext.height, ext.width, plan.chunk, ext.row, ext.col)
+    output = config.output_dir
+    store_path = join(str(output), STORE_NAME) if is_url(output) else str(Path(output) / STORE_NAME)
+    store = StoreSpec(store_path, ext.height, ext.width, plan.chunk, ext.row, ext.col)
     job = BlockJob(
         info=info,
         grid=grid,
         plan=plan,
-        model_path=str(Path(resolve_model(config.model)).resolve()),
+        model_path=model_path,
+        model_sha256=sha256_file(model_path),
+        model_name=str(config.model) if str(config.model) in REGISTRY else None,
         store=store,
         infer=config.infer,
         output_on_work=on_work,
         aoi_wkb=aoi_wkb,
         out_transform=tuple(out_transform)[:6] if isinstance(out_transform, Affine) else None,
+        # The shared-tile cache is a folder beside a local store; an object store skips it
+        # (the same pixels: a cached prediction equals a fresh one bit for bit).
+        cache_tiles=not is_url(output),
     )
     return job, plan
 
@@ -418,6 +500,7 @@ def _config_from_kwargs(kwargs: dict) -> RenderConfig:
     infer = InferConfig(**{k: kwargs.pop(k) for k in ("device", "batch_size", "threads", "precision") if k in kwargs})
     if "input" not in kwargs or "output_dir" not in kwargs:
         raise GeopixError("render() needs input= and output_dir= (or a RenderConfig)")
-    kwargs["input"] = Path(kwargs["input"])
-    kwargs["output_dir"] = Path(kwargs["output_dir"])
+    src, out = kwargs["input"], kwargs["output_dir"]
+    kwargs["input"] = tuple(map(str, src)) if isinstance(src, list | tuple) else str(src)
+    kwargs["output_dir"] = out if isinstance(out, str) and is_url(out) else Path(out)
     return RenderConfig(tiles=tiles, infer=infer, **kwargs)

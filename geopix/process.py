@@ -1,4 +1,5 @@
-"""Process-wide settings of a process that renders: GDAL's block cache, glibc's allocator, torch threads.
+"""Process-wide settings of a process that renders: GDAL's block cache and remote reads, glibc's allocator,
+torch threads.
 
 They change the whole process, so nothing sets them on import: the entry points call
 ``configure_process`` (``geopix.cli.main``, a render on the sync scheduler) and Dask workers
@@ -17,11 +18,38 @@ import os
 #: with 256 MB).  Set GDAL_CACHEMAX yourself to override.
 GDAL_CACHE_MB = 64
 
+#: GDAL settings for reading over HTTP and object stores (docs/scaling.md explains each).
+#: ``configure_process`` applies them as defaults: a variable already set in the environment wins.
+REMOTE_READ_SETTINGS = {
+    # Opening s3://b/k/x.tif must not list the whole folder looking for side-car files.
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    # One request fetches a COG's header and tile index (instead of several 16 kB ones).
+    "GDAL_INGESTED_BYTES_AT_OPEN": "65536",
+    # Transient failures (HTTP 429/5xx, resets) are retried with back-off, not fatal.
+    "GDAL_HTTP_MAX_RETRY": "4",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+    # Fail in bounded time when a server does not answer (seconds).
+    "GDAL_HTTP_CONNECTTIMEOUT": "10",
+    "GDAL_HTTP_TIMEOUT": "60",
+    # Adjacent tiles of one window come in one request; a window's ranges go out in parallel.
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "GDAL_HTTP_MULTIRANGE": "YES",
+    # Keep one connection per host alive between requests.
+    "GDAL_HTTP_MULTIPLEX": "YES",
+    # Downloaded byte ranges are cached per process (MB: 64), so a block's halo is fetched once.
+    "CPL_VSIL_CURL_CACHE_SIZE": str(64 << 20),
+    "VSI_CACHE": "TRUE",
+    "VSI_CACHE_SIZE": str(16 << 20),
+}
+
+
 _ALLOCATOR_TUNED = False
 
 
 def configure_process(torch_threads: int | None = None) -> None:
-    """GDAL's cache (unless ``$GDAL_CACHEMAX`` is set), the allocator, and ``torch_threads`` if given."""
+    """GDAL's cache (unless ``$GDAL_CACHEMAX`` is set), its remote-read settings, the allocator,
+    and ``torch_threads`` if given."""
+    configure_gdal()
     if "GDAL_CACHEMAX" not in os.environ:
         from rasterio._env import set_gdal_config
 
@@ -33,6 +61,12 @@ def configure_process(torch_threads: int | None = None) -> None:
 
         if torch.get_num_threads() != torch_threads:
             torch.set_num_threads(torch_threads)
+
+
+def configure_gdal() -> None:
+    """``REMOTE_READ_SETTINGS`` as defaults of this process (GDAL reads them at each open)."""
+    for key, value in REMOTE_READ_SETTINGS.items():
+        os.environ.setdefault(key, value)
 
 
 def tune_allocator() -> None:

@@ -146,14 +146,16 @@ class MapSource:
 
 
 def inspect_map(path: str | Path) -> MapSource:
-    """Open and check a map raster once on the client."""
+    """Open and check a map raster (a path, URL or ``/vsi…`` name) once on the client."""
     from rasterio.enums import ColorInterp, MaskFlags
     from rasterio.warp import transform_bounds
 
     from geopix.read import ground_resolution, open_raster
+    from geopix.source import gdal_name, url_of
 
-    path = Path(path)
-    with open_raster(path, "map raster") as src:
+    name = gdal_name(str(path))  # workers open the same name: a URL needs no shared folder
+    path = url_of(name)
+    with open_raster(name, "map raster") as src:
         if src.crs is None:
             raise MissingCRSError(f"{path} has no CRS, so it cannot be placed on a web map; assign one first")
         if src.width < 1 or src.height < 1:
@@ -177,7 +179,7 @@ def inspect_map(path: str | Path) -> MapSource:
             raise EmptyRasterError(f"{path} does not overlap the Web Mercator world (bounds {w, s, e, n})")
         res = min(ground_resolution(src))
         return MapSource(
-            path=str(path.resolve()),
+            path=name,
             bounds=(w, s, e, n),
             ground_resolution_m=res,
             centre_lat=(s + n) / 2,
@@ -378,7 +380,7 @@ def _remove(path: Path) -> None:
 
 # ---- the public entry point -----------------------------------------------------------------
 def build_pyramid(
-    map_path: Path,
+    map_path: str | Path,
     out: Path,
     config: PyramidConfig,
     *,
@@ -393,12 +395,16 @@ def build_pyramid(
     ``on_progress("tiles zN", done, total)`` counts candidate tiles (written or empty).
     """
     t0 = time.perf_counter()
-    map_path, out = Path(map_path), Path(out)
+    out = Path(out)
     src = inspect_map(map_path)
+    from geopix.source import url_of
+
+    shown = url_of(src.path)  # for messages: a URL as typed, credentials redacted
+    file_name = src.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     kind = output_kind(out)
     if config.format == "jpg" and has_invalid_pixels(src):
         raise TileFormatError(
-            f"--format jpg has no transparency, but {map_path} has masked (nodata) pixels; use png or webp"
+            f"--format jpg has no transparency, but {shown} has masked (nodata) pixels; use png or webp"
         )
     minz, maxz = zoom_range(src, config)
     check_output(out.parent, [out.name], config.overwrite, option="OUT")
@@ -446,13 +452,13 @@ def build_pyramid(
                 total_bytes += nbytes[0]
                 written_above = written
                 if z == maxz and not written:
-                    raise EmptyRasterError(f"{map_path} has no valid pixels at zoom {z}; nothing to tile")
+                    raise EmptyRasterError(f"{shown} has no valid pixels at zoom {z}; nothing to tile")
     except BaseException:
         _remove(staging)
         raise
 
     tj = make_tilejson(
-        name=config.name or map_path.stem,
+        name=config.name or Path(file_name).stem,
         tiles_url=tiles_template(config.base_url, config.format) if config.base_url else "{z}/{x}/{y}." + config.format,
         bounds=src.bounds,
         minzoom=minz,
@@ -460,7 +466,7 @@ def build_pyramid(
         attribution=attribution_for(src.tags, src.path, config.attribution),
         tile_size=config.tile_size,
         fmt=config.format,
-        description=f"geopix web tiles of {map_path.name}",
+        description=f"geopix web tiles of {file_name}",
     )
     try:
         if kind == "dir":

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,11 +37,16 @@ from geopix.errors import (
     BandError,
     DtypeError,
     EmptyRasterError,
+    GeopixError,
     InputNotFoundError,
     MissingCRSError,
     NotARasterError,
+    RemoteAccessError,
+    RemoteProtocolError,
+    RemoteUnreachableError,
 )
 from geopix.plan import Window
+from geopix.source import VRT_PREFIX, gdal_name, is_remote, redact, url_of
 
 SUPPORTED_DTYPES = ("uint8", "uint16")
 
@@ -106,24 +113,65 @@ def _default_bands(src: rasterio.io.DatasetReader) -> tuple[tuple[int, ...], int
     )
 
 
-def open_raster(path: Path, role: str = "raster") -> rasterio.io.DatasetReader:
-    """Open ``path`` for reading, or raise the error that names what is wrong with it."""
-    if not path.exists():
-        raise InputNotFoundError(f"{role} {path} does not exist; check the path")
-    if path.is_dir():
-        raise NotARasterError(f"{role} {path} is a directory; pass a GeoTIFF file")
+def open_raster(path: str | Path, role: str = "raster") -> rasterio.io.DatasetReader:
+    """Open a local path or GDAL name (``/vsicurl/…``, ``/vsis3/…``, VRT XML) for reading, or
+    raise the error that names what is wrong with it (never a credential)."""
+    name = str(path)
+    if not name.startswith(("/vsi", VRT_PREFIX)):
+        local = Path(name)
+        if not local.exists():
+            raise InputNotFoundError(f"{role} {local} does not exist; check the path")
+        if local.is_dir():
+            raise NotARasterError(f"{role} {local} is a directory; pass a GeoTIFF file")
     try:
-        return rasterio.open(path)
+        return rasterio.open(name)
     except RasterioIOError as exc:
+        if is_remote(name):
+            raise remote_error(exc, name, role) from exc
         raise NotARasterError(
-            f"{role} {path} is not a raster GDAL can read ({str(exc).splitlines()[0]}); pass a GeoTIFF"
+            f"{role} {url_of(name)} is not a raster GDAL can read ({str(exc).splitlines()[0]}); pass a GeoTIFF"
         ) from exc
+
+
+def remote_error(exc: Exception, name: str, role: str = "input raster") -> GeopixError:
+    """Map GDAL's message for a failed remote open onto the error class and fix it stands for."""
+    text = str(exc)
+    url = url_of(name)
+    if re.search(r"\b(401|403)\b|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|Forbidden", text):
+        return RemoteAccessError(
+            f"{role} {url}: access denied (HTTP 403); set or fix the credentials (AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*; AWS_NO_SIGN_REQUEST=YES "
+            "for public buckets)"
+        )
+    if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
+        return InputNotFoundError(f"{role} {url}: the bucket does not exist; check the bucket name")
+    if re.search(r"Range downloading not supported|does not support range|Range.*not supported", text, re.I):
+        return RemoteProtocolError(
+            f"{role} {url}: the server does not support HTTP Range requests, so the raster cannot be read in "
+            "parts; serve it from a server that does (any object store, nginx, Apache) or download it first"
+        )
+    if re.search(r"timed out|Timeout was reached|Operation too slow", text, re.I):
+        return RemoteUnreachableError(
+            f"{role} {url}: the server did not answer in time; check the server, or raise GDAL_HTTP_TIMEOUT "
+            f"(now {os.environ.get('GDAL_HTTP_TIMEOUT', 'unset')} s)"
+        )
+    if re.search(r"Couldn't connect|Could not connect|Connection refused|resolve host|Failed to connect", text, re.I):
+        return RemoteUnreachableError(
+            f"{role} {url}: cannot connect to the server; check the host and port (and AWS_S3_ENDPOINT / "
+            "AWS_HTTPS for an S3-compatible store)"
+        )
+    if re.search(r"\b404\b|No such file|does not exist|NoSuchKey|not recognized as being in a supported", text):
+        if "not recognized as being in a supported" in text:
+            return NotARasterError(f"{role} {url} is not a raster GDAL can read; pass a GeoTIFF, COG or VRT")
+        return InputNotFoundError(f"{role} {url} does not exist (HTTP 404); check the URL")
+    return NotARasterError(f"{role} {url} cannot be read ({redact(text.splitlines()[0])[:200]})")
 
 
 def inspect_raster(path: str | Path, bands: tuple[int, ...] | None = None, allow_no_crs: bool = False) -> RasterInfo:
     """Open ``path`` and check everything a render needs; raise a ``GeopixError`` naming the fix."""
-    path = Path(path)
-    with open_raster(path, "input raster") as src:
+    name = path if isinstance(path, str) and path.startswith(("/vsi", VRT_PREFIX)) else gdal_name(str(path))
+    path = url_of(name)  # what messages show
+    with open_raster(name, "input raster") as src:
         if src.width < 1 or src.height < 1 or src.count < 1:
             raise EmptyRasterError(f"{path} is empty ({src.width}×{src.height}, {src.count} bands)")
         if src.crs is None and src.gcps[0]:
@@ -156,7 +204,7 @@ def inspect_raster(path: str | Path, bands: tuple[int, ...] | None = None, allow
             )
         stretch = _percentile_stretch(src, bands) if dtype == "uint16" else None
         return RasterInfo(
-            path=str(path.resolve()),
+            path=name if is_remote(name) or name.startswith(VRT_PREFIX) else str(Path(name).resolve()),
             width=src.width,
             height=src.height,
             count=src.count,

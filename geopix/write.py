@@ -5,7 +5,8 @@ so concurrent writers never share a chunk.  The final step streams the chunks in
 tiled GeoTIFF, which GDAL's COG driver copies into a Cloud-Optimized GeoTIFF on disk
 (opening the COG driver for writing would buffer the whole raster; copying streams).
 Files appear under their final names only when complete: everything is written to
-``*.partial`` first and renamed.
+``*.partial`` first and renamed.  The store may live in an object store (``s3://…``): zarr
+writes it through fsspec, so workers on other machines write their own chunks there.
 """
 
 from __future__ import annotations
@@ -43,9 +44,16 @@ class StoreSpec:
     col: int = 0
 
 
+def _store_kwargs(spec: StoreSpec) -> dict:
+    from geopix.remote import is_url, storage_options
+
+    return {"storage_options": storage_options(spec.path)} if is_url(spec.path) else {}
+
+
 def create_store(spec: StoreSpec, attrs: dict | None = None) -> zarr.Array:
     arr = zarr.create_array(
         store=spec.path,
+        **_store_kwargs(spec),
         shape=(4, spec.height, spec.width),
         chunks=(4, spec.chunk, spec.chunk),
         dtype="uint8",
@@ -65,14 +73,45 @@ def write_block(spec: StoreSpec, out: Window, rgba: np.ndarray, index: tuple[int
     The marker is written after the chunk, so a block killed half-way is never counted as
     done; writing the same block twice gives the same bytes (idempotent).
     """
-    arr = zarr.open_array(store=spec.path, mode="r+")
+    arr = zarr.open_array(store=spec.path, mode="r+", **_store_kwargs(spec))
     r, c = out.row - spec.row, out.col - spec.col
     with disk_full_is_an_error(Path(spec.path)):
         arr[:, r : r + out.height, c : c + out.width] = rgba
         if index is not None:
-            marker = Path(spec.path) / DONE_DIR / f"{index[0]}_{index[1]}"
-            marker.parent.mkdir(exist_ok=True)
-            marker.write_bytes(b"")
+            _mark_done(spec, index)
+
+
+def _mark_done(spec: StoreSpec, index: tuple[int, int]) -> None:
+    from geopix.remote import filesystem, is_url, join
+
+    if is_url(spec.path):
+        fs, root = filesystem(spec.path)
+        fs.pipe_file(join(root, DONE_DIR, f"{index[0]}_{index[1]}"), b"")
+        return
+    marker = Path(spec.path) / DONE_DIR / f"{index[0]}_{index[1]}"
+    marker.parent.mkdir(exist_ok=True)
+    marker.write_bytes(b"")
+
+
+def _done_blocks(spec: StoreSpec) -> set[tuple[int, int]]:
+    from geopix.remote import filesystem, is_url, join
+
+    if is_url(spec.path):
+        fs, root = filesystem(spec.path)
+        names = [p.rsplit("/", 1)[-1] for p in fs.glob(join(root, DONE_DIR, "*_*"))]
+    else:
+        names = [p.name for p in (Path(spec.path) / DONE_DIR).glob("*_*")]
+    done = set()
+    for name in names:
+        a, b = name.split("_")
+        done.add((int(a), int(b)))
+    return done
+
+
+def _store_exists(spec: StoreSpec) -> bool:
+    from geopix.remote import exists, is_url
+
+    return exists(spec.path) if is_url(spec.path) else Path(spec.path).exists()
 
 
 def is_disk_full(exc: BaseException, path: Path | None = None) -> bool:
@@ -123,24 +162,19 @@ def open_store(spec: StoreSpec, fingerprint: str, attrs: dict, *, force: bool) -
     """
     from geopix.errors import ResumeError
 
-    root = Path(spec.path)
-    if root.exists():
+    if _store_exists(spec):
         try:
-            old = zarr.open_array(store=spec.path, mode="r").attrs.get(FINGERPRINT_ATTR)
+            old = zarr.open_array(store=spec.path, mode="r", **_store_kwargs(spec)).attrs.get(FINGERPRINT_ATTR)
         except Exception:  # an unreadable store is as good as none
             old = None
         if old == fingerprint:
-            done = set()
-            for p in (root / DONE_DIR).glob("*_*"):
-                a, b = p.name.split("_")
-                done.add((int(a), int(b)))
-            return done
+            return _done_blocks(spec)
         if old is not None and not force:
             raise ResumeError(
-                f"{root} holds an unfinished render of a different input, model or setting; "
+                f"{spec.path} holds an unfinished render of a different input, model or setting; "
                 "rerun the original command to finish it, or pass --force to discard it"
             )
-        shutil.rmtree(root)
+        remove_store(spec)
     create_store(spec, attrs={**attrs, FINGERPRINT_ATTR: fingerprint})
     return set()
 
@@ -208,7 +242,7 @@ def _finalize(
     cog: bool,
     tags: dict[str, str] | None,
 ) -> None:
-    arr = zarr.open_array(store=spec.path, mode="r")
+    arr = zarr.open_array(store=spec.path, mode="r", **_store_kwargs(spec))
     profile = {
         "driver": "GTiff",
         "width": spec.width,
@@ -270,7 +304,12 @@ def _finalize(
 
 
 def remove_store(spec: StoreSpec) -> None:
-    shutil.rmtree(spec.path, ignore_errors=True)
+    from geopix.remote import is_url, remove_tree
+
+    if is_url(spec.path):
+        remove_tree(spec.path)
+    else:
+        shutil.rmtree(spec.path, ignore_errors=True)
 
 
 def write_manifest(path: Path, data: dict) -> None:

@@ -52,3 +52,52 @@ def pytest_terminal_summary(terminalreporter) -> None:
     docs = sys.modules.get("tests.test_docs")
     for line in docs.summary_lines() if docs else []:
         terminalreporter.write_line(line)
+
+
+# ---- remote protocol servers on 127.0.0.1 (issue 15) ----------------------------------------
+@pytest.fixture(scope="session")
+def http_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the Range HTTP server serves."""
+    return tmp_path_factory.mktemp("http")
+
+
+@pytest.fixture(scope="session")
+def http_server(http_root: Path):
+    """A Range-capable HTTP server for ``http_root`` (faults under /forbidden/ and /stall/)."""
+    from geopix.testservers import RangeHTTPServer
+
+    with RangeHTTPServer(http_root, faults={"/forbidden/": "403", "/stall/": "stall"}, stall_s=3) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on loopback, with GDAL and s3fs pointed at it through the environment."""
+    pytest.importorskip("moto.server", reason="pip install 'moto[server]' for the S3 tests")
+    pytest.importorskip("s3fs")
+    import os
+
+    from geopix.testservers import moto_s3, s3_env
+
+    with moto_s3() as endpoint:
+        env = s3_env(endpoint)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield endpoint
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(s3_endpoint: str) -> str:
+    """An empty bucket on the S3 server; yields its name."""
+    from geopix.remote import filesystem
+
+    fs, _ = filesystem("s3://geopix-test")
+    fs.mkdir("geopix-test")
+    return "geopix-test"

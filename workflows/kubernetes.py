@@ -4,8 +4,10 @@
     python workflows/kubernetes.py --apply city.tif -o /data/out   # create the cluster, render, delete it
 
 ``--apply`` needs ``pip install dask-kubernetes``, a kubeconfig and the operator installed in
-the Kubernetes cluster (see the YAML's header).  The client must see the same ``/data``
-volume as the workers (run it in a pod, or mount the share locally).  Without the operator,
+the Kubernetes cluster (see the YAML's header).  With ``kubernetes.yaml`` the client must see
+the same ``/data`` volume as the workers (run it in a pod, or mount the share locally); with
+``--spec workflows/kubernetes-bucket.yaml`` nothing is shared: input and output are bucket URLs
+(``--apply s3://imagery/city.tif -o s3://maps/city``).  Without the operator,
 ``kubectl apply -f workflows/kubernetes.yaml`` plus ``--scheduler`` does the same by hand.
 """
 
@@ -51,8 +53,14 @@ def validate(doc: dict) -> list[str]:
         args = [str(a) for a in w.get("args", [])]
         if not any(args[i : i + 2] == ["--nthreads", "1"] for i in range(len(args))):
             problems.append("worker args need --nthreads 1 (one model, one block at a time per worker)")
-        if not any(m.get("mountPath") for m in w.get("volumeMounts", [])):
-            problems.append("workers need the shared data volume mounted (input, model, output)")
+        mounted = any(m.get("mountPath") for m in w.get("volumeMounts", []))
+        env_names = {e.get("name", "") for e in w.get("env", [])}
+        store_access = bool(w.get("envFrom")) or any(n.startswith(("AWS_", "GOOGLE_", "AZURE_")) for n in env_names)
+        if not (mounted or store_access):
+            problems.append(
+                "workers need either the shared data volume mounted, or object-store credentials "
+                "(envFrom a secret / AWS_*, GOOGLE_*, AZURE_* env) for s3://, gs://, az:// inputs and outputs"
+            )
         if not isinstance(doc["spec"]["worker"].get("replicas"), int):
             problems.append("spec.worker.replicas must be an integer")
     except (KeyError, IndexError, TypeError):
@@ -99,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Dask dashboard: {cluster.dashboard_link}", file=sys.stderr)
         result = render(
             RenderConfig(
-                input=Path(args.input),
-                output_dir=Path(args.output),
+                input=args.input,  # a path on the shared volume, or a URL (s3://…)
+                output_dir=args.output,
                 model=args.model,
                 scheduler=cluster.scheduler_address,
             )

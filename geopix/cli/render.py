@@ -13,7 +13,6 @@ from geopix.cli.options import (
     BatchSize,
     Device,
     Model,
-    OutputDir,
     Overlap,
     Overwrite,
     Precision,
@@ -56,8 +55,16 @@ def _summary(result, extra: list[str] | None = None) -> None:
 
 @app.command("render")
 def render_cmd(
-    input: Path = typer.Argument(..., help="Input aerial GeoTIFF (uint8 or uint16, RGB)."),
-    output_dir: OutputDir = ...,
+    inputs: list[str] = typer.Argument(
+        ...,
+        metavar="INPUT...",
+        help="Aerial raster (uint8/uint16 RGB): a path, http(s)://, s3://, gs://, az:// or /vsi… URL, a VRT, "
+        "a STAC Item (.json), or several files / a glob (mosaicked).",
+    ),
+    output_dir: str = typer.Option(
+        ..., "--output", "-o", help="Output folder or object-store URL (s3://bucket/run); map.tif is written there."
+    ),
+    asset: str = typer.Option(None, help="STAC Item asset to render (default: the RGB/visual one)."),
     model: Model = "sat2map",
     tile_size: TileSize = 256,
     overlap: Overlap = _TILES.overlap,
@@ -94,9 +101,10 @@ def render_cmd(
     """Render an aerial GeoTIFF into a seamless, georeferenced map raster (OUTPUT/map.tif)."""
     from geopix.budget import parse_size
     from geopix.pipeline import render
+    from geopix.source import resolve_input
 
     cfg = RenderConfig(
-        input=input,
+        input=resolve_input(inputs, asset),
         output_dir=output_dir,
         model=model,
         tiles=TileConfig(tile_size, overlap, chunk_size),
@@ -151,7 +159,7 @@ def predict_cmd(
 
 @app.command("info")
 def info_cmd(
-    input: Path = typer.Argument(..., help="A raster."),
+    input: str = typer.Argument(..., help="A raster: a path, URL, /vsi… name or STAC Item."),
     model: Model = "sat2map",
     tile_size: TileSize = 256,
     overlap: Overlap = _TILES.overlap,
@@ -161,8 +169,9 @@ def info_cmd(
 ) -> None:
     """Show size, CRS, ground resolution, tile count and an estimated render time."""
     from geopix.describe import info
+    from geopix.source import resolve_input
 
-    data = info(input, model, TileConfig(tile_size, overlap, 1024), parse_bands(bands), resample)
+    data = info(resolve_input(input), model, TileConfig(tile_size, overlap, 1024), parse_bands(bands), resample)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return

@@ -13,7 +13,9 @@ from geopix.cli.progress import progress_bar
 
 @app.command("tiles")
 def tiles_cmd(
-    map_path: Path = typer.Argument(..., help="Map GeoTIFF (e.g. OUT/map.tif from geopix render)."),
+    map_path: str = typer.Argument(
+        ..., help="Map GeoTIFF (e.g. OUT/map.tif from geopix render): a path, or an http(s)://, s3://, gs://, az:// URL"
+    ),
     out: Path = typer.Argument(..., help="Output: a folder ({z}/{x}/{y}.ext), or a path ending .pmtiles or .mbtiles."),
     zoom: str = typer.Option(None, "--zoom", help="Zoom range MIN-MAX (e.g. 12-18); default: from the raster."),
     fmt: str = typer.Option("png", "--format", help="Tile image format: png | webp | jpg (jpg: no transparency)."),

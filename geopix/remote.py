@@ -1,0 +1,122 @@
+"""Object-store locations for outputs (``s3://``, ``gs://``, ``az://``, ``memory://``) through fsspec.
+
+One set of environment variables configures both GDAL (reads) and fsspec (writes): the
+standard credential variables, plus GDAL's endpoint override ``AWS_S3_ENDPOINT`` /
+``AWS_HTTPS`` which this module turns into s3fs's ``endpoint_url`` (botocore's own
+``AWS_ENDPOINT_URL`` wins when set).  Finished files are built locally and uploaded with
+``upload_atomic``: an object store makes an object visible only when its upload completes
+(a single PUT, or a multipart upload's final *complete* call), so nothing partial ever
+appears under the final key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from geopix.errors import OutputExistsError, OutputNotWritableError, RemoteAccessError, RemoteUnreachableError
+from geopix.source import redact
+
+REMOTE_OUTPUT_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "memory")
+
+
+def is_url(location: str | os.PathLike) -> bool:
+    """True for an fsspec URL such as ``s3://bucket/run`` (a local path otherwise)."""
+    text = str(location)
+    return "://" in text and text.split("://", 1)[0].lower() in REMOTE_OUTPUT_SCHEMES
+
+
+def storage_options(url: str) -> dict:
+    """fsspec options for ``url`` from the environment (S3 endpoint from GDAL's variables too)."""
+    scheme = str(url).split("://", 1)[0].lower()
+    if scheme != "s3":
+        return {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint and os.environ.get("AWS_S3_ENDPOINT"):
+        https = os.environ.get("AWS_HTTPS", "YES").upper() not in ("NO", "FALSE", "0", "OFF")
+        host = os.environ["AWS_S3_ENDPOINT"]
+        endpoint = host if "://" in host else f"{'https' if https else 'http'}://{host}"
+    opts: dict = {}
+    if endpoint:
+        opts["endpoint_url"] = endpoint
+    if os.environ.get("AWS_NO_SIGN_REQUEST", "").upper() in ("YES", "TRUE", "1"):
+        opts["anon"] = True
+    return opts
+
+
+def filesystem(url: str):
+    """``(fs, path)`` for an fsspec URL; fresh instances are cheap and safe in worker processes."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(url, **storage_options(url))
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URL path parts with ``/`` (``os.path.join`` would break ``s3://``)."""
+    return "/".join([str(base).rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def explain(exc: BaseException, url: str) -> Exception:
+    """A ``GeopixError`` naming ``url`` (redacted) and the fix for an fsspec/botocore failure."""
+    where = redact(url)
+    text = f"{type(exc).__name__} {exc}"
+    if isinstance(exc, PermissionError) or any(s in text for s in ("AccessDenied", "403", "InvalidAccessKeyId")):
+        return RemoteAccessError(
+            f"access to {where} was denied; check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            "GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*) and the bucket policy"
+        )
+    if "NoSuchBucket" in text or ("bucket" in text.lower() and "not" in text.lower() and "exist" in text.lower()):
+        return OutputNotWritableError(f"bucket of {where} does not exist; create it or choose another -o")
+    if isinstance(exc, ConnectionError | TimeoutError) or any(
+        s in text for s in ("Could not connect", "EndpointConnectionError", "timed out", "Connect timeout")
+    ):
+        return RemoteUnreachableError(
+            f"cannot reach {where} ({type(exc).__name__}); check the endpoint (AWS_S3_ENDPOINT / "
+            "AWS_ENDPOINT_URL) and the network"
+        )
+    detail = redact(str(exc)).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return OutputNotWritableError(f"cannot write to {where} ({detail}); choose another -o")
+
+
+def check_writable(url: str) -> None:
+    """Fail early (before any work) when ``url``'s bucket is missing, unreachable or read-only."""
+    fs, path = filesystem(url)
+    probe = join(path, ".geopix-write-test")
+    try:
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
+    except Exception as exc:
+        raise explain(exc, url) from exc
+
+
+def check_remote_output(url: str, names: list[str], overwrite: bool) -> None:
+    """``geopix.output.check_output`` for a bucket: writable, and ``names`` not there unless ``overwrite``."""
+    check_writable(url)
+    existing = [n for n in names if exists(join(url, n))]
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{redact(join(url, existing[0]))} already exists; pass --overwrite to replace it or choose another -o"
+        )
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    try:
+        return bool(fs.exists(path))
+    except Exception as exc:
+        raise explain(exc, url) from exc
+
+
+def upload_atomic(local: Path, url: str) -> None:
+    """Upload a finished local file to ``url``; the object appears only once complete."""
+    fs, path = filesystem(url)
+    try:
+        fs.put_file(str(local), path)
+    except Exception as exc:
+        raise explain(exc, url) from exc
+
+
+def remove_tree(url: str) -> None:
+    fs, path = filesystem(url)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)

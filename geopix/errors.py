@@ -108,3 +108,33 @@ class TilesetError(GeopixError, ValueError):
     """A path ``geopix serve`` cannot serve (not a tile folder, PMTiles, MBTiles or GeoTIFF)."""
 
     exit_code = 21
+
+
+class VectorError(GeopixError, ValueError):
+    """A vector layer that cannot be read or holds nothing usable."""
+
+    exit_code = 30
+
+
+class VectorCRSError(VectorError):
+    """A vector layer without a CRS (one in another CRS is reprojected, not refused)."""
+
+    exit_code = 31
+
+
+class VectorClassError(VectorError):
+    """A class name, field or value mapping that geopix cannot turn into map-style classes."""
+
+    exit_code = 32
+
+
+class VectorOverlapError(VectorError):
+    """Vector layers that do not overlap the raster."""
+
+    exit_code = 33
+
+
+class LabelCoverageError(GeopixError, ValueError):
+    """An evaluation whose labels cover no class the map style draws, so nothing can be scored."""
+
+    exit_code = 34

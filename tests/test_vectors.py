@@ -137,7 +137,8 @@ def test_osm_pbf_through_gdal(tmp_path: Path) -> None:
         (X0 + 250, Y0 - 151),
     ]
     path = tmp_path / "x.osm.pbf"
-    w = osmium.SimpleWriter(str(path))
+    # No metadata: GDAL's parser rejects the empty version/timestamp blocks of objects made here.
+    w = osmium.SimpleWriter(osmium.io.File(str(path), "pbf,add_metadata=false"))
     for i, (x, y) in enumerate(pts, start=1):
         w.add_node(Node(id=i, location=tr.transform(x, y), tags={}))
     w.add_way(Way(id=100, nodes=[1, 2, 3, 4, 1], tags={"building": "yes"}))
@@ -149,7 +150,7 @@ def test_osm_pbf_through_gdal(tmp_path: Path) -> None:
     assert (labels.top[:, 50] == MINOR).sum() in (4, 5)  # 9 m at 2 m/px, the line 1e-7° from a pixel centre
     # A PBF with nothing geopix draws: one error, naming what it looks for.
     empty = tmp_path / "none.osm.pbf"
-    w = osmium.SimpleWriter(str(empty))
+    w = osmium.SimpleWriter(osmium.io.File(str(empty), "pbf,add_metadata=false"))
     for i, (x, y) in enumerate(pts[:2], start=1):
         w.add_node(Node(id=i, location=tr.transform(x, y), tags={}))
     w.add_way(Way(id=100, nodes=[1, 2], tags={"barrier": "fence"}))

@@ -1,9 +1,10 @@
 """Read vector layers into style-classed features in a raster's CRS.
 
-GeoJSON, GeoPackage, Shapefile and ``.osm.pbf`` all go through pyogrio (GDAL); for PBF that
-is GDAL's OSM driver, chosen over pyosmium by measuring (``benchmarks/bench_osm_read.py``):
-one reader for every format, areas assembled by GDAL.  Each feature gets a style class
-(:mod:`geopix.style`) from a fixed class, a field's values, or the tags geopix knows (OSM
+GeoJSON, GeoPackage and Shapefile go through pyogrio (GDAL); ``.osm.pbf`` through pyosmium,
+chosen over GDAL's OSM driver by measuring (``benchmarks/bench_osm_read.py``): the GDAL that
+pyogrio's wheel bundles failed to parse zlib-compressed PBF blocks written by libosmium (the
+library Geofabrik's extracts are made with); pyosmium reads them.  Each feature gets a style
+class (:mod:`geopix.style`) from a fixed class, a field's values, or the tags geopix knows (OSM
 ``building``/``highway``/``natural``/``water``/``waterway``/``leisure``/``landuse``, SpaceNet
 ``road_type``/``lane_number``).  Lines become road polygons of the style's width, buffered in
 the local UTM zone so metres are metres whatever the CRSs; everything is reprojected to the
@@ -179,16 +180,62 @@ def _transform(geoms: np.ndarray, src: CRS, dst: CRS) -> np.ndarray:
     return shapely.transform(geoms, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
 
 
+def _is_osm(path: Path) -> bool:
+    return path.name.endswith((".pbf", ".osm", ".osm.bz2", ".osm.gz"))
+
+
 def _layer_names(path: Path, spec: LayerSpec) -> list[str | None]:
     import pyogrio
 
     if spec.layer is not None:
         return [spec.layer]
+    if _is_osm(path):
+        return [None]
     names = [str(n) for n, _ in pyogrio.list_layers(path)]
-    if path.name.endswith((".pbf", ".osm")):
-        # GDAL's OSM driver: roads are in "lines", areas in "multipolygons"; the rest is not drawn.
-        return [n for n in names if n in ("lines", "multipolygons")]
     return names if len(names) > 1 else [None]
+
+
+#: OSM keys that can give a feature a style class (a pre-filter: the rest of an extract is skipped).
+OSM_KEYS = ("building", "highway", "natural", "water", "waterway", "leisure", "landuse")
+
+
+def read_osm(path: Path, bbox: tuple[float, float, float, float]) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """Geometries (EPSG:4326) and tags of the OSM objects geopix may draw inside ``bbox``.
+
+    pyosmium assembles ways and multipolygon relations into areas; an open way becomes a
+    line (a road), a closed one an area unless it is a road.
+    """
+    import osmium
+
+    factory = osmium.geom.WKBFactory()
+    wkbs, rows = [], []
+    try:
+        fp = (
+            osmium.FileProcessor(str(path))
+            .with_locations()
+            .with_areas()
+            .with_filter(osmium.filter.KeyFilter(*OSM_KEYS))
+        )
+        for obj in fp:
+            if obj.is_area():
+                tags = {t.k: t.v for t in obj.tags}
+                if "highway" in tags and tags.get("area") != "yes":
+                    continue  # a closed road is a loop, drawn from its way
+                wkb = factory.create_multipolygon(obj)
+            elif obj.is_way():
+                tags = {t.k: t.v for t in obj.tags}
+                if obj.is_closed() and "highway" not in tags and "waterway" not in tags:
+                    continue  # its area comes separately
+                wkb = factory.create_linestring(obj)
+            else:
+                continue
+            wkbs.append(wkb)
+            rows.append(tags)
+    except (RuntimeError, osmium.InvalidLocationError) as exc:
+        raise VectorError(f"cannot read OSM file {path} ({exc}); is it a complete .osm.pbf extract?") from exc
+    geoms = shapely.from_wkb(np.array(wkbs, dtype=object)) if wkbs else np.array([], dtype=object)
+    inside = shapely.intersects(geoms, shapely.box(*bbox))
+    return geoms[inside], [r for r, k in zip(rows, inside, strict=True) if k]
 
 
 def read_layers(
@@ -223,7 +270,7 @@ def read_layers(
         path = spec.path
         if not path.exists():
             raise VectorError(f"vector layer {path} does not exist; check the path")
-        osm = osm or path.name.endswith((".pbf", ".osm"))
+        osm = osm or _is_osm(path)
         try:
             layers = _layer_names(path, spec)
         except Exception as exc:  # pyogrio raises DataSourceError and friends
@@ -232,25 +279,34 @@ def read_layers(
             ) from exc
         for layer in layers:
             label = f"{path}" + (f" ({layer})" if layer else "")
-            info = pyogrio.read_info(path, layer=layer)
-            if info["crs"] is None:
-                raise VectorCRSError(f"{label} has no CRS; assign one (ogr2ogr -a_srs EPSG:XXXX out.gpkg {path.name})")
-            crs = CRS.from_user_input(info["crs"])
             window = shapely.box(*raster_bounds).segmentize(max(raster_bounds[2] - raster_bounds[0], 1) / 20)
-            bbox = _transform(np.array([window]), raster_crs, crs)[0].bounds
-            if info["features"] == 0:
-                stats.empty_layers.append(label)
-                continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                meta, _, wkb, data = read(path, layer=layer, bbox=bbox)
-            if len(wkb) == 0:
+            if _is_osm(path):
+                crs = CRS.from_epsg(4326)
+                bbox = _transform(np.array([window]), raster_crs, crs)[0].bounds
+                geoms, rows = read_osm(path, bbox)
+                names = sorted({k for r in rows for k in r})
+                data = [[r.get(n) for r in rows] for n in names]
+            else:
+                info = pyogrio.read_info(path, layer=layer)
+                if info["crs"] is None:
+                    raise VectorCRSError(
+                        f"{label} has no CRS; assign one (ogr2ogr -a_srs EPSG:XXXX out.gpkg {path.name})"
+                    )
+                crs = CRS.from_user_input(info["crs"])
+                bbox = _transform(np.array([window]), raster_crs, crs)[0].bounds
+                if info["features"] == 0:
+                    stats.empty_layers.append(label)
+                    continue
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    meta, _, wkb, data = read(path, layer=layer, bbox=bbox)
+                names = list(meta["fields"])
+                geoms = shapely.from_wkb(wkb)
+            if len(geoms) == 0:
                 stats.missing_overlap.append(label)
                 continue
-            names = list(meta["fields"])
             if spec.field is not None and spec.field not in names:
                 raise VectorClassError(f"{label} has no field {spec.field!r}; its fields are {', '.join(names)}")
-            geoms = shapely.from_wkb(wkb)
             stats.features += len(geoms)
             keep, classes, widths = [], [], []
             for i, g in enumerate(geoms):
@@ -298,7 +354,7 @@ def read_layers(
         log.warning(w)
     if not out_geoms:
         names = ", ".join(str(s.path) for s in specs)
-        if osm or any(s.path.name.endswith((".pbf", ".osm")) for s in specs):
+        if osm:
             raise VectorClassError(
                 f"no feature of {names} over the raster has a tag geopix draws (building, highway, natural=water, "
                 "leisure=park, landuse=grass…); check the extract covers the raster, or pass PATH=CLASS"

@@ -61,7 +61,7 @@ def main() -> None:
     args = ap.parse_args()
     from geopix.config import RenderConfig
     from geopix.data.rasterize import rasterize_labels
-    from geopix.data.vector_pairs import labels_for, make_vector_pairs
+    from geopix.data.vector_pairs import features_for, make_vector_pairs
     from geopix.data.vectors import LayerSpec
     from geopix.models.registry import load_model
     from geopix.pipeline import render
@@ -79,7 +79,7 @@ def main() -> None:
     model_res = load_model("sat2map").spec.ground_resolution_m
     layer = LayerSpec.parse(str(vectors))
     t0 = time.perf_counter()
-    info, grid, features, _ = labels_for(aerial, [layer], model_res)
+    info, grid, features, _ = features_for(aerial, [layer], model_res)
     labels = rasterize_labels(features, grid.transform(info), (grid.height, grid.width))
     t_labels = time.perf_counter() - t0
     print(f"rasterize labels: {t_labels:.1f} s ({grid.width}×{grid.height} px at {model_res:.2f} m)")

@@ -26,7 +26,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from geopix import style
-from geopix.data.rasterize import Labels, rasterize_labels
+from geopix.data.rasterize import ALL_CLASSES, Labels, rasterize_labels
 from geopix.data.vectors import LayerSpec, read_layers
 from geopix.errors import DatasetError, OutputExistsError, TilingError
 from geopix.read import RasterInfo, colour_match, inspect_raster, to_unit, work_grid
@@ -76,7 +76,7 @@ def _read_work(info: RasterInfo, grid) -> tuple[np.ndarray, np.ndarray]:
     return a.transpose(1, 2, 0), valid
 
 
-def labels_for(
+def features_for(
     raster: str | Path,
     layers: list[LayerSpec],
     resolution_m: float | None,
@@ -85,7 +85,8 @@ def labels_for(
     covers: frozenset[str] | None = None,
     bands: tuple[int, ...] | None = None,
 ):
-    """(RasterInfo, work grid, Labels, ReadStats) of ``raster`` and ``layers`` at ``resolution_m`` (None: native)."""
+    """(RasterInfo, work grid, Features, ReadStats): ``raster`` checked, its grid at ``resolution_m``
+    (None: native), and ``layers`` read into its CRS."""
     info = inspect_raster(raster, bands)
     grid = work_grid(info, resolution_m, resample=resolution_m is not None)
     features, stats = read_layers(layers, CRS.from_wkt(info.crs), info.bounds, value_map, covers)
@@ -131,7 +132,7 @@ def make_vector_pairs(
     stems: set[str] = set()
     try:
         for raster in rasters:
-            info, grid, features, stats = labels_for(
+            info, grid, features, stats = features_for(
                 raster, layers, res, value_map=value_map, covers=covers, bands=bands
             )
             if match_colors and spec.input_stats:
@@ -192,7 +193,7 @@ def _write_tile(out: Path, name: str, a: np.ndarray, labels: Labels, top: int, l
     """Write one pair if it holds a known pixel; returns the count of known pixels (0: skipped)."""
     sl = (slice(top, top + tile), slice(left, left + tile))
     allowed = _pad(labels.allowed[sl], tile, "constant")
-    n_known = int(((allowed != 0) & (allowed != (1 << len(style.CLASSES)) - 1)).sum())
+    n_known = int(((allowed != 0) & (allowed != ALL_CLASSES)).sum())
     if n_known == 0:
         return 0
     Image.fromarray(_pad(a[sl], tile, "reflect")).save(out / "A" / f"{name}.png")

@@ -8,10 +8,12 @@ Colours are the shipped ``sat2map`` palette: k-means (10 colours) over the Berke
 training maps (Google's 2013 style around New York).  Seven of the ten are classes; the other
 three are anti-aliasing blends that the nearest class colour absorbs (222,218,210 → background,
 203,205,190 → park, 227,174,75 → highway casing).  Road widths were measured on 100 training
-maps at 0.90 m/px (median of the narrower run length across each road pixel): minor roads
-10 px (9 m), arterials ~14 px (13 m), highways with casing 21 px (19 m) — the style draws roads
-wider than they are on the ground, so the rasterizer must too, or the model is taught a thinner
-road than the one it learned.  ``python benchmarks/measure_style.py`` repeats the measurement.
+maps at 0.90 m/px (``python benchmarks/measure_style.py``: per map, the median over road pixels
+of the shorter of the horizontal and vertical runs through them): minor roads 10 px (IQR 10–10)
+= 9 m; highways with casing 26 px (IQR 16–31) = 23 m; arterials are rare and their yellow
+suffers most from JPEG (median 10 px, IQR 2–16), so they get 13 m, between the two.  The style
+draws roads wider than they are on the ground, so the rasterizer must too, or the model is
+taught a thinner road than the one it learned.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ CLASSES: tuple[StyleClass, ...] = (
     StyleClass("building", (242, 240, 234), 3),
     StyleClass("minor_road", (253, 253, 251), 4, 9.0, "road"),
     StyleClass("arterial", (247, 220, 140), 5, 13.0, "road"),
-    StyleClass("highway", (247, 158, 38), 6, 19.0, "road"),
+    StyleClass("highway", (247, 158, 38), 6, 23.0, "road"),
 )
 CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in CLASSES)
 BY_NAME: dict[str, StyleClass] = {c.name: c for c in CLASSES}

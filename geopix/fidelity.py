@@ -128,6 +128,7 @@ class RealEvalReport:
     mean: dict[str, float]  # group → mean IoU over the sets that cover it
     seconds: float = 0.0
     files: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # repaired geometries, unknown values, …
 
     def to_json(self) -> str:
         return json.dumps(_finite(asdict(self)), indent=2, allow_nan=False)
@@ -148,7 +149,7 @@ def evaluate_sets(
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    per_set, base, files = {}, {}, {}
+    per_set, base, files, notes = {}, {}, {}, []
     for s in sets:
         total, total_base = Counts(), Counts()
         for raster in s.rasters:
@@ -170,7 +171,8 @@ def evaluate_sets(
                 rgb = src.read([1, 2, 3]).transpose(1, 2, 0)
                 valid = src.dataset_mask() > 0
                 transform, crs, bounds = src.transform, CRS.from_user_input(src.crs), tuple(src.bounds)
-            features, _ = read_layers(list(s.layers), crs, bounds, s.value_map, s.covers)
+            features, stats = read_layers(list(s.layers), crs, bounds, s.value_map, s.covers)
+            notes += [f"{s.name}/{Path(raster).name}: {w}" for w in stats.warnings()]
             groups = covered_groups(features.covers)
             if not groups:
                 raise LabelCoverageError(
@@ -190,7 +192,7 @@ def evaluate_sets(
         vals = [v[g]["iou"] for v in per_set.values() if g in v and not math.isnan(v[g]["iou"])]
         if vals:
             mean[g] = float(np.mean(vals))
-    report = RealEvalReport(str(model), per_set, base, mean, round(time.perf_counter() - t0, 2), files)
+    report = RealEvalReport(str(model), per_set, base, mean, round(time.perf_counter() - t0, 2), files, notes)
     (out / REPORT).write_text(report.to_json() + "\n")
     report.files["report"] = str(out / REPORT)
     return report

@@ -65,6 +65,8 @@ def _eval_real(
         sets = load_sets(data)
     out_dir = out if out is not None else _default_out(model, "real")
     report = evaluate_sets(model, sets, out_dir, device=device)
+    for line in report.warnings:
+        typer.secho(f"warning: {line}", err=True, fg=typer.colors.YELLOW)
     table = Table(title=f"{model}: IoU / precision / recall on the classes the labels cover")
     table.add_column("set")
     groups = [g for g in ("building", "road", "park", "water") if any(g in v for v in report.sets.values())]

@@ -350,8 +350,8 @@ def read_layers(
                     [style.CLASS_NAMES.index(c) if c != IGNORE else -1 for c in np.array(classes)[inside]], np.int16
                 )
             )
-    for w in stats.warnings():
-        log.warning(w)
+    for w in stats.warnings():  # the caller shows them (the CLI prints each on one line)
+        log.info(w)
     if not out_geoms:
         names = ", ".join(str(s.path) for s in specs)
         if osm:
@@ -361,7 +361,8 @@ def read_layers(
             )
         if stats.missing_overlap or stats.outside:
             raise VectorOverlapError(
-                f"no feature of {names} overlaps the raster; are the vectors of the same place (CRS {raster_crs})?"
+                f"no feature of {names} overlaps the raster; are the vectors of the same place "
+                f"(raster CRS {_crs_name(raster_crs)})?"
             )
         raise VectorError(f"no usable feature in {names}: {'; '.join(stats.warnings()) or 'all layers are empty'}")
     stats.used = int(sum(len(g) for g in out_geoms))
@@ -373,6 +374,11 @@ def read_layers(
     if bad:
         raise VectorClassError(f"--covers {','.join(bad)}: not classes; use {', '.join(style.CLASS_NAMES)}")
     return Features(np.concatenate(out_geoms), np.concatenate(out_classes), frozenset(covers)), stats
+
+
+def _crs_name(crs: CRS) -> str:
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.name
 
 
 def _feature_class(

@@ -27,12 +27,13 @@ n=$(ls "$out/pairs/A" | wc -l)
 replay=()
 per_epoch=$n
 if [ -n "${MAPS:-}" ]; then replay=(--replay "$MAPS" --replay-ratio 0.5); per_epoch=$((2 * n)); fi
-epochs=$(( (steps * 8 + per_epoch - 1) / per_epoch ))
+bs=$(( per_epoch < 8 ? per_epoch : 8 ))  # a small region: smaller batches rather than none
+epochs=$(( (steps * bs + per_epoch - 1) / per_epoch ))
 half=$(( (epochs + 1) / 2 ))
 resume=(); [ -f "$out/model/state.pt" ] && resume=(--resume)
 geopix train "$out/pairs" --preset palette --init-from sat2map "${replay[@]}" \
     --load-size-max 600 --colour-jitter 0.3 --lr 1e-4 --epochs "$half" --epochs-decay $((epochs - half)) \
-    --batch-size 8 -o "$out/model" "${resume[@]}"
+    --batch-size "$bs" -o "$out/model" "${resume[@]}"
 
 # 4. The same scene, scored with the fine-tuned model; compare with eval_before/report.json.
 geopix eval "$out/model/generator.safetensors" --raster "$score" --layer "$labels" -o "$out/eval_after"

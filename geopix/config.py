@@ -162,6 +162,8 @@ class TrainConfig:
     rotate: bool = False
     #: Ground resolution of the dataset's images as stored; None: 0.9 for the maps layout, else 1.0.
     source_resolution_m: float | None = None
+    replay: Path | None = None  # a second dataset (e.g. the maps) mixed into every epoch
+    replay_ratio: float = 0.5  # share of each epoch's samples drawn from ``replay``
     # run
     seed: int = 0
     init_from: str | None = None  # start from these weights (a registry name or checkpoint path)
@@ -191,6 +193,8 @@ class TrainConfig:
                 f"--crop-size {self.crop_size} must be a multiple of {2**self.num_downs} for a U-Net with "
                 f"{self.num_downs} down-samplings"
             )
+        if not 0.0 <= self.replay_ratio < 1.0:
+            raise GeopixError(f"--replay-ratio {self.replay_ratio} must be in [0, 1), e.g. 0.5 (half of each epoch)")
         if self.batch_size < 1 or self.epochs + self.epochs_decay < 1:
             raise GeopixError("--batch-size and --epochs + --epochs-decay must be at least 1")
 

@@ -193,3 +193,33 @@ class MosaicError(GeopixError, ValueError):
     """Several inputs that cannot be mosaicked as they are (different CRSs or band layouts)."""
 
     exit_code = 49
+
+
+class VectorError(GeopixError, ValueError):
+    """A vector layer that cannot be read or holds nothing usable."""
+
+    exit_code = 30
+
+
+class VectorCRSError(VectorError):
+    """A vector layer without a CRS (one in another CRS is reprojected, not refused)."""
+
+    exit_code = 31
+
+
+class VectorClassError(VectorError):
+    """A class name, field or value mapping that geopix cannot turn into map-style classes."""
+
+    exit_code = 32
+
+
+class VectorOverlapError(VectorError):
+    """Vector layers that do not overlap the raster."""
+
+    exit_code = 33
+
+
+class LabelCoverageError(GeopixError, ValueError):
+    """An evaluation whose labels cover no class the map style draws, so nothing can be scored."""
+
+    exit_code = 34

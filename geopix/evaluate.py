@@ -8,8 +8,9 @@ resized to 256×256 with bilinear filtering and compared in 0..255:
 * accuracy at δ (5, 10): share of pixels whose largest per-channel difference is below δ;
 * RMSE: ``sqrt(Σ_pixels,channels diff² / 256²)`` per image (the maps literature's form);
 * L1, PSNR and SSIM (Gaussian window σ=1.5, 11 taps, per channel) per image;
-* IoU of three map classes (road, park, water) from intersections and unions summed over
-  the whole split, so small classes on single tiles do not dominate.
+* IoU of three map classes (road, park, water; each pixel classified to the nearest style
+  colour of ``geopix.style``) from intersections and unions summed over the whole split, so
+  small classes on single tiles do not dominate.
 
 All per-image numbers are averaged over images.  A constant-colour baseline is scored the
 same way, so every number has an anchor.
@@ -30,6 +31,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from geopix import style
 from geopix.data.pairs import PairRef, default_source_resolution, find_pairs, read_pair
 from geopix.errors import DatasetError, GeopixError
 from geopix.infer import Predictor
@@ -110,13 +112,10 @@ def ssim(real: np.ndarray, fake: np.ndarray, *, size: int = 11, sigma: float = 1
 
 
 def class_masks(img: np.ndarray) -> dict[str, np.ndarray]:
-    """Boolean masks of the three map classes, from colour rules on a rendered map."""
-    r, g, b = (img[..., i].astype(np.int16) for i in range(3))
-    return {
-        "road": (r >= 250) & (g >= 250) & (b >= 250),
-        "park": (g > r + 10) & (g > b + 10),
-        "water": b > r + 30,
-    }
+    """Boolean masks of the three map classes: each pixel's nearest style colour (``geopix.style``),
+    the same classification the real-imagery evaluation and the palette head use; road is any road class."""
+    classes = style.classify(img)
+    return {c: np.isin(classes, [style.CLASS_NAMES.index(n) for n in style.METRIC_GROUPS[c]]) for c in CLASSES}
 
 
 class MetricAccumulator:

@@ -83,19 +83,28 @@ class RasterInfo:
 
 
 def ground_resolution(src: rasterio.io.DatasetReader) -> tuple[float, float] | None:
-    """Metres per pixel (x, y) at the raster's centre; geodesic for geographic CRSs."""
+    """Metres on the ground per pixel (x, y) at the raster's centre, for any CRS.
+
+    The geodesic distance, on the CRS's own ellipsoid, from the centre pixel to its right and
+    lower neighbours.  A projected CRS's map units are not ground metres: in Web Mercator a
+    "metre" is 1/cos(latitude) of one (13 % off in Nepal, 2× at 60° N), and every projection
+    has a scale factor that varies over it; geographic CRSs are handled the same way.
+    """
     if src.crs is None:
         return None
-    if src.crs.is_geographic:
-        from pyproj import Geod
+    from pyproj import CRS, Geod, Transformer
 
-        geod = Geod(ellps="WGS84")
-        cx, cy = src.xy(src.height // 2, src.width // 2)
-        _, _, dx = geod.inv(cx, cy, cx + abs(src.transform.a), cy)
-        _, _, dy = geod.inv(cx, cy, cx, cy + abs(src.transform.e))
-        return float(dx), float(dy)
-    factor = src.crs.linear_units_factor[1] if src.crs.linear_units_factor else 1.0
-    return abs(src.transform.a) * factor, abs(src.transform.e) * factor
+    crs = CRS.from_wkt(src.crs.to_wkt())
+    geodetic = crs.geodetic_crs or CRS.from_epsg(4326)
+    geod = crs.get_geod() or Geod(ellps="WGS84")
+    t = src.transform
+    cx, cy = src.xy(src.height // 2, src.width // 2)
+    xs = [cx, cx + t.a, cx + t.b]  # the centre, one column on, one row on
+    ys = [cy, cy + t.d, cy + t.e]
+    lon, lat = Transformer.from_crs(crs, geodetic, always_xy=True).transform(xs, ys)
+    _, _, dx = geod.inv(lon[0], lat[0], lon[1], lat[1])
+    _, _, dy = geod.inv(lon[0], lat[0], lon[2], lat[2])
+    return float(dx), float(dy)
 
 
 def _default_bands(src: rasterio.io.DatasetReader) -> tuple[tuple[int, ...], int | None]:

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from geopix.config import TrainConfig
 from geopix.data.pairs import (
+    MixedDataset,
     PairDataset,
     default_source_resolution,
     find_pairs,
@@ -117,6 +118,33 @@ def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
+def _manifest_resolution(data: Path) -> float | None:
+    """The metres per pixel ``geopix dataset vectors`` wrote its pairs at (its dataset.json)."""
+    path = Path(data) / "dataset.json"
+    if not path.is_file():
+        return None
+    return float(json.loads(path.read_text())["resolution_m"])
+
+
+def partial_label_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against a *set* of allowed palette colours per pixel (N,K,H,W bool).
+
+    Each pixel's loss is ``-log Σ_{k allowed} p_k``: a one-colour set is ordinary cross-entropy,
+    and "not a building" (a building-only layer outside its polygons) pushes only the building
+    colours down.  Pixels whose set is empty (unknown) or full (anything) are left out, and
+    give exactly zero gradient: they are masked *before* the log-sum-exp, so no ``-inf``
+    (whose gradient would be NaN) is ever formed.
+    """
+    logp = logits.float().log_softmax(1)
+    k = allowed.shape[1]
+    n_allowed = allowed.sum(1)
+    known = (n_allowed > 0) & (n_allowed < k)
+    safe = allowed | ~known[:, None]  # unknown pixels: the full set, a finite log-sum-exp of 0
+    ll = logp.masked_fill(~safe, -math.inf).logsumexp(1)
+    weight = known.float()
+    return -(ll * weight).sum() / weight.sum().clamp(min=1.0)
+
+
 class Trainer:
     """Holds the networks and optimisers of one run; ``fit()`` runs the remaining epochs."""
 
@@ -150,9 +178,15 @@ class Trainer:
         if cfg.source_resolution_m is None:  # recorded resolved, so the checkpoint says what was used
             self.cfg = cfg = replace(cfg, source_resolution_m=default_source_resolution(pairs[0]))
         src_a, _ = read_pair(pairs[0], cfg.direction)
-        # With scale jitter the model sees a range of resolutions; declare the geometric middle.
-        seen = cfg.load_size if not cfg.load_size_max else (cfg.load_size * cfg.load_size_max) ** 0.5
-        self.ground_resolution_m = cfg.source_resolution_m * src_a.shape[1] / seen
+        # Vector-made pairs (geopix dataset vectors) carry known masks and are already at the
+        # model's ground resolution (their dataset.json says which): no rescaling, no scale jitter.
+        self.partial = any(p.m is not None for p in pairs)
+        if self.partial:
+            self.ground_resolution_m = _manifest_resolution(cfg.data) or cfg.source_resolution_m
+        else:
+            # With scale jitter the model sees a range of resolutions; declare the geometric middle.
+            seen = cfg.load_size if not cfg.load_size_max else (cfg.load_size * cfg.load_size_max) ** 0.5
+            self.ground_resolution_m = cfg.source_resolution_m * src_a.shape[1] / seen
         init = load_model(cfg.init_from) if cfg.init_from else None
         if init is not None:
             self._check_init(init.spec)
@@ -161,6 +195,9 @@ class Trainer:
             palette = fit_palette(pairs, cfg.palette_size, direction=cfg.direction, seed=cfg.seed)
         else:
             palette = []
+        stats = input_statistics(pairs, cfg.direction)
+        if init is not None and init.spec.input_stats and self.partial:
+            stats = init.spec.input_stats  # the pairs were colour-matched to these already
         self.spec = ModelSpec(
             ngf=cfg.ngf,
             num_downs=cfg.num_downs,
@@ -171,21 +208,33 @@ class Trainer:
             use_dropout=cfg.use_dropout,
             direction=cfg.direction,
             ground_resolution_m=self.ground_resolution_m,
-            input_stats=input_statistics(pairs, cfg.direction),
+            input_stats=stats,
+            palette_sharpness=init.spec.palette_sharpness if init is not None else 0.0,
         )
-        self.dataset = PairDataset(
-            pairs,
-            direction=cfg.direction,
-            load_size=cfg.load_size,
-            crop_size=cfg.crop_size,
-            flip=cfg.flip,
-            rotate=cfg.rotate,
-            palette=palette or None,
-            seed=cfg.seed,
-            load_size_max=cfg.load_size_max,
-            colour_jitter=cfg.colour_jitter,
-            sharpness_jitter=cfg.sharpness_jitter,
-        )
+        common = {
+            "direction": cfg.direction,
+            "crop_size": cfg.crop_size,
+            "flip": cfg.flip,
+            "rotate": cfg.rotate,
+            "palette": palette or None,
+            "seed": cfg.seed,
+            "colour_jitter": cfg.colour_jitter,
+            "sharpness_jitter": cfg.sharpness_jitter,
+        }
+        if self.partial:
+            main = PairDataset(pairs, load_size=max(cfg.crop_size, src_a.shape[1]), partial=True, **common)
+        else:
+            main = PairDataset(pairs, load_size=cfg.load_size, load_size_max=cfg.load_size_max, **common)
+        self.dataset: PairDataset | MixedDataset = main
+        if cfg.replay is not None:
+            replay = PairDataset(
+                find_pairs(cfg.replay, "train"),
+                load_size=cfg.load_size,
+                load_size_max=cfg.load_size_max,
+                partial=self.partial,
+                **common,
+            )
+            self.dataset = MixedDataset(main, replay, cfg.replay_ratio, seed=cfg.seed)
         self.G: nn.Module = self.spec.build()
         init_weights(self.G)
         if init is not None:
@@ -344,7 +393,10 @@ class Trainer:
             loss_G = loss_G + cfg.lambda_gan * gan
             logs["G_gan"] = gan.item()
         if self.spec.head == "palette":
-            ce = F.cross_entropy(out, batch["label"].to(self.device))
+            if "allowed" in batch:
+                ce = partial_label_loss(out, batch["allowed"].to(self.device))
+            else:
+                ce = F.cross_entropy(out, batch["label"].to(self.device))
             loss_G = loss_G + cfg.lambda_ce * ce
             logs["G_ce"] = ce.item()
         l1 = F.l1_loss(fake, b)
@@ -495,7 +547,7 @@ class Trainer:
         self.G.eval()
         predictor = Predictor(self.spec, self.G, self.device)
         rows = []
-        for i in range(min(n, len(self.dataset))):
+        for i in range(min(n, len(self.pairs))):
             a, b = read_pair(self.pairs[i], self.cfg.direction)
             a, b = resize_square(a, self.cfg.load_size), resize_square(b, self.cfg.load_size)
             c = (self.cfg.load_size - self.cfg.crop_size) // 2

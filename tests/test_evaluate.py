@@ -90,11 +90,12 @@ def test_ssim_drops_for_different_structure() -> None:
     assert ssim(a, a) == pytest.approx(1.0)
 
 
-def test_class_rules() -> None:
-    m = class_masks(np.array([[ROAD, PARK, WATER, BEIGE, (250, 250, 249)]], np.uint8))
-    assert m["road"].tolist() == [[True, False, False, False, False]]
-    assert m["park"].tolist() == [[False, True, False, False, False]]
-    assert m["water"].tolist() == [[False, False, True, False, False]]
+def test_classes_are_the_nearest_style_colour() -> None:
+    building, highway = (242, 240, 234), (247, 158, 38)
+    m = class_masks(np.array([[ROAD, PARK, WATER, BEIGE, (250, 250, 249), building, highway]], np.uint8))
+    assert m["road"].tolist() == [[True, False, False, False, True, False, True]]
+    assert m["park"].tolist() == [[False, True, False, False, False, False, False]]
+    assert m["water"].tolist() == [[False, False, True, False, False, False, False]]
 
 
 def test_iou_sums_over_the_split_and_skips_absent_classes() -> None:

@@ -213,7 +213,8 @@ def test_predict_folder_of_images(checkpoint: Path, tmp_path: Path) -> None:
 def test_info_describes_the_job(aerial: Path, checkpoint: Path) -> None:
     meta = info(aerial, str(checkpoint), TileConfig(256, 64, 1024))
     assert meta["size"] == [700, 600] and meta["crs"] == "EPSG:32633" and meta["tiles"] == 16
-    assert meta["ground_resolution_m"] == [2.0, 2.0]
+    # 2 m of UTM near its central meridian is 2 / 0.9996 m on the ground (read.ground_resolution).
+    assert meta["ground_resolution_m"] == pytest.approx([2.0008, 2.0008], abs=1e-4)
     # the estimate comes from the generator's rate measured here, plus the render's overhead
     rate = meta["generator_tiles_per_second"]
     assert rate > 0

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 
 from geopix.config import RenderConfig, TileConfig
 from geopix.pipeline import render
-from geopix.read import colour_match, inspect_raster, to_unit
+from geopix.read import colour_match, ground_resolution, inspect_raster, to_unit
 from geopix.testing import random_checkpoint, synthetic_aerial
 
 TARGET = ((60.0, 40.0), (63.0, 39.0), (58.0, 40.0))
@@ -59,3 +60,51 @@ def test_render_matches_colours_only_when_the_model_declares_statistics(tmp_path
 
     assert np.array_equal(run(plain, "p1", True), run(plain, "p2", False))
     assert not np.array_equal(run(stats, "s1", True), run(stats, "s2", False))
+
+
+@pytest.mark.parametrize("lat", [0.0, 28.0, 45.0, 60.0])
+def test_ground_resolution_is_metres_on_the_ground_in_web_mercator(tmp_path: Path, lat: float) -> None:
+    """1 Web Mercator unit is cos(latitude) ground metres: the raster at 60° N has 0.5 m pixels, not 1 m."""
+    import math
+
+    from pyproj import Transformer
+
+    x, y = Transformer.from_crs(4326, 3857, always_xy=True).transform(85.0, lat)
+    path = synthetic_aerial(tmp_path / "m.tif", 64, crs="EPSG:3857", res=1.0, origin=(x - 32, y + 32))
+    with rasterio.open(path) as src:
+        dx, dy = ground_resolution(src)
+    # Web Mercator is spherical; on the WGS84 ellipsoid (x and y slightly apart) within 0.7 %.
+    assert dx == pytest.approx(math.cos(math.radians(lat)), rel=7e-3)
+    assert dy == pytest.approx(math.cos(math.radians(lat)), rel=7e-3)
+
+
+@pytest.mark.parametrize(
+    ("crs", "origin"),
+    [
+        ("EPSG:32633", (500000.0, 5300000.0)),  # UTM on its central meridian (k = 0.9996)
+        ("EPSG:32633", (800000.0, 5300000.0)),  # 300 km east of it (k > 1)
+        ("EPSG:2154", (652000.0, 6862000.0)),  # Lambert-93 at Paris
+    ],
+)
+def test_ground_resolution_applies_the_projection_scale(tmp_path: Path, crs: str, origin) -> None:
+    """Geodesic distances agree with pyproj's projection factors at the centre (an independent method)."""
+    from pyproj import Proj, Transformer
+
+    path = synthetic_aerial(tmp_path / "u.tif", 64, crs=crs, res=2.0, origin=origin)
+    with rasterio.open(path) as src:
+        dx, dy = ground_resolution(src)
+        cx, cy = src.xy(32, 32)
+    lon, lat = Transformer.from_crs(crs, 4326, always_xy=True).transform(cx, cy)
+    f = Proj(crs).get_factors(lon, lat)
+    assert dx == pytest.approx(2.0 / f.parallel_scale, rel=1e-5)
+    assert dy == pytest.approx(2.0 / f.meridional_scale, rel=1e-5)
+    if origin[0] == 500000.0:
+        assert dx == pytest.approx(2.0 / 0.9996, rel=1e-5)
+
+
+def test_ground_resolution_of_a_geographic_raster(tmp_path: Path) -> None:
+    path = synthetic_aerial(tmp_path / "g.tif", 64, crs="EPSG:4326", res=1e-5, origin=(15.0, 60.0))
+    with rasterio.open(path) as src:
+        dx, dy = ground_resolution(src)
+    assert dx == pytest.approx(0.557, rel=1e-2)  # 1e-5 ° of longitude at 60° N
+    assert dy == pytest.approx(1.116, rel=1e-2)  # 1e-5 ° of latitude

@@ -202,3 +202,66 @@ def test_bn_recalibration_matches_the_current_weights(data: Path, tmp_path: Path
     with torch.no_grad():
         y = conv(torch.nn.functional.leaky_relu(trainer.G.model.model[0](x), 0.2))
     torch.testing.assert_close(first.running_mean, y.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+
+
+def test_partial_label_loss_gives_unknown_pixels_exactly_zero_gradient() -> None:
+    import torch.nn.functional as F
+
+    from geopix.train import partial_label_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 8, 8, requires_grad=True)
+    label = torch.randint(0, 4, (2, 8, 8))
+    allowed = F.one_hot(label, 4).permute(0, 3, 1, 2).bool()
+    allowed[:, :, :3] = False  # unknown rows
+    allowed[:, :, 3, :2] = True  # "could be anything": no information either
+    allowed[:, 1:3, 5] = True  # "one of these": a set
+    loss = partial_label_loss(logits, allowed)
+    loss.backward()
+    grad = logits.grad
+    assert torch.equal(grad[:, :, :3], torch.zeros_like(grad[:, :, :3]))
+    assert torch.equal(grad[:, :, 3, :2], torch.zeros_like(grad[:, :, 3, :2]))
+    assert (grad[:, :, 6:].abs().sum(1) > 0).all()
+    # Changing what unknown pixels "are" changes nothing, to the bit.
+    logits2 = logits.detach().clone()
+    logits2[:, :, :3] = torch.randn(2, 4, 3, 8) * 100
+    assert torch.equal(partial_label_loss(logits2, allowed), loss.detach())
+    # One allowed colour per pixel is plain cross-entropy.
+    onehot = F.one_hot(label, 4).permute(0, 3, 1, 2).bool()
+    assert torch.allclose(partial_label_loss(logits, onehot), F.cross_entropy(logits, label), atol=1e-6)
+
+
+def test_fine_tune_on_vector_pairs_with_replay(data: Path, tmp_path: Path) -> None:
+    """Vector-made pairs (A, B, M) + maps replay, from a palette checkpoint: trains and keeps its resolution."""
+    import numpy as np
+    from PIL import Image
+
+    from geopix.data.pairs import MixedDataset
+
+    init = tmp_path / "init"
+    train(_cfg(data, init, "palette", epochs=1, epochs_decay=0))
+    vec = tmp_path / "vec"
+    for d in ("A", "B", "M"):
+        (vec / d).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(vec / "A" / f"{i}.png")
+        Image.fromarray(np.full((256, 256, 3), 232, np.uint8)).save(vec / "B" / f"{i}.png")
+        m = np.zeros((256, 256), np.uint8)
+        m[64:] = 0b1110111  # not a building
+        Image.fromarray(m).save(vec / "M" / f"{i}.png")
+    (vec / "dataset.json").write_text(json.dumps({"resolution_m": 1.25}))
+    run = tmp_path / "ft"
+    cfg = _cfg(
+        vec, run, "palette", init_from=str(init / GENERATOR), replay=data, replay_ratio=0.5, epochs=1, epochs_decay=0
+    )
+    trainer = Trainer(cfg)
+    assert isinstance(trainer.dataset, MixedDataset) and len(trainer.dataset) == 6
+    item = trainer.dataset[0]
+    assert item["allowed"].shape == (4, 256, 256)
+    assert int((~item["allowed"].any(0)).sum()) == 64 * 256  # the unknown strip (flipped or rotated)
+    assert trainer.dataset[5]["allowed"].sum(0).eq(1).all()  # replayed maps: one-hot
+    path = trainer.fit()
+    spec = load_model(path).spec
+    assert spec.ground_resolution_m == 1.25
+    assert spec.palette == load_model(init / GENERATOR).spec.palette

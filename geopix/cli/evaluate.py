@@ -1,4 +1,4 @@
-"""``geopix eval`` (score a model on a paired split) and ``geopix dataset make`` (cut pairs)."""
+"""``geopix eval`` (score a model on a paired split or on labelled rasters) and ``geopix dataset`` (make pairs)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,72 @@ def _default_out(model: str, split: str) -> Path:
     return Path("runs/eval") / f"{path.name}-{split}"
 
 
+def _value_map(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        value, sep, cls = item.rpartition("=")
+        if not sep or not value:
+            raise GeopixError(f"--map {item!r} must be VALUE=CLASS, e.g. --map Forest=park")
+        out[value] = cls
+    return out
+
+
+def _eval_real(
+    model: str,
+    data: Path | None,
+    rasters: list[Path],
+    layers: list[str],
+    maps: list[str],
+    out: Path | None,
+    device: str,
+) -> None:
+    """``geopix eval`` on georeferenced (raster, vectors) sets: render, classify, score per class."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from geopix.data.vectors import LayerSpec
+    from geopix.fidelity import RealSet, evaluate_sets, load_sets
+
+    if rasters:
+        if not layers:
+            raise GeopixError("--raster needs at least one --layer (the vector labels of the same ground)")
+        sets = [RealSet(rasters[0].stem, tuple(rasters), tuple(LayerSpec.parse(x) for x in layers), _value_map(maps))]
+    else:
+        sets = load_sets(data)
+    out_dir = out if out is not None else _default_out(model, "real")
+    report = evaluate_sets(model, sets, out_dir, device=device)
+    for line in report.warnings:
+        typer.secho(f"warning: {line}", err=True, fg=typer.colors.YELLOW)
+    table = Table(title=f"{model}: IoU / precision / recall on the classes the labels cover")
+    table.add_column("set")
+    groups = [g for g in ("building", "road", "park", "water") if any(g in v for v in report.sets.values())]
+    for g in groups:
+        table.add_column(g, justify="right")
+    for name, scores in report.sets.items():
+        cells = [
+            f"{scores[g]['iou']:.3f} / {scores[g]['precision']:.2f} / {scores[g]['recall']:.2f}" if g in scores else "–"
+            for g in groups
+        ]
+        table.add_row(name, *cells)
+    table.add_row("mean IoU", *[f"{report.mean[g]:.3f}" if g in report.mean else "–" for g in groups])
+    Console().print(table)
+    typer.echo(f"report: {report.files['report']}")
+
+
 @app.command("eval")
 def eval_cmd(
     model: str = typer.Argument(..., help="Registry name or checkpoint path (.safetensors or the authors' .pth)."),
-    data: Path = typer.Argument(..., help="Dataset folder: maps layout (val/*.jpg, A|B side by side) or A/ and B/."),
+    data: Path = typer.Argument(
+        None,
+        help="Dataset folder (maps layout, or A/ and B/), or a .json file of georeferenced (raster, vectors) sets.",
+    ),
+    raster: list[Path] = typer.Option(None, "--raster", help="Score renders of this georeferenced raster (repeat)."),
+    layer: list[str] = typer.Option(
+        None, "--layer", help="Vector labels for --raster: PATH, PATH=CLASS or PATH:FIELD (repeat)."
+    ),
+    value_map: list[str] = typer.Option(
+        None, "--map", help="Field value → class for --layer PATH:FIELD (VALUE=CLASS)."
+    ),
     split: str = typer.Option("val", help="Which split to score."),
     limit: int = typer.Option(None, help="Score only the first N pairs."),
     out: Path = typer.Option(
@@ -53,7 +115,13 @@ def eval_cmd(
     ),
     baseline_color: str = typer.Option("232,229,222", help="R,G,B of the constant-image baseline."),
 ) -> None:
-    """Score a generator on a paired split (accuracy@5/10, RMSE, L1, PSNR, SSIM, class IoU)."""
+    """Score a generator on a paired split (accuracy@5/10, RMSE, L1, PSNR, SSIM, class IoU),
+    or on georeferenced rasters with vector labels (--raster/--layer or a sets .json: IoU per class)."""
+    if raster or (data is not None and data.suffix.lower() == ".json"):
+        _eval_real(model, data, raster or [], layer or [], value_map or [], out, device)
+        return
+    if data is None:
+        raise GeopixError("pass DATA (a paired dataset folder or a sets .json) or --raster with --layer")
     from rich.console import Console
     from rich.table import Table
 
@@ -98,3 +166,49 @@ def dataset_make_cmd(
 
     n = make_pairs(source, target, out, tile=tile, stride=stride, resolution_m=resolution)
     typer.echo(f"{n} pairs written to {out}")
+
+
+@dataset_app.command("vectors")
+def dataset_vectors_cmd(
+    out: Path = typer.Argument(..., help="Output folder; pairs go to OUT/A, OUT/B and OUT/M (known masks)."),
+    raster: list[Path] = typer.Option(..., "--raster", help="Aerial GeoTIFF (repeat for several)."),
+    layer: list[str] = typer.Option(
+        ...,
+        "--layer",
+        help="Vector labels: PATH (classes from OSM/SpaceNet tags), PATH=CLASS (all one class) or PATH:FIELD (repeat).",
+    ),
+    value_map: list[str] = typer.Option(None, "--map", help="A field or tag value → class, VALUE=CLASS (repeat)."),
+    covers: str = typer.Option(
+        None, help="Classes the layers label completely, comma-separated (default: those they contain)."
+    ),
+    model: str = typer.Option("sat2map", help="The model the pairs are for (its ground resolution and colours)."),
+    resolution: float = typer.Option(None, help="Metres per pixel of the pairs (default: the model's)."),
+    tile: int = typer.Option(256, help="Tile side in pixels."),
+    stride: int = typer.Option(None, help="Step between tiles (default: half a tile)."),
+    match_colors: bool = typer.Option(True, "--match-colors/--no-match-colors", help="Colour-match as render does."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+) -> None:
+    """Turn aerial rasters plus vector layers (GeoJSON, GPKG, Shapefile, .osm.pbf) into training pairs."""
+    from geopix.data.vector_pairs import make_vector_pairs
+    from geopix.data.vectors import LayerSpec
+
+    result = make_vector_pairs(
+        raster,
+        [LayerSpec.parse(x) for x in layer],
+        out,
+        model=model,
+        resolution_m=resolution,
+        tile=tile,
+        stride=stride,
+        value_map=_value_map(value_map),
+        covers=frozenset(c.strip() for c in covers.split(",")) if covers else None,
+        match_colors=match_colors,
+        overwrite=overwrite,
+    )
+    for line in result.warnings:
+        typer.secho(f"warning: {line}", err=True, fg=typer.colors.YELLOW)
+    drawn = ", ".join(f"{k} {v}" for k, v in result.class_pixels.items() if v)
+    typer.echo(
+        f"{result.pairs} pairs at {result.resolution_m:.2f} m/px written to {out} "
+        f"({result.known_share:.0%} of pixels labelled; covers {', '.join(result.covers)}; pixels: {drawn})"
+    )

@@ -66,6 +66,8 @@ def train_cmd(
         None, help="Metres per pixel of the dataset images as stored (default: 0.9 for the maps layout, else 1.0)."
     ),
     max_images: int = typer.Option(None, help="Use only the first N training pairs."),
+    replay: Path = typer.Option(None, help="A second dataset (e.g. ../shared/data/maps) mixed into every epoch."),
+    replay_ratio: float = typer.Option(None, help="Share of each epoch's samples drawn from --replay (0..1)."),
     seed: int = typer.Option(None, help="Random seed."),
     init_from: str = typer.Option(None, help="Start from these weights (registry name or checkpoint): fine-tuning."),
     device: Device = None,

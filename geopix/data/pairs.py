@@ -34,6 +34,7 @@ class PairRef:
 
     a: Path
     b: Path | None = None  # None: ``a`` holds A|B side by side
+    m: Path | None = None  # allowed-class bit mask (vector-made pairs, see geopix.data.rasterize)
 
     @property
     def name(self) -> str:
@@ -75,7 +76,9 @@ def find_pairs(root: str | Path, split: str = "train") -> list[PairRef]:
 
 def _folder_pairs(a_dir: Path, b_dir: Path) -> list[PairRef]:
     b_by_stem = {p.stem: p for p in _images(b_dir)}
-    pairs = [PairRef(a, b_by_stem[a.stem]) for a in _images(a_dir) if a.stem in b_by_stem]
+    m_dir = b_dir.with_name("M")  # known masks of vector-made pairs, beside B
+    m_by_stem = {p.stem: p for p in _images(m_dir)} if m_dir.is_dir() else {}
+    pairs = [PairRef(a, b_by_stem[a.stem], m_by_stem.get(a.stem)) for a in _images(a_dir) if a.stem in b_by_stem]
     if not pairs:
         raise DatasetError(f"no file names in {a_dir} match any in {b_dir}; A and B images must share stems")
     return pairs
@@ -113,10 +116,18 @@ def read_pair(ref: PairRef, direction: str = "AtoB") -> tuple[np.ndarray, np.nda
     return (a, b) if direction == "AtoB" else (b, a)
 
 
-def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+def read_mask(ref: PairRef) -> np.ndarray | None:
+    """The pair's allowed-class bit mask (H, W) uint8, or None for a fully labelled pair."""
+    if ref.m is None:
+        return None
+    with Image.open(ref.m) as im:
+        return np.asarray(im.convert("L"))
+
+
+def resize_square(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
     if img.shape[0] == size and img.shape[1] == size:
         return img
-    return np.asarray(Image.fromarray(img).resize((size, size), Image.BICUBIC))
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.NEAREST if nearest else Image.BICUBIC))
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -173,6 +184,36 @@ def jitter_sharpness(img: np.ndarray, rng: np.random.Generator, strength: float)
     return np.asarray(im)
 
 
+class MixedDataset(Dataset):
+    """``main`` plus ``replay`` samples making up ``ratio`` of every epoch, drawn per (seed, epoch).
+
+    Fine-tuning on a region's few vector-made pairs while replaying the maps dataset keeps what
+    the model knows of New York (and the classes a region's labels do not cover).
+    """
+
+    def __init__(self, main: PairDataset, replay: PairDataset, ratio: float, seed: int = 0) -> None:
+        if not 0.0 <= ratio < 1.0:
+            raise DatasetError(f"--replay-ratio {ratio} must be in [0, 1)")
+        self.main, self.replay, self.seed = main, replay, seed
+        self.n_replay = round(len(main) * ratio / (1.0 - ratio))
+        self.pairs = list(main.pairs)  # samples grids and BN recalibration read the main pairs first
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.main.set_epoch(epoch)
+        self.replay.set_epoch(epoch)
+        rng = np.random.default_rng(sample_seed(self.seed, epoch, -1))
+        self._pick = rng.choice(len(self.replay), size=self.n_replay, replace=self.n_replay > len(self.replay))
+
+    def __len__(self) -> int:
+        return len(self.main) + self.n_replay
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if index < len(self.main):
+            return self.main[index]
+        return self.replay[int(self._pick[index - len(self.main)])]
+
+
 class PairDataset(Dataset):
     """Resize to ``load_size``, random ``crop_size`` crop, shared flips/rotations.
 
@@ -181,7 +222,9 @@ class PairDataset(Dataset):
     scale log-uniformly between ``load_size`` and it (real imagery never matches one ground
     resolution exactly); ``colour_jitter`` perturbs the input photo's colours (see
     :func:`jitter_colours`) and ``sharpness_jitter`` its sharpness (:func:`jitter_sharpness`).
-    The target map is never jittered.
+    The target map is never jittered.  Pairs with a known mask (``PairRef.m``, vector-made)
+    add ``allowed`` to each item: the palette colours each pixel may be (``partial=True`` adds
+    it, one-hot, to fully labelled pairs too, so both kinds share a batch).
     """
 
     def __init__(
@@ -200,6 +243,7 @@ class PairDataset(Dataset):
         load_size_max: int | None = None,
         colour_jitter: float = 0.0,
         sharpness_jitter: float = 0.0,
+        partial: bool | None = None,
     ) -> None:
         if crop_size > load_size:
             raise DatasetError(f"crop size {crop_size} is larger than load size {load_size}")
@@ -223,7 +267,17 @@ class PairDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.cache = cache
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
+        # Partial labels (vector-made pairs): every item carries the palette colours each pixel may be.
+        # None: when some pair has a mask; True for a replay set mixed with vector-made pairs.
+        has_masks = any(p.m is not None for p in self.pairs) if partial is None else partial
+        self.partial = self.palette is not None and has_masks
+        if self.partial:
+            from geopix.style import class_to_palette_mask
+
+            self._class_bits = torch.from_numpy(
+                np.array([sum(1 << c for c in np.flatnonzero(col)) for col in class_to_palette_mask(palette).T])
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -231,18 +285,24 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def loaded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The pair at ``load_size`` — or as stored, when each sample picks its own scale."""
+    def loaded(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The pair (and mask) at ``load_size`` — or as stored, when each sample picks its own scale."""
         if index in self._cache:
             return self._cache[index]
         a, b = read_pair(self.pairs[index], self.direction)
-        out = (a, b) if self.load_size_max else (resize_square(a, self.load_size), resize_square(b, self.load_size))
+        m = read_mask(self.pairs[index])
+        if self.load_size_max:
+            out = (a, b, m)
+        else:
+            size = self.load_size
+            m = None if m is None else resize_square(m, size, nearest=True)
+            out = (resize_square(a, size), resize_square(b, size), m)
         if self.cache:
             self._cache[index] = out
         return out
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        a, b = self.loaded(index)
+        a, b, m = self.loaded(index)
         if self.train:
             rng = np.random.default_rng(sample_seed(self.seed, self.epoch, index))
             if self.load_size_max:
@@ -255,10 +315,12 @@ class PairDataset(Dataset):
                 top, left = (int(rng.integers(0, n - side + 1)) for n in a.shape[:2])
                 sl = (slice(top, top + side), slice(left, left + side))
                 a, b = resize_square(a[sl], self.crop_size), resize_square(b[sl], self.crop_size)
+                m = None if m is None else resize_square(m[sl], self.crop_size, nearest=True)
             else:
                 top, left = rng.integers(0, self.load_size - self.crop_size + 1, size=2)
                 sl = (slice(top, top + self.crop_size), slice(left, left + self.crop_size))
                 a, b = a[sl], b[sl]
+                m = None if m is None else m[sl]
             do_flip = self.flip and rng.random() < 0.5
             k = int(rng.integers(0, 4)) if self.rotate else 0
             if self.colour_jitter:
@@ -270,14 +332,27 @@ class PairDataset(Dataset):
             do_flip, k = False, 0
             sl = (slice(top, top + self.crop_size), slice(left, left + self.crop_size))
             a, b = a[sl], b[sl]
+            m = None if m is None else m[sl]
         if do_flip:
             a, b = a[:, ::-1], b[:, ::-1]
+            m = None if m is None else m[:, ::-1]
         if k:
             a, b = np.rot90(a, k), np.rot90(b, k)
+            m = None if m is None else np.rot90(m, k)
         item = {"a": to_tensor(a), "b": to_tensor(b), "index": torch.tensor(index)}
         if self.palette is not None:
             item["label"] = nearest_palette((item["b"] + 1.0) * 127.5, self.palette)
+        if self.partial:
+            item["allowed"] = self._allowed(item["label"], m)
         return item
+
+    def _allowed(self, label: torch.Tensor, m: np.ndarray | None) -> torch.Tensor:
+        """(K, H, W) bool: the palette colours each pixel may be (one-hot for fully labelled pairs)."""
+        k = len(self.palette)
+        if m is None:
+            return torch.nn.functional.one_hot(label, k).permute(2, 0, 1).bool()
+        bits = torch.from_numpy(np.array(m, dtype=np.int64))
+        return (bits[None] & self._class_bits.view(k, 1, 1)) != 0
 
 
 def fit_palette(

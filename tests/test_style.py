@@ -1,0 +1,42 @@
+"""The map style: one table the palette head, the rasterizer and the metrics share."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geopix import style
+
+
+def test_style_colours_are_the_shipped_palette_head_colours() -> None:
+    from geopix.models.registry import WEIGHTS_DIR, load_model
+
+    if not (WEIGHTS_DIR / "sat2map.safetensors").exists():
+        pytest.skip("sat2map weights are not installed")
+    palette = load_model("sat2map").spec.palette
+    assert {c.colour for c in style.CLASSES} <= set(palette)
+    owners = [style.CLASS_NAMES[i] for i in style.palette_classes(palette)]
+    assert set(owners) == set(style.CLASS_NAMES)  # every class has a colour the head can draw
+
+
+def test_classify_and_paint_round_trip() -> None:
+    idx = np.arange(len(style.CLASSES), dtype=np.uint8).reshape(1, -1)
+    assert np.array_equal(style.classify(style.paint(idx)), idx)
+    # A blend between park and background lands on the nearer one.
+    assert style.CLASS_NAMES[style.classify(np.array([205, 222, 178]))] == "park"
+
+
+def test_road_widths() -> None:
+    assert style.road_width_m("minor_road") == 9.0
+    assert style.road_width_m("highway", lanes=6) == 6 * style.LANE_WIDTH_M
+    assert style.road_width_m("arterial", lanes=float("nan")) == 13.0
+    with pytest.raises(ValueError, match="not a road"):
+        style.road_width_m("park")
+
+
+def test_class_to_palette_mask_covers_each_palette_colour_once() -> None:
+    palette = [c.colour for c in style.CLASSES] + [(222, 218, 210)]
+    mask = style.class_to_palette_mask(palette)
+    assert mask.shape == (len(style.CLASSES), len(palette))
+    assert (mask.sum(0) == 1).all()
+    assert mask[style.CLASS_NAMES.index("background"), -1]

@@ -1,0 +1,43 @@
+#!/bin/bash
+# My orthophoto + an OSM extract (or any vector labels) → a fine-tuned model → a rendered map.
+# The steps of docs/vectors.md in one script.
+#
+#   workflows/vectors_to_model.sh ORTHO.tif LABELS [HELD_OUT.tif] [OUT]
+#
+# LABELS: an .osm.pbf extract, or a GeoJSON/GPKG/Shapefile (add =CLASS or :FIELD, see docs/vectors.md).
+# HELD_OUT.tif (optional): a scene of the same region *not* used for training, scored before and after.
+# Set MAPS=path/to/maps to replay the maps dataset while fine-tuning (recommended), STEPS to size the run.
+set -euo pipefail
+ortho=${1:?usage: $0 ORTHO.tif LABELS [HELD_OUT.tif] [OUT]}
+labels=${2:?usage: $0 ORTHO.tif LABELS [HELD_OUT.tif] [OUT]}
+held=${3:-}
+out=${4:-region}
+steps=${STEPS:-200}
+mkdir -p "$out"
+
+# 1. How the shipped model does on ground it has not seen.
+score=${held:-$ortho}
+geopix eval sat2map --raster "$score" --layer "$labels" -o "$out/eval_before"
+
+# 2. Pairs in the map style, with known masks, at the model's ground resolution.
+geopix dataset vectors "$out/pairs" --raster "$ortho" --layer "$labels" --overwrite
+n=$(ls "$out/pairs/A" | wc -l)
+
+# 3. Fine-tune from the shipped weights (half of each epoch replays the maps dataset if MAPS is set).
+replay=()
+per_epoch=$n
+if [ -n "${MAPS:-}" ]; then replay=(--replay "$MAPS" --replay-ratio 0.5); per_epoch=$((2 * n)); fi
+bs=$(( per_epoch < 8 ? per_epoch : 8 ))  # a small region: smaller batches rather than none
+epochs=$(( (steps * bs + per_epoch - 1) / per_epoch ))
+half=$(( (epochs + 1) / 2 ))
+resume=(); [ -f "$out/model/state.pt" ] && resume=(--resume)
+geopix train "$out/pairs" --preset palette --init-from sat2map "${replay[@]}" \
+    --load-size-max 600 --colour-jitter 0.3 --lr 1e-4 --epochs "$half" --epochs-decay $((epochs - half)) \
+    --batch-size "$bs" -o "$out/model" "${resume[@]}"
+
+# 4. The same scene, scored with the fine-tuned model; compare with eval_before/report.json.
+geopix eval "$out/model/generator.safetensors" --raster "$score" --layer "$labels" -o "$out/eval_after"
+
+# 5. The map, and web tiles to look at it (geopix serve "$out/map/tiles.pmtiles").
+geopix render "$ortho" -o "$out/map" --model "$out/model/generator.safetensors" --xyz tiles.pmtiles --overwrite
+echo "map: $out/map/map.tif; before/after: $out/eval_before/report.json $out/eval_after/report.json"

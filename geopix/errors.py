@@ -158,12 +158,6 @@ class DemoDataError(GeopixError, FileNotFoundError):
     exit_code = 36
 
 
-class MissingDependencyError(GeopixError, ImportError):
-    """An optional package a command needs is not installed; found before any work starts."""
-
-    exit_code = 40
-
-
 # ---- remote inputs and outputs (45–49) -------------------------------------------------------
 class RemoteAccessError(GeopixError, PermissionError):
     """A server or bucket refused us (HTTP 401/403): missing or wrong credentials."""

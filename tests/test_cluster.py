@@ -336,7 +336,7 @@ def test_in_flight_tasks_stay_bounded_whatever_the_raster_size(
     for size in (300, 660):  # 3×3 and 6×6 blocks of 128 px (with the model's 2 m grid)
         src = synthetic_aerial(tmp_path / f"s{size}.tif", size, res=2.0)
         args = ["render", str(src), "-o", str(tmp_path / str(size)), "-m", str(model), "--workers", "2"]
-        assert main([*args, "--chunk-size", "128", "--no-progress"]) == 0
+        assert main([*args, "--chunk-size", "128", "--overlap", "64", "--no-progress"]) == 0
     assert peaks == [(4, 9), (4, 36)]  # the peak is 2 × 2 workers, for 9 or 36 blocks alike
     err = capsys.readouterr().err
     # the local cluster's dashboard (ephemeral port) is announced once per render
@@ -410,6 +410,8 @@ def test_render_many_cli_starts_and_closes_its_own_cluster(tmp_path: Path) -> No
             "1",
             "--chunk-size",
             "256",
+            "--overlap",
+            "64",
         ],
         capture_output=True,
         text=True,

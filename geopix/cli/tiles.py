@@ -67,17 +67,11 @@ def serve_cmd(
     source: Path = typer.Option(None, "--source", help="Aerial GeoTIFF to compare against in the viewer."),
 ) -> None:
     """Serve tiles at /tiles/{z}/{x}/{y}.ext with a TileJSON and an offline MapLibre viewer at /."""
-    from geopix.deps import require
     from geopix.serve import ServeConfig, serve
 
     config = ServeConfig(
         path=path, host=host, port=port, source=source, cors=tuple(cors or ()), allowed_hosts=tuple(allowed_host or ())
     )
-
-    if path.suffix.lower() in (".tif", ".tiff"):
-        require("rio_tiler", f"serving {path.name} (a GeoTIFF tiled on request)")
-    if source is not None:
-        require("rio_tiler", "--source (the aerial tiled on request)")
 
     def ready(url: str) -> None:
         typer.echo(f"serving {path} at {url} (viewer) — Ctrl-C to stop", color=False)

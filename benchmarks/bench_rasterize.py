@@ -89,7 +89,7 @@ def main() -> None:
     t_pairs = time.perf_counter() - t0
     print(f"dataset vectors (labels + aerial + {result.pairs} pairs written): {t_pairs:.1f} s")
     t0 = time.perf_counter()
-    render(RenderConfig(input=aerial, output_dir=tmp / "render", overwrite=True, cog=False, progress=False))
+    render(RenderConfig(input=aerial, output_dir=tmp / "render", overwrite=True, cog=False))
     t_render = time.perf_counter() - t0
     print(f"render: {t_render:.1f} s")
     print(f"rasterize / render: {t_labels / t_render:.3f}; dataset vectors / render: {t_pairs / t_render:.3f}")

@@ -177,7 +177,6 @@ class TrainConfig:
     max_images: int | None = None  # use only the first N training pairs (quick runs, tests)
     resume: bool = False
     overwrite: bool = False  # replace an existing run in run_dir (else refused unless resume)
-    progress: bool = True
     recipe: str | None = None  # the named recipe and stage this run belongs to (geopix/recipes.py)
     command: str | None = None  # the command line that made it, recorded in the checkpoint
 

@@ -164,7 +164,6 @@ def evaluate_sets(
                 scheduler="sync",
                 overwrite=True,
                 cog=False,
-                progress=False,
             )
             result = render(cfg)
             with rasterio.open(result.map_path) as src:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from geopix.config import PRESETS, TrainConfig
+from geopix.config import PRESETS, ProgressFn, TrainConfig
 from geopix.errors import GeopixError
 
 
@@ -134,7 +134,11 @@ def recipe_commands(name: str, data: str = "data/maps", run_dir: str | None = No
 
 
 def train_recipe(
-    name: str, data: str | Path, run_dir: str | Path, overrides: Mapping[str, object] | None = None
+    name: str,
+    data: str | Path,
+    run_dir: str | Path,
+    overrides: Mapping[str, object] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> Path:
     """Run every stage of recipe ``name`` on ``data`` into ``run_dir``; returns the exported checkpoint.
 
@@ -179,7 +183,7 @@ def train_recipe(
             recipe=f"{name} {stage.name} ({i}/{len(recipe.stages)})",
             **values,
         )
-        generator = train(cfg)
+        generator = train(cfg, on_progress)
         if stage is not recipe.stages[-1]:
             previous = export_checkpoint(generator, run_dir / stage.name / HANDOVER, half=recipe.half)
     assert generator is not None

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from geopix.config import TrainConfig
+from geopix.config import ProgressFn, TrainConfig
 from geopix.data.pairs import (
     MixedDataset,
     PairDataset,
@@ -148,7 +148,8 @@ def partial_label_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Ten
 class Trainer:
     """Holds the networks and optimisers of one run; ``fit()`` runs the remaining epochs."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, on_progress: ProgressFn | None = None) -> None:
+        self.on_progress = on_progress
         self.cfg = cfg
         self.rank, self.local_rank, self.world = _dist_info()
         if self.world > 1 and not torch.distributed.is_initialized():
@@ -459,13 +460,14 @@ class Trainer:
             self.D.train()
         sums: dict[str, float] = {}
         t0 = time.perf_counter()
-        progress = _progress(cfg.progress and self.rank == 0, f"epoch {epoch + 1}/{cfg.total_epochs}", n_batches)
-        with progress as bar:
-            for i, batch in enumerate(loader):
-                logs = self.step(batch)
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                bar.advance(" ".join(f"{k} {v / (i + 1):.3f}" for k, v in sums.items()))
+        report = self.on_progress if self.rank == 0 else None
+        for i, batch in enumerate(loader):
+            logs = self.step(batch)
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if report is not None:
+                losses = " ".join(f"{k} {v / (i + 1):.3f}" for k, v in sums.items())
+                report(f"epoch {epoch + 1}/{cfg.total_epochs} {losses}", i + 1, n_batches)
         self.sched_G.step()
         if self.D is not None:
             self.sched_D.step()
@@ -580,43 +582,13 @@ class Trainer:
         plt.close(fig)
 
 
-class _progress:
-    """A rich progress bar on a terminal; silent (one line per epoch is logged) otherwise."""
+def train(config: TrainConfig, on_progress: ProgressFn | None = None) -> Path:
+    """Train (or resume) a generator; returns the path of its safetensors checkpoint.
 
-    def __init__(self, enabled: bool, title: str, total: int) -> None:
-        self.enabled, self.title, self.total = enabled, title, total
-        self._p = None
-
-    def __enter__(self) -> _progress:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._p = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[losses]}"),
-                transient=False,
-            )
-            self._p.__enter__()
-            self._task = self._p.add_task(self.title, total=self.total, losses="")
-        return self
-
-    def advance(self, losses: str) -> None:
-        if self._p is not None:
-            self._p.update(self._task, advance=1, losses=losses)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-
-def train(config: TrainConfig) -> Path:
-    """Train (or resume) a generator; returns the path of its safetensors checkpoint."""
+    ``on_progress("epoch E/N losses…", batch, batches)`` is called after each step (rank 0 only)."""
     if math.isnan(config.lr):
         raise GeopixError("--lr must be a number")
-    trainer = Trainer(config)
+    trainer = Trainer(config, on_progress)
     previous = _interrupt_on_sigterm()
     try:
         return trainer.fit()

@@ -40,7 +40,7 @@ def test_the_maps_layout_defaults_to_0_9_m_per_px(tmp_path: Path) -> None:
     data = synthetic_maps_dataset(tmp_path / "maps", n_train=2, n_val=0, size=600)  # 1200×600, like the maps
     cfg = TrainConfig(
         data=data, run_dir=tmp_path / "run", ngf=4, ndf=4, batch_size=2, epochs=1, epochs_decay=0,
-        device="cpu", threads=1, progress=False, bn_recal_batches=1, sample_every=99,
+        device="cpu", threads=1, bn_recal_batches=1, sample_every=99,
     )  # fmt: skip
     spec = load_model(train(cfg)).spec
     assert spec.ground_resolution_m == pytest.approx(0.9 * 600 / 286)

@@ -27,7 +27,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _cfg(data: Path, run_dir: Path, preset: str = "pix2pix", **kw: object) -> TrainConfig:
     """Tiny and quick: ngf 4, 2 batches of 2 per epoch, one thread, CPU."""
     values: dict[str, object] = {**PRESETS[preset], "ngf": 4, "ndf": 4, "palette_size": 4, "batch_size": 2}
-    values |= {"epochs": 1, "epochs_decay": 1, "threads": 1, "device": "cpu", "progress": False}
+    values |= {"epochs": 1, "epochs_decay": 1, "threads": 1, "device": "cpu"}
     values |= kw
     return TrainConfig(data=data, run_dir=run_dir, **values)
 

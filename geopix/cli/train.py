@@ -9,6 +9,7 @@ import typer
 
 from geopix.cli import app
 from geopix.cli.options import Device, ShowProgress
+from geopix.cli.progress import progress_bar
 from geopix.config import PRESETS, TrainConfig
 from geopix.errors import GeopixError, OutputExistsError
 from geopix.recipes import RECIPES
@@ -109,7 +110,7 @@ def train_cmd(
         "sample_every": sample_every,
     }
     options["source_resolution_m"] = source_resolution
-    run = {"data": data, "run_dir": run_dir, "resume": resume, "overwrite": overwrite, "progress": progress}
+    run = {"data": data, "run_dir": run_dir, "resume": resume, "overwrite": overwrite}
     run["command"] = _command_line(ctx)
     if recipe is not None:
         from geopix.recipes import train_recipe
@@ -118,7 +119,8 @@ def train_cmd(
             extra = f"--preset {preset}" if preset is not None else f"--init-from {init_from}"
             raise GeopixError(f"--recipe {recipe} sets the preset and starting weights of each stage; drop {extra}")
         overrides = {k: v for k, v in {**options, **run}.items() if v is not None}
-        path = train_recipe(recipe, data, run_dir, overrides)
+        with progress_bar(progress) as bar:
+            path = train_recipe(recipe, data, run_dir, overrides, on_progress=bar)
         typer.echo(f"generator checkpoint: {path}")
         return
     from geopix.train import train
@@ -128,7 +130,8 @@ def train_cmd(
         raise GeopixError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
     given = {k: v for k, v in options.items() if v is not None}  # unset: the preset's, else the default
     cfg = TrainConfig(**{**PRESETS[preset], **run, **given})
-    path = train(cfg)
+    with progress_bar(progress) as bar:
+        path = train(cfg, on_progress=bar)
     typer.echo(f"generator checkpoint: {path}")
 
 

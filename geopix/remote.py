@@ -138,6 +138,41 @@ def exists(url: str) -> bool:
         raise explain(exc, url) from exc
 
 
+def read_bytes(url: str) -> bytes:
+    """A small object's bytes (``FileNotFoundError`` when there is none)."""
+    fs, path = filesystem(url)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise explain(exc, url) from exc
+
+
+def download(url: str, local: Path) -> None:
+    """Copy the object at ``url`` to the local file ``local``."""
+    fs, path = filesystem(url)
+    try:
+        fs.get_file(path, str(local))
+    except Exception as exc:
+        raise explain(exc, url) from exc
+
+
+def upload_tree(local: Path, url: str, last: str) -> None:
+    """Upload the folder ``local`` under ``url``, replacing what is there; the file named ``last``
+    goes up after all others (a folder cannot appear at once: ``last`` marks it complete)."""
+    fs, root = filesystem(url)
+    files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != last)
+    try:
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+        fs.put([str(p) for p in files], [join(root, p.relative_to(local).as_posix()) for p in files])
+        if (local / last).exists():
+            fs.put([str(local / last)], [join(root, last)])
+    except Exception as exc:
+        raise explain(exc, url) from exc
+
+
 def upload_atomic(local: Path, url: str) -> None:
     """Upload a finished local file to ``url``; the object appears only once complete."""
     fs, path = filesystem(url)

@@ -232,3 +232,15 @@ def test_s3_tile_folder_goes_up_with_its_tilejson_last(
     tiles = [p for p in order if "/folder/tiles/" in p]
     assert tiles[-1].endswith("/folder/tiles/tilejson.json") and len(tiles) > 2
     assert remote.exists(f"{result.tiles_path}/tilejson.json")
+
+
+def test_s3_glob_renders_like_the_local_glob(s3_bucket: str, aerial: Path, checkpoint: Path, tmp_path: Path) -> None:
+    """``render "s3://bucket/scenes/*.tif"``: the same mosaic, the same map.tif bytes as the local glob."""
+    from geopix.testservers import upload_to_s3
+
+    quarters = split_2x2(aerial, tmp_path / "scenes")
+    for p in quarters:
+        upload_to_s3(p, f"s3://{s3_bucket}/scenes/{p.name}")
+    _render(str(tmp_path / "scenes" / "*.tif"), tmp_path / "local", checkpoint)
+    _render(f"s3://{s3_bucket}/scenes/*.tif", tmp_path / "remote", checkpoint)
+    assert (tmp_path / "remote" / "map.tif").read_bytes() == (tmp_path / "local" / "map.tif").read_bytes()

@@ -4,8 +4,9 @@ Builds an 8192² COG (default: ``../shared/data/geotiffs/vienna_30cm_epsg31256.t
 the other benchmarks do; ``--source synthetic`` without the shared data), serves it from
 ``geopix.testservers.RangeHTTPServer`` and from ``S3Server`` (moto) on 127.0.0.1, then measures
 
-* what the client alone fetches (``inspect_raster`` + the colour statistics: headers and one
-  overview), from each server, as a share of the file's bytes (the target is < 1 %);
+* what the client alone fetches, from each server, as a share of the file's bytes (the target is
+  < 1 %): on a cluster the header only (``inspect_raster``; a worker reads the colour statistics'
+  overview), with the default in-process worker the header and that overview;
 * a whole render from the local file, from ``http://…`` and from ``s3://…``: wall time, bytes the
   server sent (response bodies), bytes per output Mpx, and whether the maps are byte-identical.
 
@@ -14,6 +15,7 @@ sampled throughout, since the machine may be shared.
 
     python benchmarks/bench_remote.py [--size 8192] [--chunk-size 1024] [--model tiny|sat2map|PATH]
                                       [--source vienna|synthetic] [--no-resample] [--workers N]
+                                      [--client-only]
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ def _phase(args: list[str], env: dict[str, str] | None = None) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def client_phase(src: str, model: str) -> None:
-    """What the client reads of the source: its header and the colour statistics' overview."""
+def client_phase(src: str, model: str, with_stats: bool) -> None:
+    """What the client reads of the source: its header, and (``with_stats``: no cluster, the
+    in-process worker is the client) the colour statistics' overview."""
     from geopix.models.registry import load_model
     from geopix.process import configure_process
     from geopix.read import colour_match, inspect_raster
@@ -67,7 +70,7 @@ def client_phase(src: str, model: str) -> None:
     configure_process()
     stats = load_model(model).spec.input_stats
     info = inspect_raster(src)
-    if stats:
+    if stats and with_stats:
         colour_match(info, stats)
     print(json.dumps({}))
 
@@ -129,9 +132,10 @@ def main() -> None:
     ap.add_argument("--no-resample", action="store_true", help="render on the source grid (more generator work)")
     ap.add_argument("--workers", type=int, default=None, help="local worker processes (default: in-process)")
     ap.add_argument("--chunk-size", type=int, default=1024, help="output block side (halo re-reads shrink as it grows)")
+    ap.add_argument("--client-only", action="store_true", help="measure what the client reads, skip the renders")
     args = ap.parse_args()
-    if args.phase and args.phase[0] == "client":
-        return client_phase(args.phase[1], args.model)
+    if args.phase and args.phase[0] in ("client", "client+stats"):
+        return client_phase(args.phase[1], args.model, args.phase[0] == "client+stats")
     if args.phase and args.phase[0] == "render":
         return render_phase(
             args.phase[1], args.phase[2], args.model, args.workers, args.chunk_size, not args.no_resample
@@ -187,13 +191,16 @@ def main() -> None:
             }
             for label in ("http", "s3"):
                 src, server, env = inputs[label]
-                server.reset_counts()
-                _phase(["client", src, *extra], env)
-                results[f"{label}_client_bytes"] = server.bytes_sent
-                results[f"{label}_client_requests"] = server.requests
-                results[f"{label}_client_share_of_file"] = round(server.bytes_sent / file_bytes, 5)
-                print(f"{label} client alone: {server.bytes_sent} B in {server.requests} requests", flush=True)
+                for phase, key in (("client", "client_on_cluster"), ("client+stats", "client_in_process")):
+                    server.reset_counts()
+                    _phase([phase, src, *extra], env)
+                    results[f"{label}_{key}_bytes"] = server.bytes_sent
+                    results[f"{label}_{key}_requests"] = server.requests
+                    results[f"{label}_{key}_share_of_file"] = round(server.bytes_sent / file_bytes, 5)
+                    print(f"{label} {key}: {server.bytes_sent} B in {server.requests} requests", flush=True)
             for label, (src, server, env) in inputs.items():
+                if args.client_only:
+                    break
                 if server is not None:
                     server.reset_counts()
                 started = os.getloadavg()[0]
@@ -207,8 +214,8 @@ def main() -> None:
                     results[f"{label}_bytes_per_output_mpx"] = round(server.bytes_sent / out_mpx)
                     results[f"{label}_bytes_over_file"] = round(server.bytes_sent / file_bytes, 3)
                 print(f"{label}: {got['seconds']:.1f} s", flush=True)
-            reference = (root / "local" / "map.tif").read_bytes()
-            for label in ("http", "s3"):
+            for label in () if args.client_only else ("http", "s3"):
+                reference = (root / "local" / "map.tif").read_bytes()
                 results[f"{label}_identical"] = (root / label / "map.tif").read_bytes() == reference
     results["load_average_1min"] = load.summary()
     results["cores"] = os.cpu_count()

@@ -271,15 +271,21 @@ def compute(prepared: Prepared, on_progress: ProgressFn | None = None) -> Comput
     config, job, plan = prepared.config, prepared.job, prepared.plan
     try:
         with ThreadPoolExecutor(1) as pool:
-            # The colour statistics decode the whole raster (GDAL, without the GIL) while the
-            # cluster starts (mostly Python): on an 8192² raster 1.1 s and 1.1 s, now overlapped.
             stats_in = prepared.model.spec.input_stats if config.match_colors else None
-            matched = pool.submit(colour_match, job.info, stats_in) if stats_in else None
+            # On a cluster the client may be far from the data (a laptop, the raster in a bucket):
+            # a worker reads the statistics' overview, so the client reads only the header.
+            on_cluster = config.scheduler not in (None, "sync")
+            # Otherwise the colour statistics decode the overview (GDAL, without the GIL) while the
+            # cluster starts (mostly Python): on an 8192² raster 1.1 s and 1.1 s, now overlapped.
+            matched = pool.submit(colour_match, job.info, stats_in) if stats_in and not on_cluster else None
             with open_cluster(config.scheduler, config.workers, announce=log.info) as client:
                 if client is not None and config.scheduler is not None and job.model_name is None:
                     send_to_workers(client, job.model_path, job.model_sha256)  # they may not see our files
                 if matched is not None:
                     job = dataclasses.replace(job, info=matched.result())
+                elif stats_in and client is not None:
+                    info = client.submit(colour_match, job.info, stats_in, pure=False).result()
+                    job = dataclasses.replace(job, info=info)
                 return _run_blocks(config, job, plan, client, on_progress)
     finally:
         close_readers()  # the cluster has closed: no task thread of this process reads any more

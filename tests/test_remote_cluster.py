@@ -98,3 +98,41 @@ def test_kubernetes_bucket_recipe_needs_no_volume() -> None:
     del broken["spec"]["worker"]["spec"]["containers"][0]["envFrom"]
     broken["spec"]["worker"]["spec"]["containers"][0]["env"] = [{"name": "OMP_NUM_THREADS", "value": "4"}]
     assert any("object-store credentials" in p for p in wf.validate(broken))
+
+
+def test_on_a_cluster_a_worker_reads_the_colour_statistics(
+    s3_bucket: str, aerial: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client reads only the raster's header: the statistics' overview is read by a worker,
+    and the map is the one the in-process render (which reads it itself) makes."""
+    import geopix.read
+    from geopix.models.registry import load_model
+    from geopix.remote import filesystem
+    from geopix.testing import random_checkpoint
+    from geopix.testservers import upload_to_s3
+
+    stats = load_model("sat2map").spec.input_stats
+    model = random_checkpoint(tmp_path / "stats.safetensors", ngf=4, input_stats=stats)
+    want = reference(aerial, model, tmp_path / "ref")
+    upload_to_s3(aerial, f"s3://{s3_bucket}/stats-in/{aerial.name}")
+    calls: list[str] = []
+    real = geopix.read.colour_match
+
+    def colour_match(info, target):  # runs wherever the task runs; records only in this process
+        calls.append(info.path)
+        return real(info, target)
+
+    monkeypatch.setattr(geopix.read, "colour_match", colour_match)
+    monkeypatch.setattr("geopix.pipeline.colour_match", colour_match)
+    cluster = start_scheduler(tmp_path / "scheduler")
+    try:
+        _worker(cluster, tmp_path / "worker")
+        cluster.wait_for_workers(1)
+        out = f"s3://{s3_bucket}/stats-out"
+        argv = ["render", f"s3://{s3_bucket}/stats-in/{aerial.name}", "-o", out, "-m", str(model), *TILES]
+        assert main([*argv, "--no-progress", "--scheduler", cluster.address]) == 0
+    finally:
+        cluster.stop()
+    assert calls == []  # not in the client
+    fs, _ = filesystem(out)
+    assert fs.cat_file(f"{s3_bucket}/stats-out/map.tif") == want

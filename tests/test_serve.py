@@ -336,7 +336,8 @@ def test_remote_tiles_are_the_local_bytes(
     kind: str, where: str, tilesets: dict[str, Path], remote_tilesets: dict[str, str]
 ) -> None:
     """Served from a URL, every tile (and every empty answer) is the one served from the local file."""
-    local, remote = Server(tilesets[kind]), Server(remote_tilesets[f"{where}-{kind}"])
+    local = Server(tilesets[kind])
+    remote = Server(remote_tilesets[f"{where}-{kind}"], source=remote_tilesets[f"{where}-map"])  # --source URL too
     try:
         present, empty = some_tiles(tilesets)
         parents = {mercantile.parent(t) for t in present}
@@ -350,8 +351,15 @@ def test_remote_tiles_are_the_local_bytes(
         assert ok >= len(present)
         tj_local, tj_remote = json.loads(local.get("/tilejson.json")[2]), json.loads(remote.get("/tilejson.json")[2])
         assert {**tj_remote, "tiles": None} == {**tj_local, "tiles": None}
-        assert json.loads(remote.get("/viewer.json")[2])["pmtiles"] is None  # the viewer reads /tiles/… instead
+        viewer = json.loads(remote.get("/viewer.json")[2])
+        assert viewer["pmtiles"] is None  # the viewer reads /tiles/… instead
         assert remote.get("/tiles.pmtiles")[0] == 404
+        assert viewer["source"] and remote.get("/source/tilejson.json")[0] == 200
+        t = present[0]
+        status, _, body = remote.get(f"/source/{t.z}/{t.x}/{t.y}.png")
+        assert status == 200
+        if kind == "map":  # the same GeoTIFF tiled on request, from the local file and by URL
+            assert body == local.get(f"/tiles/{t.z}/{t.x}/{t.y}.png")[2]
     finally:
         local.close()
         remote.close()

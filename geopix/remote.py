@@ -4,10 +4,10 @@ One set of environment variables configures both GDAL and fsspec: the standard c
 variables, GDAL's endpoint override ``AWS_S3_ENDPOINT`` / ``AWS_HTTPS`` which this module turns
 into s3fs's ``endpoint_url`` (botocore's own ``AWS_ENDPOINT_URL`` wins when set), and GDAL's
 HTTP timeouts.  fsspec writes outputs, lists remote globs and makes the ranged reads of a remote
-PMTiles archive (``read_error`` maps their failures as GDAL's are).  Finished files are built locally and uploaded with
-``upload_atomic``: an object store makes an object visible only when its upload completes
-(a single PUT, or a multipart upload's final *complete* call), so nothing partial ever
-appears under the final key.
+PMTiles archive (``read_error`` maps their failures as GDAL's are).  Finished files are built
+locally and uploaded with ``upload_atomic``: an object store makes an object visible only when
+its upload completes (a single PUT, or a multipart upload's final *complete* call), so nothing
+partial ever appears under the final key.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ for the pmtiles JS protocol's range requests, when serving a ``.pmtiles``), ``/`
 ``/static/…``, ``/viewer.json``, and with ``source`` ``/source/{z}/{x}/{y}.png`` and
 ``/source/tilejson.json``.  A remote archive or COG (``https://``, ``s3://``…) is read with
 ranged GETs as tiles are asked for; ``/tiles.pmtiles`` is then absent and the viewer reads the
-archive's tiles through ``/tiles/…``.  Tile addresses are integers matched after percent-decoding, so no
-request can name a file outside the tile set.  A tile address inside the world with no tile
+archive's tiles through ``/tiles/…``.  Tile addresses are integers matched after
+percent-decoding, so no request can name a file outside the tile set.  A tile address inside the world with no tile
 answers ``204 No Content`` (map clients draw nothing and log nothing), cached briefly; anything
 else unknown is ``404``.  Tiles carry a content ``ETag``, so ``If-None-Match`` answers ``304``.
 

@@ -28,6 +28,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window as RioWindow
 
 from geopix.errors import DiskFullError
+from geopix.output import written_whole
 from geopix.plan import Window
 
 
@@ -313,6 +314,5 @@ def remove_store(spec: StoreSpec) -> None:
 
 
 def write_manifest(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
+    with written_whole(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str))

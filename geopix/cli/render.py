@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from geopix.cli import app
+from geopix.cli import app, interrupted_says
 from geopix.cli.options import (
     Bands,
     BatchSize,
@@ -213,7 +213,5 @@ def demo_cmd(
 
             webbrowser.open(url)
 
-    try:
+    with interrupted_says(f"stopped serving {result.tiles}"):
         run_server(ServeConfig(path=result.tiles, port=port, source=result.aerial), on_ready=ready)
-    except KeyboardInterrupt:
-        typer.echo("stopped")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -32,14 +33,17 @@ from PIL import Image
 from torch import nn
 
 from geopix import style
+from geopix.config import ProgressFn
 from geopix.data.pairs import PairRef, default_source_resolution, find_pairs, read_pair
 from geopix.errors import DatasetError, GeopixError
 from geopix.infer import Predictor
 from geopix.models.checkpoint import LoadedModel
+from geopix.output import written_whole
 
 EVAL_SIZE = 256
 DELTAS = (5, 10)
 CLASSES = ("road", "park", "water")
+log = logging.getLogger(__name__)
 DEFAULT_BASELINE_COLOR = (232, 229, 222)  # the maps' beige background
 REPORT = "report.json"
 SAMPLES = "samples.png"
@@ -241,8 +245,11 @@ def evaluate(
     baseline_color: tuple[int, int, int] = DEFAULT_BASELINE_COLOR,
     bn_mode: str = "eval",
     n_samples: int = 4,
+    on_progress: ProgressFn | None = None,
 ) -> EvalReport:
-    """Score ``model`` on ``data``/``split`` (see the module docstring); write files to ``out_dir``."""
+    """Score ``model`` on ``data``/``split`` (see the module docstring); write files to ``out_dir``.
+
+    ``on_progress("eval", pairs done, pairs)`` is called after each batch."""
     if batch_size < 1:
         raise GeopixError(f"--batch-size {batch_size} must be >= 1")
     if limit is not None and limit < 1:
@@ -279,6 +286,7 @@ def evaluate(
     def size_of(shape: tuple[int, ...]) -> tuple[int, int]:
         return _input_size(shape, source_resolution_m, spec.ground_resolution_m)
 
+    log.info("scoring %d %s pairs of %s on %s", len(pairs), split, data, predictor.device)
     for batch in _batches(pairs, direction, size_of, batch_size):
         inputs = np.stack([a for a, _ in batch])
         input_size = max(input_size, *inputs.shape[1:3])
@@ -289,12 +297,15 @@ def evaluate(
             base.add(real, constant)
             if len(samples) < n_samples:
                 samples.append(np.concatenate([resize_eval(a), fake256, real], axis=1))
+        if on_progress is not None:
+            on_progress("eval", scores.n, len(pairs))
 
     files: dict[str, str] = {}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.concatenate(samples, axis=0)).save(out / SAMPLES)
+        with written_whole(out / SAMPLES) as tmp:
+            Image.fromarray(np.concatenate(samples, axis=0)).save(tmp, format="PNG")
         files = {"report": str(out / REPORT), "samples": str(out / SAMPLES)}
     report = EvalReport(
         model=loaded.path or str(model),
@@ -313,5 +324,6 @@ def evaluate(
         files=files,
     )
     if out_dir is not None:
-        Path(files["report"]).write_text(report.to_json() + "\n")
+        with written_whole(Path(files["report"])) as tmp:
+            tmp.write_text(report.to_json() + "\n")
     return report

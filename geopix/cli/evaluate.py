@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from geopix.cli import app, interrupted_says
-from geopix.cli.options import BatchSize, Device, Layers, Model, Overwrite, ShowProgress, ValueMap
+from geopix.cli.options import BatchSize, Device, Layers, Model, Overwrite, ShowProgress, SourceResolution, ValueMap
 from geopix.cli.progress import progress_bar
 from geopix.errors import GeopixError
 
@@ -109,9 +109,7 @@ def eval_cmd(
     batch_size: BatchSize = 8,
     bn_mode: str = typer.Option("eval", help="eval (running statistics) | train (per-batch statistics)."),
     direction: str = typer.Option(None, help="AtoB or BtoA; default: the checkpoint's."),
-    source_resolution: float = typer.Option(
-        None, help="Metres per pixel of the dataset images as stored (default: 0.9 for the maps layout, else 1.0)."
-    ),
+    source_resolution: SourceResolution = None,
     baseline_color: str = typer.Option("232,229,222", help="R,G,B of the constant-image baseline."),
     progress: ShowProgress = True,
 ) -> None:

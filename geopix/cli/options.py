@@ -41,6 +41,13 @@ Resample = Annotated[
 ]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 ShowProgress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
+SourceResolution = Annotated[
+    float | None,
+    typer.Option(
+        "--source-resolution",
+        help="Metres per pixel of the dataset images as stored (default: 0.9 for the maps layout, else 1.0).",
+    ),
+]
 Layers = Annotated[
     list[str],
     typer.Option(

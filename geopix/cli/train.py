@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from geopix.cli import app
-from geopix.cli.options import Device, ShowProgress
+from geopix.cli.options import Device, ShowProgress, SourceResolution
 from geopix.cli.progress import progress_bar
 from geopix.config import PRESETS, TrainConfig
 from geopix.errors import GeopixError, OutputExistsError
@@ -63,9 +63,7 @@ def train_cmd(
         None, help="Sharpen or blur the input photo at random, up to this strength (0..1)."
     ),
     rotate: bool = typer.Option(None, "--rotate/--no-rotate", help="Add 90° rotations to the flips."),
-    source_resolution: float = typer.Option(
-        None, help="Metres per pixel of the dataset images as stored (default: 0.9 for the maps layout, else 1.0)."
-    ),
+    source_resolution: SourceResolution = None,
     max_images: int = typer.Option(None, help="Use only the first N training pairs."),
     replay: Path = typer.Option(None, help="A second dataset (e.g. ../shared/data/maps) mixed into every epoch."),
     replay_ratio: float = typer.Option(None, help="Share of each epoch's samples drawn from --replay (0..1)."),

@@ -129,7 +129,7 @@ class OutputLockedError(GeopixError, BlockingIOError):
 
 
 class OptionError(GeopixError, ValueError):
-    """An option value no render can use (``--batch-size 0``, ``--device foo``, ``--workers 0``)."""
+    """An option value no run can use (``--batch-size 0``, ``--device foo``, ``--workers 0``, ``--norm foo``)."""
 
     exit_code = 25
 

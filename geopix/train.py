@@ -602,8 +602,6 @@ def train(config: TrainConfig, on_progress: ProgressFn | None = None) -> Path:
 
     ``on_progress("epoch E/N losses…", batch, batches)`` is called after each step (rank 0 only).
     SIGTERM (cluster schedulers, ``kill``) stops it like Ctrl-C: state saved, ``Interrupted`` raised."""
-    if math.isnan(config.lr):
-        raise GeopixError("--lr must be a number")
     trainer = Trainer(config, on_progress)
     try:
         with sigterm_interrupts():

@@ -11,7 +11,7 @@ from geopix.cli import app
 from geopix.cli.options import Device, ShowProgress, SourceResolution
 from geopix.cli.progress import progress_bar
 from geopix.config import PRESETS, TrainConfig
-from geopix.errors import GeopixError, OutputExistsError
+from geopix.errors import OptionError, OutputExistsError
 from geopix.recipes import RECIPES
 
 
@@ -115,7 +115,7 @@ def train_cmd(
 
         if preset is not None or init_from is not None:
             extra = f"--preset {preset}" if preset is not None else f"--init-from {init_from}"
-            raise GeopixError(f"--recipe {recipe} sets the preset and starting weights of each stage; drop {extra}")
+            raise OptionError(f"--recipe {recipe} sets the preset and starting weights of each stage; drop {extra}")
         overrides = {k: v for k, v in {**options, **run}.items() if v is not None}
         with progress_bar(progress) as bar:
             path = train_recipe(recipe, data, run_dir, overrides, on_progress=bar)
@@ -125,7 +125,7 @@ def train_cmd(
 
     preset = preset or "pix2pix"
     if preset not in PRESETS:
-        raise GeopixError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
+        raise OptionError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
     given = {k: v for k, v in options.items() if v is not None}  # unset: the preset's, else the default
     cfg = TrainConfig(**{**PRESETS[preset], **run, **given})
     with progress_bar(progress) as bar:

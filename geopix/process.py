@@ -4,7 +4,8 @@ what SIGTERM does.
 They change the whole process, so nothing sets them on import: the entry points call
 ``configure_process`` (``geopix.cli.main``, a render on the sync scheduler) and Dask workers
 get it from the ``cluster.ProcessSetup`` worker plugin; ``sigterm_interrupts`` is held by
-``geopix.cli.main`` and by ``train.train`` for the length of the call.  None of them changes a pixel.
+``geopix.cli.main`` and by ``train.train`` for the length of the call, as is ``torch_threads``
+by ``train.train``.  None of them changes a pixel.
 """
 
 from __future__ import annotations
@@ -97,6 +98,22 @@ def tune_allocator() -> None:
         libc.mallopt(-1, 256 * 1024 * 1024)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """``n`` torch intra-op threads while held (``None``: as they are), the previous count after."""
+    if not n:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:

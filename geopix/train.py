@@ -46,7 +46,7 @@ from geopix.models.checkpoint import ModelSpec, save_checkpoint
 from geopix.models.generator import NLayerDiscriminator, init_weights
 from geopix.models.registry import load_model
 from geopix.output import written_whole
-from geopix.process import sigterm_interrupts
+from geopix.process import sigterm_interrupts, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,6 @@ class Trainer:
             if self.world > 1 and cfg.device in ("auto", "cuda") and torch.cuda.is_available()
             else cfg.device
         )
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         self.run_dir = Path(cfg.run_dir)
         if self.rank == 0:
             claim_run_dir(self.run_dir, resume=cfg.resume, overwrite=cfg.overwrite)
@@ -602,10 +600,11 @@ def train(config: TrainConfig, on_progress: ProgressFn | None = None) -> Path:
 
     ``on_progress("epoch E/N losses…", batch, batches)`` is called after each step (rank 0 only).
     SIGTERM (cluster schedulers, ``kill``) stops it like Ctrl-C: state saved, ``Interrupted`` raised."""
-    trainer = Trainer(config, on_progress)
-    try:
-        with sigterm_interrupts():
-            return trainer.fit()
-    finally:
-        if trainer.world > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    with torch_threads(config.threads):  # --threads for this run only
+        trainer = Trainer(config, on_progress)
+        try:
+            with sigterm_interrupts():
+                return trainer.fit()
+        finally:
+            if trainer.world > 1 and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()

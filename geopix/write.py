@@ -186,7 +186,7 @@ def open_store(spec: StoreSpec, fingerprint: str, attrs: dict, *, force: bool) -
 RAW_INTERMEDIATE_BYTES = 2 << 30
 #: GDAL block cache (MB) while the GeoTIFF/COG is written: 64 MB keeps a 16384² finalize flat
 #: (peak RSS 0.68 GiB vs 0.60 at 4096²; 0.94 with 256 MB) at equal speed.  Reading's default is
-#: now 64 MB too (read.py); this stays set so a larger GDAL_CACHEMAX given for reading does not
+#: 64 MB too (process.GDAL_CACHE_MB); this stays set so a larger GDAL_CACHEMAX given for reading does not
 #: make the finalize grow with the raster.
 FINALIZE_CACHE_MB = 64
 #: Tile side of the COG and of its intermediate.

@@ -1,4 +1,4 @@
-"""The block store (zarr) and the final GeoTIFF/COG.
+"""Writing the map: each block into the zarr store, then the store into the final GeoTIFF/COG.
 
 Workers write each finished output block into its own zarr chunk (RGB + alpha, uint8),
 so concurrent writers never share a chunk.  The final step streams the chunks into a

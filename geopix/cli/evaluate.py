@@ -1,4 +1,5 @@
-"""``geopix eval`` (score a model on a paired split or on labelled rasters) and ``geopix dataset`` (make pairs)."""
+"""The dataset commands: ``geopix dataset make/vectors`` build paired data, ``geopix eval`` scores a model on it
+(or on labelled rasters)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``geopix render``, ``predict``, ``info`` and ``demo``."""
+"""The map-making commands: ``geopix render`` (a raster), ``predict`` (plain images), ``info`` (the render it
+would be) and ``demo``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``geopix tiles`` (web-tile pyramid) and ``geopix serve`` (local tile server and viewer)."""
+"""The web-tile commands: ``geopix tiles`` builds a pyramid, ``geopix serve`` shows it (tile server and viewer)."""
 
 from __future__ import annotations
 

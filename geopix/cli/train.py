@@ -1,4 +1,4 @@
-"""``geopix train`` (and, in the evaluate module, ``geopix eval``)."""
+"""The training commands: ``geopix train`` (a run, resumable) and ``geopix export`` (its checkpoint, for shipping)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The reader interface every tile-set format implements, and byte-range sources for archives."""
+"""What every tile-set reader shares: the ``TileSet`` interface (its TileJSON built from the set's ``About``)
+and the byte sources archives are read through."""
 
 from __future__ import annotations
 

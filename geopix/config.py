@@ -26,7 +26,8 @@ MODEL_MULTIPLE = 256
 ProgressFn = Callable[[str, int, int], None]
 
 
-def _choice(option: str, value: object, kind: object) -> None:
+def check_choice(option: str, value: object, kind: object) -> None:
+    """Refuse ``value`` unless it is one of the ``Literal`` type ``kind``'s, naming them."""
     allowed = get_args(kind)
     if value not in allowed:
         raise OptionError(f"{option} {value!r} must be one of {', '.join(map(str, allowed))}")
@@ -76,7 +77,7 @@ class InferConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise OptionError(f"--batch-size {self.batch_size} must be at least 1; try --batch-size 8")
-        _choice("--precision", self.precision, Precision)
+        check_choice("--precision", self.precision, Precision)
         device = self.device
         if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
             raise OptionError(f"--device {device!r} must be auto, cpu, cuda or cuda:N (N a GPU number, e.g. cuda:0)")
@@ -116,7 +117,7 @@ class RenderConfig:
     memory_budget: int | None = None
 
     def __post_init__(self) -> None:
-        _choice("--output-resolution", self.output_resolution, OutputResolution)
+        check_choice("--output-resolution", self.output_resolution, OutputResolution)
         if self.workers is not None and not 1 <= self.workers <= MAX_WORKERS:
             raise OptionError(
                 f"--workers {self.workers} must be within 1..{MAX_WORKERS}; "
@@ -187,10 +188,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.resume and self.overwrite:
             raise OptionError("--resume continues the run in --run-dir and --overwrite replaces it: pass one")
-        _choice("--direction", self.direction, Direction)
-        _choice("--norm", self.norm, Norm)
-        _choice("--head", self.head, Head)
-        _choice("--gan-mode", self.gan_mode, GanMode)
+        check_choice("--direction", self.direction, Direction)
+        check_choice("--norm", self.norm, Norm)
+        check_choice("--head", self.head, Head)
+        check_choice("--gan-mode", self.gan_mode, GanMode)
         if self.crop_size % (2**self.num_downs):
             raise OptionError(
                 f"--crop-size {self.crop_size} must be a multiple of {2**self.num_downs} for a U-Net with "

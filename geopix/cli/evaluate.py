@@ -10,7 +10,7 @@ import typer
 from geopix.cli import app, interrupted_says
 from geopix.cli.options import BatchSize, Device, Layers, Model, Overwrite, ShowProgress, SourceResolution, ValueMap
 from geopix.cli.progress import progress_bar
-from geopix.errors import GeopixError
+from geopix.errors import GeopixError, OptionError
 
 dataset_app = typer.Typer(help="Build paired training data.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
@@ -22,7 +22,7 @@ def _parse_color(text: str) -> tuple[int, int, int]:
     except ValueError:
         rgb = ()
     if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
-        raise GeopixError(f"--baseline-color {text!r} must be R,G,B with values in 0..255, e.g. 232,229,222")
+        raise OptionError(f"--baseline-color {text!r} must be R,G,B with values in 0..255, e.g. 232,229,222")
     return rgb  # type: ignore[return-value]
 
 

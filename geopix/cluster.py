@@ -1,4 +1,4 @@
-"""The Dask cluster a job runs on, and the one loop that runs its tasks there.
+"""Running a job's tasks on Dask: the cluster they run on, and the one loop that submits them.
 
 ``render`` and ``pyramid`` both come here to find the scheduler (``--scheduler``, a scheduler
 file or ``$DASK_SCHEDULER_ADDRESS``), check a remote cluster (workers, package versions) or

@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-from geopix.errors import GeopixError, OptionError, TilingError
+from geopix.errors import OptionError, TilingError
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 OutputResolution = Literal["source", "model"]
+Direction = Literal["AtoB", "BtoA"]  # AtoB: aerial → map
+Norm = Literal["batch", "instance", "none"]
+Head = Literal["tanh", "palette"]  # tanh: RGB regression; palette: classify into palette colours
+GanMode = Literal["vanilla", "lsgan", "none"]
 #: Side of a tile every shipped U-Net accepts (8 down-samplings); what messages suggest.
 MODEL_MULTIPLE = 256
 #: How the library reports progress: ``(stage, done, total)``, called from the client's thread.
@@ -22,7 +26,8 @@ MODEL_MULTIPLE = 256
 ProgressFn = Callable[[str, int, int], None]
 
 
-def _choice(option: str, value: object, kind: object) -> None:
+def check_choice(option: str, value: object, kind: object) -> None:
+    """Refuse ``value`` unless it is one of the ``Literal`` type ``kind``'s, naming them."""
     allowed = get_args(kind)
     if value not in allowed:
         raise OptionError(f"{option} {value!r} must be one of {', '.join(map(str, allowed))}")
@@ -72,7 +77,7 @@ class InferConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise OptionError(f"--batch-size {self.batch_size} must be at least 1; try --batch-size 8")
-        _choice("--precision", self.precision, Precision)
+        check_choice("--precision", self.precision, Precision)
         device = self.device
         if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
             raise OptionError(f"--device {device!r} must be auto, cpu, cuda or cuda:N (N a GPU number, e.g. cuda:0)")
@@ -112,7 +117,7 @@ class RenderConfig:
     memory_budget: int | None = None
 
     def __post_init__(self) -> None:
-        _choice("--output-resolution", self.output_resolution, OutputResolution)
+        check_choice("--output-resolution", self.output_resolution, OutputResolution)
         if self.workers is not None and not 1 <= self.workers <= MAX_WORKERS:
             raise OptionError(
                 f"--workers {self.workers} must be within 1..{MAX_WORKERS}; "
@@ -132,17 +137,17 @@ class TrainConfig:
 
     data: Path
     run_dir: Path = Path("runs/train")
-    direction: str = "AtoB"
+    direction: Direction = "AtoB"
     # network
     ngf: int = 64
     ndf: int = 64
     num_downs: int = 8
-    norm: str = "batch"
+    norm: Norm = "batch"
     use_dropout: bool = True
-    head: str = "tanh"  # tanh: RGB regression; palette: classify into palette colours
+    head: Head = "tanh"
     palette_size: int = 10
     # losses
-    gan_mode: str = "vanilla"  # vanilla | lsgan | none
+    gan_mode: GanMode = "vanilla"
     lambda_gan: float = 1.0
     lambda_l1: float = 100.0
     lambda_ce: float = 1.0
@@ -182,20 +187,22 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.resume and self.overwrite:
-            raise GeopixError("--resume continues the run in --run-dir and --overwrite replaces it: pass one")
-        if self.direction not in ("AtoB", "BtoA"):
-            raise GeopixError(f"--direction {self.direction!r} must be AtoB or BtoA")
-        if self.gan_mode not in ("vanilla", "lsgan", "none"):
-            raise GeopixError(f"--gan-mode {self.gan_mode!r} must be vanilla, lsgan or none")
+            raise OptionError("--resume continues the run in --run-dir and --overwrite replaces it: pass one")
+        check_choice("--direction", self.direction, Direction)
+        check_choice("--norm", self.norm, Norm)
+        check_choice("--head", self.head, Head)
+        check_choice("--gan-mode", self.gan_mode, GanMode)
         if self.crop_size % (2**self.num_downs):
-            raise GeopixError(
+            raise OptionError(
                 f"--crop-size {self.crop_size} must be a multiple of {2**self.num_downs} for a U-Net with "
                 f"{self.num_downs} down-samplings"
             )
         if not 0.0 <= self.replay_ratio < 1.0:
-            raise GeopixError(f"--replay-ratio {self.replay_ratio} must be in [0, 1), e.g. 0.5 (half of each epoch)")
+            raise OptionError(f"--replay-ratio {self.replay_ratio} must be in [0, 1), e.g. 0.5 (half of each epoch)")
         if self.batch_size < 1 or self.epochs + self.epochs_decay < 1:
-            raise GeopixError("--batch-size and --epochs + --epochs-decay must be at least 1")
+            raise OptionError("--batch-size and --epochs + --epochs-decay must be at least 1")
+        if self.lr != self.lr:  # NaN
+            raise OptionError("--lr must be a number, e.g. --lr 2e-4")
 
     @property
     def total_epochs(self) -> int:

@@ -84,14 +84,6 @@ class ResumeError(GeopixError, ValueError):
     exit_code = 18
 
 
-class GeopixWarning(UserWarning):
-    """Base for warnings geopix issues (e.g. resolution far from the model's)."""
-
-
-class ResolutionWarning(GeopixWarning):
-    pass
-
-
 class TileFormatError(GeopixError, ValueError):
     """A web-tile format, tile size or output path that cannot hold the pyramid asked for."""
 
@@ -129,7 +121,7 @@ class OutputLockedError(GeopixError, BlockingIOError):
 
 
 class OptionError(GeopixError, ValueError):
-    """An option value no render can use (``--batch-size 0``, ``--device foo``, ``--workers 0``)."""
+    """An option value no run can use (``--batch-size 0``, ``--device foo``, ``--workers 0``, ``--norm foo``)."""
 
     exit_code = 25
 

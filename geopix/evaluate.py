@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,14 +34,18 @@ from PIL import Image
 from torch import nn
 
 from geopix import style
+from geopix.config import Direction, ProgressFn, check_choice
 from geopix.data.pairs import PairRef, default_source_resolution, find_pairs, read_pair
-from geopix.errors import DatasetError, GeopixError
+from geopix.errors import DatasetError, OptionError
 from geopix.infer import Predictor
 from geopix.models.checkpoint import LoadedModel
+from geopix.output import written_whole
 
 EVAL_SIZE = 256
 DELTAS = (5, 10)
 CLASSES = ("road", "park", "water")
+log = logging.getLogger(__name__)
+BnMode = Literal["eval", "train"]  # BatchNorm statistics: running (as render) or per batch
 DEFAULT_BASELINE_COLOR = (232, 229, 222)  # the maps' beige background
 REPORT = "report.json"
 SAMPLES = "samples.png"
@@ -232,38 +238,41 @@ def evaluate(
     data: str | Path,
     *,
     split: str = "val",
-    direction: str | None = None,
+    direction: Direction | None = None,
     limit: int | None = None,
     device: str = "auto",
     out_dir: str | Path | None = None,
     batch_size: int = 8,
     source_resolution_m: float | None = None,
     baseline_color: tuple[int, int, int] = DEFAULT_BASELINE_COLOR,
-    bn_mode: str = "eval",
+    bn_mode: BnMode = "eval",
     n_samples: int = 4,
+    on_progress: ProgressFn | None = None,
 ) -> EvalReport:
-    """Score ``model`` on ``data``/``split`` (see the module docstring); write files to ``out_dir``."""
+    """Score ``model`` on ``data``/``split`` (see the module docstring); write files to ``out_dir``.
+
+    ``on_progress("eval", pairs done, pairs)`` is called after each batch.  Option values are
+    checked before anything is loaded (``OptionError``)."""
     if batch_size < 1:
-        raise GeopixError(f"--batch-size {batch_size} must be >= 1")
+        raise OptionError(f"--batch-size {batch_size} must be at least 1; try --batch-size 8")
     if limit is not None and limit < 1:
-        raise GeopixError(f"--limit {limit} must be >= 1")
+        raise OptionError(f"--limit {limit} must be at least 1")
     if len(baseline_color) != 3 or not all(0 <= int(c) <= 255 for c in baseline_color):
-        raise GeopixError(f"--baseline-color {baseline_color} must be three values in 0..255")
+        raise OptionError(f"--baseline-color {baseline_color} must be three values in 0..255")
     if source_resolution_m is not None and source_resolution_m <= 0:
-        raise GeopixError(f"--source-resolution {source_resolution_m} must be positive")
+        raise OptionError(f"--source-resolution {source_resolution_m} must be positive")
+    if direction is not None:
+        check_choice("--direction", direction, Direction)
+    check_choice("--bn-mode", bn_mode, BnMode)
     t0 = time.perf_counter()
     loaded = _load(model)
     spec = loaded.spec
     direction = direction or spec.direction
-    if direction not in ("AtoB", "BtoA"):
-        raise GeopixError(f"--direction {direction!r} must be AtoB or BtoA")
     pairs = find_pairs(data, split)
     if limit is not None:
         pairs = pairs[:limit]
     if source_resolution_m is None:  # 0.9 m/px for the maps layout, else 1.0
         source_resolution_m = default_source_resolution(pairs[0])
-    if bn_mode not in ("eval", "train"):
-        raise GeopixError(f"--bn-mode {bn_mode!r} must be eval or train")
     # A copy for train mode: the caller's model must come back exactly as it went in.
     net = copy.deepcopy(loaded.net) if bn_mode == "train" else loaded.net
     predictor = Predictor.from_loaded(LoadedModel(spec, net, loaded.path), device)
@@ -279,6 +288,7 @@ def evaluate(
     def size_of(shape: tuple[int, ...]) -> tuple[int, int]:
         return _input_size(shape, source_resolution_m, spec.ground_resolution_m)
 
+    log.info("scoring %d %s pairs of %s on %s", len(pairs), split, data, predictor.device)
     for batch in _batches(pairs, direction, size_of, batch_size):
         inputs = np.stack([a for a, _ in batch])
         input_size = max(input_size, *inputs.shape[1:3])
@@ -289,12 +299,15 @@ def evaluate(
             base.add(real, constant)
             if len(samples) < n_samples:
                 samples.append(np.concatenate([resize_eval(a), fake256, real], axis=1))
+        if on_progress is not None:
+            on_progress("eval", scores.n, len(pairs))
 
     files: dict[str, str] = {}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.concatenate(samples, axis=0)).save(out / SAMPLES)
+        with written_whole(out / SAMPLES) as tmp:
+            Image.fromarray(np.concatenate(samples, axis=0)).save(tmp, format="PNG")
         files = {"report": str(out / REPORT), "samples": str(out / SAMPLES)}
     report = EvalReport(
         model=loaded.path or str(model),
@@ -313,5 +326,6 @@ def evaluate(
         files=files,
     )
     if out_dir is not None:
-        Path(files["report"]).write_text(report.to_json() + "\n")
+        with written_whole(Path(files["report"])) as tmp:
+            tmp.write_text(report.to_json() + "\n")
     return report

@@ -31,6 +31,7 @@ from geopix.data.rasterize import Labels, rasterize_labels
 from geopix.data.vectors import LayerSpec, read_layers
 from geopix.errors import GeopixError, LabelCoverageError
 from geopix.evaluate import _finite
+from geopix.output import written_whole
 
 REPORT = "report.json"
 
@@ -192,7 +193,8 @@ def evaluate_sets(
         if vals:
             mean[g] = float(np.mean(vals))
     report = RealEvalReport(str(model), per_set, base, mean, round(time.perf_counter() - t0, 2), files, notes)
-    (out / REPORT).write_text(report.to_json() + "\n")
+    with written_whole(out / REPORT) as tmp:
+        tmp.write_text(report.to_json() + "\n")
     report.files["report"] = str(out / REPORT)
     return report
 
@@ -209,5 +211,6 @@ def _side_by_side(raster: str | Path, rgb: np.ndarray, labels: Labels, out: Path
     truth = style.paint(labels.top)
     truth[labels.allowed == 0] = (128, 128, 128)
     path = out / "side_by_side.png"
-    Image.fromarray(np.concatenate([aerial, truth, rgb], axis=1)).save(path)
+    with written_whole(path) as tmp:
+        Image.fromarray(np.concatenate([aerial, truth, rgb], axis=1)).save(tmp, format="PNG")
     return path

@@ -16,7 +16,7 @@ from geopix.config import InferConfig, TileConfig
 from geopix.data.pairs import IMAGE_SUFFIXES
 from geopix.errors import InputNotFoundError, NotARasterError
 from geopix.models.registry import load_model
-from geopix.output import check_output
+from geopix.output import check_output, written_whole
 from geopix.plan import TileGrid, Window, check_tiling
 from geopix.read import to_unit
 
@@ -73,9 +73,8 @@ def predict(
                 acc.add(grid.window(*ij), pred[n])
         values, _ = acc.result()
         dst = out_dir / f"{path.stem}.png"
-        tmp = dst.with_name(dst.name + ".partial")
-        Image.fromarray(to_uint8(values).transpose(1, 2, 0)).save(tmp, format="PNG")
-        tmp.replace(dst)
+        with written_whole(dst) as tmp:
+            Image.fromarray(to_uint8(values).transpose(1, 2, 0)).save(tmp, format="PNG")
         written.append(dst)
         if progress:
             progress(dst)

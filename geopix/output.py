@@ -1,10 +1,11 @@
-"""Claiming an output folder: one run at a time, nothing clobbered, nothing empty left behind.
+"""Where outputs go: one run at a time per folder, nothing clobbered, nothing half-written or empty left.
 
 ``check_output`` refuses to overwrite results unless asked and fails early on an unwritable
 folder.  ``claim_output`` also takes an exclusive lock on the folder for the whole run, so a
 second run into the same folder is refused at once instead of sharing (and corrupting) the
 first one's partial files; a folder the run created is removed again if the run fails while
-it holds nothing but the lock.
+it holds nothing but the lock.  ``written_whole`` gives a file its final name only once it is
+complete, so Ctrl-C or a full disk never leaves a truncated file under that name.
 """
 
 from __future__ import annotations
@@ -52,6 +53,19 @@ def claim_output(out_dir: Path, names: list[str], overwrite: bool) -> Iterator[P
         os.close(fd)
         if not ok:
             _remove_if_empty(out_dir, created)
+
+
+@contextlib.contextmanager
+def written_whole(path: Path) -> Iterator[Path]:
+    """A name to write ``path``'s content under (``path.partial``): renamed to ``path`` when the
+    block ends, removed when it raises (Ctrl-C and SIGTERM included)."""
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        yield tmp
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _make(out_dir: Path, option: str) -> bool:

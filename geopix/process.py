@@ -1,14 +1,22 @@
-"""Process-wide settings of a process that renders: GDAL's block cache and remote reads, glibc's allocator,
-torch threads.
+"""Process-wide settings: GDAL's block cache and remote reads, glibc's allocator, torch threads,
+what SIGTERM does.
 
 They change the whole process, so nothing sets them on import: the entry points call
 ``configure_process`` (``geopix.cli.main``, a render on the sync scheduler) and Dask workers
-get it from the ``cluster.ProcessSetup`` worker plugin.  None of them changes a pixel.
+get it from the ``cluster.ProcessSetup`` worker plugin; ``sigterm_interrupts`` is held by
+``geopix.cli.main`` and by ``train.train`` for the length of the call, as is ``torch_threads``
+by ``train.train``.  None of them changes a pixel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
+
+from geopix.errors import Interrupted
 
 #: GDAL's block cache defaults to 5 % of RAM *per process*; every Dask worker would fill it with
 #: blocks it never reads again, so memory would grow with the raster.  64 MB holds the source
@@ -90,3 +98,47 @@ def tune_allocator() -> None:
         libc.mallopt(-1, 256 * 1024 * 1024)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """``n`` torch intra-op threads while held (``None``: as they are), the previous count after."""
+    if not n:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted("", signum)
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While held, SIGTERM raises ``Interrupted`` (exit 143) where Ctrl-C raises ``KeyboardInterrupt``.
+
+    Cluster schedulers and ``kill`` stop a run with SIGTERM, whose default ends the process at
+    once: no state saved, partial files left.  As an exception it runs every clean-up written for
+    Ctrl-C.  SIGINT is restored too when a shell started us in the background with it ignored.
+    Signal handlers belong to the main thread: elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old_int = signal.getsignal(signal.SIGINT)
+    if old_int == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        if old_int == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, old_int)

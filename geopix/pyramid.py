@@ -46,7 +46,7 @@ from geopix.errors import (
 from geopix.output import check_output
 from geopix.tilesets import folder, mbtiles, output_kind, pmtiles
 from geopix.tilesets.base import Tile
-from geopix.tilesets.codec import TILE_FORMATS, decode_tile, encode_tile
+from geopix.tilesets.codec import TILE_FORMATS, TileFormat, decode_tile, encode_tile
 from geopix.tilesets.tilejson import attribution_for, make_tilejson, tiles_template
 
 TILE_SIZES = (256, 512)
@@ -63,7 +63,7 @@ class PyramidConfig:
 
     minzoom: int | None = None
     maxzoom: int | None = None
-    format: str = "png"  # png | webp | jpg
+    format: TileFormat = "png"
     tile_size: int = 256
     overwrite: bool = False
     quality: int = 90  # webp / jpg

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from geopix.config import PRESETS, ProgressFn, TrainConfig
-from geopix.errors import GeopixError
+from geopix.errors import GeopixError, OptionError
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ HANDOVER = "export.safetensors"
 
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
-        raise GeopixError(f"--recipe {name!r} is unknown; choose one of {', '.join(RECIPES)}")
+        raise OptionError(f"--recipe {name!r} is unknown; choose one of {', '.join(RECIPES)}")
     return RECIPES[name]
 
 

@@ -3,19 +3,22 @@
 A run directory holds everything: ``state.pt`` (weights, optimisers, schedulers, RNG, the
 epoch; loaded with ``weights_only=True``), ``generator.safetensors`` (a self-describing
 checkpoint usable by ``geopix render`` at any time), ``log.csv``, sample grids and a loss
-plot.  Ctrl-C leaves ``state.pt`` at the last finished epoch (writing it first if this
-run has not), and ``resume=True`` continues exactly.
+plot.  Ctrl-C or SIGTERM leaves ``state.pt`` at the last finished epoch (writing it first if
+this run has not) and raises ``Interrupted`` saying so; ``resume=True`` continues exactly.
+Every file a run writes appears complete or not at all (written beside, then renamed).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import math
 import os
 import random
+import shlex
 import signal
-import threading
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -37,17 +40,21 @@ from geopix.data.pairs import (
     read_pair,
     resize_square,
 )
-from geopix.errors import CheckpointError, GeopixError, OutputExistsError, ResumeError
+from geopix.errors import CheckpointError, GeopixError, Interrupted, OutputExistsError, ResumeError
 from geopix.infer import resolve_device
 from geopix.models.checkpoint import ModelSpec, save_checkpoint
 from geopix.models.generator import NLayerDiscriminator, init_weights
 from geopix.models.registry import load_model
+from geopix.output import written_whole
+from geopix.process import sigterm_interrupts, torch_threads
+
+log = logging.getLogger(__name__)
 
 STATE = "state.pt"
 GENERATOR = "generator.safetensors"
 LOG = "log.csv"
 #: What a run writes into its folder: ``--overwrite`` removes these and nothing else.
-RUN_FILES = (STATE, STATE + ".tmp", GENERATOR, GENERATOR + ".tmp", LOG, "losses.png", "samples_epoch*.png", "tb")
+RUN_FILES = (STATE, GENERATOR, LOG, "losses.png", "samples_epoch*.png", "tb", "*.partial")
 
 
 def run_files(run_dir: Path) -> list[Path]:
@@ -160,8 +167,6 @@ class Trainer:
             if self.world > 1 and cfg.device in ("auto", "cuda") and torch.cuda.is_available()
             else cfg.device
         )
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         self.run_dir = Path(cfg.run_dir)
         if self.rank == 0:
             claim_run_dir(self.run_dir, resume=cfg.resume, overwrite=cfg.overwrite)
@@ -304,12 +309,12 @@ class Trainer:
         return state
 
     def save(self) -> None:
-        self._saved_epoch = self.epoch
         if self.rank != 0:
+            self._saved_epoch = self.epoch
             return
-        tmp = self.run_dir / (STATE + ".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(self.run_dir / STATE)
+        with written_whole(self.run_dir / STATE) as tmp:
+            torch.save(self.state_dict(), tmp)
+        self._saved_epoch = self.epoch  # only now does state.pt hold this epoch
         training = {
             "epochs": self.epoch,
             "command": self.cfg.command,
@@ -422,21 +427,26 @@ class Trainer:
         try:
             while self.epoch < cfg.total_epochs:
                 self._run_epoch(sampler, n_batches)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted) as exc:
             if self._saved_epoch == self.epoch:
                 # state.pt already holds the last finished epoch.  Overwriting it with the
                 # weights of a half-done epoch (labelled as the finished one) would make the
                 # resumed run redo that epoch from the wrong start; keeping it stays exact.
-                note = f"{self.run_dir / STATE} holds epoch {self.epoch}; the interrupted epoch is redone"
+                note = f"{self.run_dir / STATE} holds epoch {self.epoch} (the interrupted epoch is redone)"
             else:  # nothing on disk for this epoch (first epoch, or --save-every > 1): keep the progress
                 self.save()
                 note = f"saved epoch {self.epoch} and the partial epoch's updates to {self.run_dir / STATE}"
-            if self.rank == 0:
-                print(f"interrupted: {note}; rerun with --resume")
-            raise
+            raise Interrupted(f"{note}; {self._resume_hint()}", getattr(exc, "signum", signal.SIGINT)) from exc
         if self.rank == 0:
             self._plot()
         return self.run_dir / GENERATOR
+
+    def _resume_hint(self) -> str:
+        """The command that continues this run: the one given, with ``--resume`` (not ``--overwrite``)."""
+        if not self.cfg.command:
+            return "rerun with --resume (resume=True)"
+        words = [w for w in shlex.split(self.cfg.command) if w != "--overwrite"]
+        return f"resume with: {shlex.join(words if '--resume' in words else [*words, '--resume'])}"
 
     def _run_epoch(self, sampler: DistributedSampler | None, n_batches: int) -> None:
         cfg = self.cfg
@@ -523,14 +533,15 @@ class Trainer:
 
     def _log(self, row: dict[str, float]) -> None:
         path = self.run_dir / LOG
-        new = not path.exists()
         fields = ["epoch", "seconds", "lr", "D", "G_gan", "G_l1", "G_ce"]
+        text = io.StringIO()
+        w = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+        if not path.exists():
+            w.writeheader()
+        w.writerow(row)
         with path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
-        print("epoch " + " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+            f.write(text.getvalue())  # one write: an interrupt leaves no half row
+        log.info("epoch " + " ".join(f"{k}={v}" for k, v in row.items()))
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional (geopix[train])
@@ -557,7 +568,8 @@ class Trainer:
             b = b[c : c + self.cfg.crop_size, c : c + self.cfg.crop_size]
             fake = predictor.predict_batch(a[None])[0]
             rows.append(np.concatenate([a, fake, b], axis=1))
-        Image.fromarray(np.concatenate(rows, axis=0)).save(self.run_dir / f"samples_epoch{self.epoch:03d}.png")
+        with written_whole(self.run_dir / f"samples_epoch{self.epoch:03d}.png") as tmp:
+            Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")
         self.G.train()
 
     def _plot(self) -> None:
@@ -567,7 +579,7 @@ class Trainer:
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
-            print("matplotlib is not installed: skipping the loss plot (pip install 'geopix[train]')")
+            log.warning("matplotlib is not installed: skipping the loss plot (pip install 'geopix[train]')")
             return
         fig, ax = plt.subplots(figsize=(7, 4))
         for key in ("G_l1", "G_ce", "G_gan", "D"):
@@ -578,38 +590,21 @@ class Trainer:
         ax.set_ylabel("loss")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(self.run_dir / "losses.png", dpi=100)
+        with written_whole(self.run_dir / "losses.png") as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
         plt.close(fig)
 
 
 def train(config: TrainConfig, on_progress: ProgressFn | None = None) -> Path:
     """Train (or resume) a generator; returns the path of its safetensors checkpoint.
 
-    ``on_progress("epoch E/N losses…", batch, batches)`` is called after each step (rank 0 only)."""
-    if math.isnan(config.lr):
-        raise GeopixError("--lr must be a number")
-    trainer = Trainer(config, on_progress)
-    previous = _interrupt_on_sigterm()
-    try:
-        return trainer.fit()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        if trainer.world > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-
-def _interrupt_on_sigterm():
-    """Treat SIGTERM (cluster schedulers, ``kill``) like Ctrl-C, so the run saves before it ends.
-
-    Also restores SIGINT when a shell started us in the background with it ignored.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    return signal.signal(signal.SIGTERM, handler)
+    ``on_progress("epoch E/N losses…", batch, batches)`` is called after each step (rank 0 only).
+    SIGTERM (cluster schedulers, ``kill``) stops it like Ctrl-C: state saved, ``Interrupted`` raised."""
+    with torch_threads(config.threads):  # --threads for this run only
+        trainer = Trainer(config, on_progress)
+        try:
+            with sigterm_interrupts():
+                return trainer.fit()
+        finally:
+            if trainer.world > 1 and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()

@@ -1,4 +1,4 @@
-"""The block store (zarr) and the final GeoTIFF/COG.
+"""Writing the map: each block into the zarr store, then the store into the final GeoTIFF/COG.
 
 Workers write each finished output block into its own zarr chunk (RGB + alpha, uint8),
 so concurrent writers never share a chunk.  The final step streams the chunks into a
@@ -28,6 +28,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window as RioWindow
 
 from geopix.errors import DiskFullError
+from geopix.output import written_whole
 from geopix.plan import Window
 
 
@@ -185,7 +186,7 @@ def open_store(spec: StoreSpec, fingerprint: str, attrs: dict, *, force: bool) -
 RAW_INTERMEDIATE_BYTES = 2 << 30
 #: GDAL block cache (MB) while the GeoTIFF/COG is written: 64 MB keeps a 16384² finalize flat
 #: (peak RSS 0.68 GiB vs 0.60 at 4096²; 0.94 with 256 MB) at equal speed.  Reading's default is
-#: now 64 MB too (read.py); this stays set so a larger GDAL_CACHEMAX given for reading does not
+#: 64 MB too (process.GDAL_CACHE_MB); this stays set so a larger GDAL_CACHEMAX given for reading does not
 #: make the finalize grow with the raster.
 FINALIZE_CACHE_MB = 64
 #: Tile side of the COG and of its intermediate.
@@ -313,6 +314,5 @@ def remove_store(spec: StoreSpec) -> None:
 
 
 def write_manifest(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
+    with written_whole(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,33 @@ def checkpoint(data_dir: Path) -> Path:
 def official_checkpoint(data_dir: Path) -> Path:
     """The same kind of network saved in the authors' .pth layout (no num_batches_tracked)."""
     return random_checkpoint(data_dir / "tiny_official.pth", ngf=4, official=True, seed=1)
+
+
+@pytest.fixture
+def ctrl_c_after_three_blocks() -> Callable[[], contextlib.AbstractContextManager[None]]:
+    """``with ctrl_c_after_three_blocks():`` a render whose fourth block raises KeyboardInterrupt, as
+    Ctrl-C would mid-render (on the sync scheduler, in this process); the real kernel comes back after."""
+    import geopix.execute as execute
+
+    real = execute.process_block
+
+    @contextlib.contextmanager
+    def armed() -> Iterator[None]:
+        calls = {"n": 0}
+
+        def dies_after_three(job, block):
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            calls["n"] += 1
+            return real(job, block)
+
+        execute.process_block = dies_after_three
+        try:
+            yield
+        finally:
+            execute.process_block = real
+
+    return armed
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from geopix.cli import main
-from geopix.errors import DatasetError, GeopixError, OutputExistsError, ResumeError
+from geopix.errors import DatasetError, OptionError, OutputExistsError, ResumeError
 from geopix.models.registry import load_model
 from geopix.testing import synthetic_maps_dataset
 
@@ -96,10 +96,20 @@ def test_resume_via_cli(data: Path, tmp_path: Path) -> None:
     assert code == ResumeError.exit_code
 
 
-def test_bad_options(data: Path, tmp_path: Path) -> None:
-    assert _run(data, tmp_path, "--preset", "nope") == GeopixError.exit_code
-    assert _run(data, tmp_path, "--direction", "sideways") == GeopixError.exit_code
-    assert _run(data, tmp_path, "--crop-size", "200") == GeopixError.exit_code
+def test_bad_options(data: Path, tmp_path: Path, capsys) -> None:
+    """Each refused before anything is written, with the option error's own exit code."""
+    for option, needle in [
+        (["--preset", "nope"], "--preset 'nope' is unknown; choose one of pix2pix, palette"),
+        (["--direction", "sideways"], "--direction 'sideways' must be one of AtoB, BtoA"),
+        (["--norm", "group"], "--norm 'group' must be one of batch, instance, none"),
+        (["--head", "sigmoid"], "--head 'sigmoid' must be one of tanh, palette"),
+        (["--gan-mode", "wgan"], "--gan-mode 'wgan' must be one of vanilla, lsgan, none"),
+        (["--crop-size", "200"], "--crop-size 200 must be a multiple of 256"),
+        (["--lr", "nan"], "--lr must be a number"),
+    ]:
+        assert _run(data, tmp_path / "r", *option) == OptionError.exit_code, option
+        assert needle in capsys.readouterr().err, option
+        assert not (tmp_path / "r").exists()
     assert main(["train", str(tmp_path / "missing"), "--run-dir", str(tmp_path / "r"), *TINY]) == DatasetError.exit_code
 
 
@@ -120,7 +130,7 @@ def test_an_existing_run_is_refused_and_left_untouched(data: Path, tmp_path: Pat
     before = _snapshot(tmp_path)
     assert _run(data, tmp_path, *fast, "--epochs", "1") == OutputExistsError.exit_code
     assert _snapshot(tmp_path) == before  # state.pt, log.csv, samples: byte for byte
-    assert _run(data, tmp_path, *fast, "--epochs", "1", "--resume", "--overwrite") == GeopixError.exit_code
+    assert _run(data, tmp_path, *fast, "--epochs", "1", "--resume", "--overwrite") == OptionError.exit_code
     # --overwrite replaces the run: a fresh log and samples, nothing stale, the user's file kept
     assert _run(data, tmp_path, *fast, "--epochs", "1", "--overwrite") == 0
     assert [r["epoch"] for r in csv.DictReader((tmp_path / "log.csv").open())] == ["1"]

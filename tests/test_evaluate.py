@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from geopix.cli import main
-from geopix.errors import DatasetError, GeopixError
+from geopix.errors import DatasetError, GeopixError, OptionError
 from geopix.evaluate import (
     MetricAccumulator,
     class_masks,
@@ -205,8 +205,20 @@ def test_cli_eval_defaults_next_to_the_checkpoint(maps: Path, tmp_path: Path) ->
     assert json.loads((tmp_path / "run" / "eval-val" / "report.json").read_text())["bn_mode"] == "train"
 
 
-def test_cli_eval_rejects_bad_color(maps: Path, palette_ckpt: Path) -> None:
-    assert main(["eval", str(palette_ckpt), str(maps), "--baseline-color", "1,2"]) == GeopixError.exit_code
+@pytest.mark.parametrize(
+    ("option", "needle"),
+    [
+        (["--baseline-color", "1,2"], "--baseline-color '1,2' must be R,G,B"),
+        (["--bn-mode", "frozen"], "--bn-mode 'frozen' must be one of eval, train"),
+        (["--direction", "sideways"], "--direction 'sideways' must be one of AtoB, BtoA"),
+        (["--batch-size", "0"], "--batch-size 0 must be at least 1"),
+        (["--limit", "0"], "--limit 0 must be at least 1"),
+    ],
+)
+def test_cli_eval_option_errors(maps: Path, palette_ckpt: Path, tmp_path: Path, capsys, option, needle) -> None:
+    out = tmp_path / "o"
+    assert main(["eval", str(palette_ckpt), str(maps), "-o", str(out), *option]) == OptionError.exit_code
+    assert needle in capsys.readouterr().err and not out.exists()
 
 
 # ---- the real data --------------------------------------------------------------------------------

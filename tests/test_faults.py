@@ -3,7 +3,8 @@ map that is right or absent — never a crash, a hang, a silent success or a wro
 
 * a worker or the client killed with SIGKILL (the map still equals an uninterrupted render);
 * (1) a coarse raster or a huge --chunk-size against the memory budget, refused before anything runs;
-* (2) SIGINT / SIGTERM mid-render: exit 130 / 143, one line, the rerun byte-identical; `geopix tiles` too;
+* (2) SIGINT / SIGTERM mid-render: exit 130 / 143, one line, the rerun byte-identical; the other long
+  commands (tiles, train, eval, dataset vectors, serve) the same way: one line, what was kept, no partial file;
 * (3) a full disk (a real small tmpfs): its own message and exit code, resumable, no segfault;
 * (4) two renders into one folder: one refused, the other byte-identical;
 * (5) invalid --workers / --threads, and --threads honoured by the default cluster;
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -318,7 +320,24 @@ def test_signal_mid_render_stops_cleanly_and_the_rerun_is_byte_identical(
     assert manifest["blocks_resumed"] == kept and (out / "map.tif").read_bytes() == ref
 
 
-def test_sigint_during_geopix_tiles_leaves_nothing(job, tmp_path: Path, client_proc: list[subprocess.Popen]) -> None:
+SIGNALS = pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+
+
+def _stop(p: subprocess.Popen, sig: int, code: int, log: Path) -> str:
+    """Send ``sig``; check the exit code and that the run ended on one clean line, which it returns."""
+    p.send_signal(sig)
+    assert p.wait(120) == code, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "Traceback" not in text and "Segmentation" not in text, text[-3000:]
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("interrupted: "), text[-3000:]
+    return last
+
+
+@SIGNALS
+def test_signal_during_geopix_tiles_leaves_nothing(
+    job, tmp_path: Path, client_proc: list[subprocess.Popen], sig: int, code: int
+) -> None:
     ref = job[2]
     map_dir = tmp_path / "m"
     map_dir.mkdir()
@@ -328,10 +347,110 @@ def test_sigint_during_geopix_tiles_leaves_nothing(job, tmp_path: Path, client_p
     args = ["tiles", str(map_dir / "map.tif"), str(out), "--zoom", "12-20", "--no-progress"]
     p = _spawn_geopix(args, log, client_proc)
     _wait_for(lambda: partial.exists() and any(partial.rglob("*.png")), p, log)
-    p.send_signal(signal.SIGINT)
-    assert p.wait(120) == 130, log.read_text()[-3000:]
-    assert log.read_text().strip().splitlines()[-1] == "interrupted"
+    assert _stop(p, sig, code, log) == f"interrupted: no tiles written to {out}; rerun the same command"
     assert not partial.exists() and not out.exists()
+
+
+@pytest.fixture(scope="module")
+def maps_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from geopix.testing import synthetic_maps_dataset
+
+    return synthetic_maps_dataset(tmp_path_factory.mktemp("maps"), n_train=8, n_val=120, size=256)
+
+
+TINY_TRAIN = ["--ngf", "4", "--ndf", "4", "--batch-size", "2", "--threads", "1", "--device", "cpu", "--no-progress"]
+
+
+@SIGNALS
+def test_signal_during_geopix_train_keeps_a_resumable_state(
+    maps_dataset: Path, tmp_path: Path, client_proc: list[subprocess.Popen], sig: int, code: int
+) -> None:
+    import torch
+
+    from geopix.train import STATE
+
+    run, log = tmp_path / "run", tmp_path / "train.log"
+    args = ["train", str(maps_dataset), "--run-dir", str(run), *TINY_TRAIN, "--epochs", "500", "--epochs-decay", "0"]
+    p = _spawn_geopix(args, log, client_proc)
+    _wait_for(lambda: (run / "log.csv").exists(), p, log)  # an epoch is done, the next one is running
+    last = _stop(p, sig, code, log)
+    assert str(run / STATE) in last and "; resume with: geopix train " in last and last.endswith(" --resume"), last
+    assert not list(run.glob("*.partial"))  # state and checkpoint were written whole
+    epoch = int(torch.load(run / STATE, weights_only=True)["epoch"])
+    assert 1 <= epoch < 500
+    # The command it printed resumes (shortened to end soon: --epochs may change on a resume).
+    resume = shlex.split(last.split("resume with: ", 1)[1])[1:]
+    resume[resume.index("--epochs") + 1] = str(epoch + 1)
+    assert main(resume) == 0
+    assert int(torch.load(run / STATE, weights_only=True)["epoch"]) == epoch + 1
+
+
+def _cpu_seconds(p: subprocess.Popen) -> float:
+    import psutil
+
+    t = psutil.Process(p.pid).cpu_times()
+    return t.user + t.system
+
+
+@SIGNALS
+def test_signal_during_geopix_eval_writes_no_report(
+    maps_dataset: Path, tmp_path: Path, client_proc: list[subprocess.Popen], sig: int, code: int
+) -> None:
+    model = random_checkpoint(tmp_path / "m.safetensors", ngf=16)
+    out, log = tmp_path / "eval", tmp_path / "eval.log"
+    args = ["eval", str(model), str(maps_dataset), "-o", str(out), "--device", "cpu", "--batch-size", "1"]
+    p = _spawn_geopix([*args, "--no-progress"], log, client_proc)
+    _wait_for(lambda: "scoring 120 val pairs" in log.read_text(), p, log)
+    started = _cpu_seconds(p)
+    _wait_for(lambda: _cpu_seconds(p) >= started + 1.0, p, log)  # a second into the scoring loop
+    assert _stop(p, sig, code, log) == "interrupted: no report written; rerun the same command"
+    assert not out.exists() or not any(out.iterdir())
+
+
+@SIGNALS
+def test_signal_during_geopix_dataset_vectors_leaves_nothing(
+    tmp_path: Path, client_proc: list[subprocess.Popen], sig: int, code: int
+) -> None:
+    import shapely
+
+    from tests.test_vectors import X0, Y0, to_wgs84, write_geojson
+
+    aerial = synthetic_aerial(tmp_path / "a.tif", (2000, 2000), res=2.0, origin=(X0, Y0))
+    layer = write_geojson(tmp_path / "b.geojson", [to_wgs84(shapely.box(X0, Y0 - 4000, X0 + 4000, Y0))])
+    model = random_checkpoint(tmp_path / "m.safetensors", ngf=4)
+    out, log = tmp_path / "pairs", tmp_path / "vectors.log"
+    args = ["dataset", "vectors", str(out), "--raster", str(aerial), "--layer", f"{layer}=building", "-m", str(model)]
+    p = _spawn_geopix(args, log, client_proc)
+    partial = tmp_path / "pairs.partial"
+    _wait_for(lambda: len(list((partial / "M").glob("*.png"))) >= 3, p, log)
+    assert _stop(p, sig, code, log) == f"interrupted: no pairs written ({out} untouched); rerun the same command"
+    assert not out.exists() and not partial.exists()
+
+
+@SIGNALS
+def test_signal_stops_geopix_serve_with_one_line(
+    job, tmp_path: Path, client_proc: list[subprocess.Popen], sig: int, code: int
+) -> None:
+    (tmp_path / "map.tif").write_bytes(job[2])
+    log = tmp_path / "serve.log"
+    p = _spawn_geopix(["serve", str(tmp_path / "map.tif"), "--port", "0"], log, client_proc)
+    _wait_for(lambda: " at http://127.0.0.1:" in log.read_text(), p, log)
+    # Signal a server that answers: the ready line comes just before uvicorn takes over the signals,
+    # and a Ctrl-C in that instant can land in a weakref callback, where CPython drops the exception.
+    url = log.read_text().split(" at ", 1)[1].split()[0]
+    _wait_for(lambda: _answers(url + "tilejson.json"), p, log)
+    assert _stop(p, sig, code, log) == f"interrupted: stopped serving {tmp_path / 'map.tif'}"
+
+
+def _answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 # ---- (3) a full disk ----------------------------------------------------------------------------------

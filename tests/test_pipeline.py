@@ -297,25 +297,12 @@ def test_outputs_get_the_umask_mode(aerial: Path, checkpoint: Path, tmp_path: Pa
 
 
 def test_interrupted_render_resumes_and_matches(
-    monkeypatch: pytest.MonkeyPatch, aerial: Path, checkpoint: Path, tmp_path: Path
+    ctrl_c_after_three_blocks, aerial: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
-    import geopix.execute as execute
-
     reference = _pixels(_render(aerial, tmp_path / "ref", checkpoint, tiles=TileConfig(256, 64, 256)))
-    real = execute.process_block
-    calls = {"n": 0}
-
-    def dies_after_three(job, block):
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        calls["n"] += 1
-        return real(job, block)
-
-    monkeypatch.setattr(execute, "process_block", dies_after_three)
-    with pytest.raises(errors.Interrupted, match="3 of 9 blocks are finished"):
+    with ctrl_c_after_three_blocks(), pytest.raises(errors.Interrupted, match="3 of 9 blocks are finished"):
         _render(aerial, tmp_path / "o", checkpoint, tiles=TileConfig(256, 64, 256))
     assert not (tmp_path / "o" / "map.tif").exists()
-    monkeypatch.setattr(execute, "process_block", real)
     # a different setting must not reuse the unfinished store
     with pytest.raises(errors.ResumeError, match="--force"):
         _render(aerial, tmp_path / "o", checkpoint, tiles=TileConfig(256, 32, 256))

@@ -68,10 +68,17 @@ def test_the_smoke_run_in_training_md_matches_the_shipped_sat2map(tmp_path: Path
 
 def test_recipe_option_errors_before_any_work(tmp_path: Path) -> None:
     from geopix.cli import main
+    from geopix.errors import OptionError
 
     data = synthetic_maps_dataset(tmp_path / "maps", n_train=1, n_val=0, size=64)
     run = tmp_path / "run"
-    assert main(["train", str(data), "--recipe", "nope", "-o", str(run)]) == 1
-    assert main(["train", str(data), "--recipe", "sat2map", "--preset", "palette", "-o", str(run)]) == 1
-    assert main(["train", str(data), "--recipe", "sat2map", "--init-from", "sat2map", "-o", str(run)]) == 1
+    assert main(["train", str(data), "--recipe", "nope", "-o", str(run)]) == OptionError.exit_code
+    assert (
+        main(["train", str(data), "--recipe", "sat2map", "--preset", "palette", "-o", str(run)])
+        == OptionError.exit_code
+    )
+    assert (
+        main(["train", str(data), "--recipe", "sat2map", "--init-from", "sat2map", "-o", str(run)])
+        == OptionError.exit_code
+    )
     assert not run.exists()

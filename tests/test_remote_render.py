@@ -99,28 +99,16 @@ def test_missing_output_bucket(s3_endpoint: str, aerial: Path, checkpoint: Path)
 
 
 def test_interrupted_s3_render_resumes(
-    monkeypatch: pytest.MonkeyPatch, s3_bucket: str, aerial: Path, checkpoint: Path, reference: Path
+    ctrl_c_after_three_blocks, s3_bucket: str, aerial: Path, checkpoint: Path, reference: Path
 ) -> None:
-    import geopix.execute as execute
     from geopix.errors import Interrupted
     from geopix.remote import exists
 
-    real = execute.process_block
-    calls = {"n": 0}
-
-    def dies_after_three(job, block):
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        calls["n"] += 1
-        return real(job, block)
-
     url = f"s3://{s3_bucket}/resume"
-    monkeypatch.setattr(execute, "process_block", dies_after_three)
-    with pytest.raises(Interrupted, match=f"3 of 9 blocks are finished in {url}/map.zarr"):
+    with ctrl_c_after_three_blocks(), pytest.raises(Interrupted, match=f"3 of 9 blocks are finished in {url}/map.zarr"):
         _render(aerial, url, checkpoint)
     assert not exists(f"{url}/map.tif")  # nothing under the final key
     assert exists(f"{url}/map.zarr/zarr.json")
-    monkeypatch.setattr(execute, "process_block", real)
     result = _render(aerial, url, checkpoint)
     assert result.blocks_resumed == 3 and result.blocks == 9
     assert _s3_bytes(f"{url}/map.tif") == reference.read_bytes()

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from geopix.config import PRESETS, TrainConfig
-from geopix.errors import GeopixError, ResumeError
+from geopix.errors import GeopixError, Interrupted, ResumeError
 from geopix.models.registry import load_model
 from geopix.testing import synthetic_maps_dataset
 from geopix.train import GENERATOR, LOG, STATE, Trainer, train
@@ -76,7 +76,7 @@ def test_ctrl_c_then_resume_is_exact(
     step = 0 if where == "epoch boundary" else 1
     with monkeypatch.context() as m:
         _interrupt_at(m, epoch=1, step=step, exc=KeyboardInterrupt)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Interrupted, match="rerun with --resume"):
             train(_cfg(data, tmp_path, preset))
     state = torch.load(tmp_path / STATE, weights_only=True)
     assert int(state["epoch"]) == 1
@@ -98,7 +98,7 @@ def test_crash_then_resume_is_exact(data: Path, tmp_path: Path, monkeypatch: pyt
 
 def test_ctrl_c_in_the_first_step_saves_state(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _interrupt_at(monkeypatch, epoch=0, step=0, exc=KeyboardInterrupt)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match=r"saved epoch 0 and the partial epoch's updates"):
         train(_cfg(data, tmp_path))
     state = torch.load(tmp_path / STATE, weights_only=True)
     assert int(state["epoch"]) == 0 and {"G", "D", "opt_G", "opt_D", "rng"} <= state.keys()

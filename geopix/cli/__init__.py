@@ -2,20 +2,21 @@
 
 Each command parses options, builds a frozen config and calls one library function.
 ``main()`` is the process's entry point: it sets the process-wide settings
-(``geopix.process``), shows the library's log lines on stderr, turns SIGTERM into an
-interrupt like Ctrl-C, and maps every way a command can end to one line and an exit code:
-a ``GeopixError`` its own code, a usage error 2 (click's message), SIGINT 130, SIGTERM 143.
+(``geopix.process``, SIGTERM included), shows the library's log lines on stderr, and maps
+every way a command can end to one line and an exit code: a ``GeopixError`` its own code, a
+usage error 2 (click's message), SIGINT 130, SIGTERM 143 (``interrupted: what was kept``).
 ``--debug`` (or ``GEOPIX_DEBUG=1``) adds the traceback and keeps the code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
-import threading
 import traceback
+from collections.abc import Iterator
 
 import typer
 
@@ -75,23 +76,30 @@ def _log_to_stderr() -> None:
     logger.setLevel(logging.INFO)
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Interrupted("", signum)
+@contextlib.contextmanager
+def interrupted_says(message: str) -> Iterator[None]:
+    """Ctrl-C or SIGTERM inside: ``interrupted: message`` (what was kept, how to go on), unless the
+    library already said it."""
+    try:
+        yield
+    except (KeyboardInterrupt, Interrupted) as exc:
+        if isinstance(exc, Interrupted) and str(exc):
+            raise
+        raise Interrupted(message, getattr(exc, "signum", signal.SIGINT)) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    from geopix.process import configure_process
+    from geopix.process import configure_process, sigterm_interrupts
 
     _register()
     args = argv if argv is not None else sys.argv[1:]
     debug = os.environ.get("GEOPIX_DEBUG") == "1" or "--debug" in args
     configure_process()
     _log_to_stderr()
-    in_main = threading.current_thread() is threading.main_thread()
-    old_term = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
     try:
-        code = app(args=argv, standalone_mode=False)
+        with sigterm_interrupts():
+            code = app(args=argv, standalone_mode=False)
     except Interrupted as exc:
         return _fail(f"interrupted{f': {exc}' if str(exc) else ''}", 128 + exc.signum, debug, colour="yellow")
     except GeopixError as exc:
@@ -105,9 +113,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:
         return _fail(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", 1, debug)
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, old_term)
     if code == 130:  # typer's answer to a KeyboardInterrupt outside a render
         typer.secho("interrupted", err=True, fg=typer.colors.YELLOW)
     return code if isinstance(code, int) else 0

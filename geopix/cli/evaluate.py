@@ -1,4 +1,5 @@
-"""``geopix eval`` (score a model on a paired split or on labelled rasters) and ``geopix dataset`` (make pairs)."""
+"""The dataset commands: ``geopix dataset make/vectors`` build paired data, ``geopix eval`` scores a model on it
+(or on labelled rasters)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from pathlib import Path
 
 import typer
 
-from geopix.cli import app
-from geopix.errors import GeopixError
+from geopix.cli import app, interrupted_says
+from geopix.cli.options import BatchSize, Device, Layers, Model, Overwrite, ShowProgress, SourceResolution, ValueMap
+from geopix.cli.progress import progress_bar
+from geopix.errors import GeopixError, OptionError
 
 dataset_app = typer.Typer(help="Build paired training data.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
@@ -19,7 +22,7 @@ def _parse_color(text: str) -> tuple[int, int, int]:
     except ValueError:
         rgb = ()
     if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
-        raise GeopixError(f"--baseline-color {text!r} must be R,G,B with values in 0..255, e.g. 232,229,222")
+        raise OptionError(f"--baseline-color {text!r} must be R,G,B with values in 0..255, e.g. 232,229,222")
     return rgb  # type: ignore[return-value]
 
 
@@ -64,7 +67,8 @@ def _eval_real(
     else:
         sets = load_sets(data)
     out_dir = out if out is not None else _default_out(model, "real")
-    report = evaluate_sets(model, sets, out_dir, device=device)
+    with interrupted_says("no report written; rerun the same command"):
+        report = evaluate_sets(model, sets, out_dir, device=device)
     for line in report.warnings:
         typer.secho(f"warning: {line}", err=True, fg=typer.colors.YELLOW)
     table = Table(title=f"{model}: IoU / precision / recall on the classes the labels cover")
@@ -91,12 +95,8 @@ def eval_cmd(
         help="Dataset folder (maps layout, or A/ and B/), or a .json file of georeferenced (raster, vectors) sets.",
     ),
     raster: list[Path] = typer.Option(None, "--raster", help="Score renders of this georeferenced raster (repeat)."),
-    layer: list[str] = typer.Option(
-        None, "--layer", help="Vector labels for --raster: PATH, PATH=CLASS or PATH:FIELD (repeat)."
-    ),
-    value_map: list[str] = typer.Option(
-        None, "--map", help="Field value → class for --layer PATH:FIELD (VALUE=CLASS)."
-    ),
+    layer: Layers = None,
+    value_map: ValueMap = None,
     split: str = typer.Option("val", help="Which split to score."),
     limit: int = typer.Option(None, help="Score only the first N pairs."),
     out: Path = typer.Option(
@@ -106,14 +106,13 @@ def eval_cmd(
         help="Where report.json and samples.png go (default: eval-SPLIT/ beside a checkpoint file, "
         "runs/eval/NAME-SPLIT/ for a registry name).",
     ),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
-    batch_size: int = typer.Option(8, help="Images per forward pass."),
+    device: Device = "auto",
+    batch_size: BatchSize = 8,
     bn_mode: str = typer.Option("eval", help="eval (running statistics) | train (per-batch statistics)."),
     direction: str = typer.Option(None, help="AtoB or BtoA; default: the checkpoint's."),
-    source_resolution: float = typer.Option(
-        None, help="Metres per pixel of the dataset images as stored (default: 0.9 for the maps layout, else 1.0)."
-    ),
+    source_resolution: SourceResolution = None,
     baseline_color: str = typer.Option("232,229,222", help="R,G,B of the constant-image baseline."),
+    progress: ShowProgress = True,
 ) -> None:
     """Score a generator on a paired split (accuracy@5/10, RMSE, L1, PSNR, SSIM, class IoU),
     or on georeferenced rasters with vector labels (--raster/--layer or a sets .json: IoU per class)."""
@@ -129,19 +128,21 @@ def eval_cmd(
 
     color = _parse_color(baseline_color)
     out_dir = out if out is not None else _default_out(model, split)
-    report = evaluate(
-        model,
-        data,
-        split=split,
-        direction=direction,
-        limit=limit,
-        device=device,
-        out_dir=out_dir,
-        batch_size=batch_size,
-        source_resolution_m=source_resolution,
-        baseline_color=color,
-        bn_mode=bn_mode,
-    )
+    with progress_bar(progress) as bar, interrupted_says("no report written; rerun the same command"):
+        report = evaluate(
+            model,
+            data,
+            split=split,
+            direction=direction,
+            limit=limit,
+            device=device,
+            out_dir=out_dir,
+            batch_size=batch_size,
+            source_resolution_m=source_resolution,
+            baseline_color=color,
+            bn_mode=bn_mode,
+            on_progress=bar,
+        )
     table = Table(title=f"{report.n_images} {split} pairs, input {report.input_size}px, BatchNorm {bn_mode} mode")
     table.add_column("metric")
     table.add_column("model", justify="right")
@@ -164,7 +165,8 @@ def dataset_make_cmd(
     """Cut co-registered aerial and map rasters into aligned A/B training pairs."""
     from geopix.data.cut import make_pairs
 
-    n = make_pairs(source, target, out, tile=tile, stride=stride, resolution_m=resolution)
+    with interrupted_says(f"the pairs written so far are complete in {out}; rerun the same command to redo them all"):
+        n = make_pairs(source, target, out, tile=tile, stride=stride, resolution_m=resolution)
     typer.echo(f"{n} pairs written to {out}")
 
 
@@ -172,39 +174,36 @@ def dataset_make_cmd(
 def dataset_vectors_cmd(
     out: Path = typer.Argument(..., help="Output folder; pairs go to OUT/A, OUT/B and OUT/M (known masks)."),
     raster: list[Path] = typer.Option(..., "--raster", help="Aerial GeoTIFF (repeat for several)."),
-    layer: list[str] = typer.Option(
-        ...,
-        "--layer",
-        help="Vector labels: PATH (classes from OSM/SpaceNet tags), PATH=CLASS (all one class) or PATH:FIELD (repeat).",
-    ),
-    value_map: list[str] = typer.Option(None, "--map", help="A field or tag value → class, VALUE=CLASS (repeat)."),
+    layer: Layers = ...,  # required here
+    value_map: ValueMap = None,
     covers: str = typer.Option(
         None, help="Classes the layers label completely, comma-separated (default: those they contain)."
     ),
-    model: str = typer.Option("sat2map", help="The model the pairs are for (its ground resolution and colours)."),
+    model: Model = "sat2map",
     resolution: float = typer.Option(None, help="Metres per pixel of the pairs (default: the model's)."),
     tile: int = typer.Option(256, help="Tile side in pixels."),
     stride: int = typer.Option(None, help="Step between tiles (default: half a tile)."),
     match_colors: bool = typer.Option(True, "--match-colors/--no-match-colors", help="Colour-match as render does."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Turn aerial rasters plus vector layers (GeoJSON, GPKG, Shapefile, .osm.pbf) into training pairs."""
     from geopix.data.vector_pairs import make_vector_pairs
     from geopix.data.vectors import LayerSpec
 
-    result = make_vector_pairs(
-        raster,
-        [LayerSpec.parse(x) for x in layer],
-        out,
-        model=model,
-        resolution_m=resolution,
-        tile=tile,
-        stride=stride,
-        value_map=_value_map(value_map),
-        covers=frozenset(c.strip() for c in covers.split(",")) if covers else None,
-        match_colors=match_colors,
-        overwrite=overwrite,
-    )
+    with interrupted_says(f"no pairs written ({out} untouched); rerun the same command"):
+        result = make_vector_pairs(
+            raster,
+            [LayerSpec.parse(x) for x in layer],
+            out,
+            model=model,
+            resolution_m=resolution,
+            tile=tile,
+            stride=stride,
+            value_map=_value_map(value_map),
+            covers=frozenset(c.strip() for c in covers.split(",")) if covers else None,
+            match_colors=match_colors,
+            overwrite=overwrite,
+        )
     for line in result.warnings:
         typer.secho(f"warning: {line}", err=True, fg=typer.colors.YELLOW)
     drawn = ", ".join(f"{k} {v}" for k, v in result.class_pixels.items() if v)

@@ -4,7 +4,6 @@ into (``geopix.config``), not here."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,7 +18,7 @@ Overlap = Annotated[
         "--overlap", help="Overlap between neighbouring windows, blended smoothly (see benchmarks/README.md)."
     ),
 ]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Tiles (eval: images) per forward pass.")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 Precision = Annotated[
     str,
@@ -42,7 +41,23 @@ Resample = Annotated[
 ]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 ShowProgress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")]
-OutputDir = Annotated[Path, typer.Option("--output", "-o", help="Output folder; map.tif is written there.")]
+SourceResolution = Annotated[
+    float | None,
+    typer.Option(
+        "--source-resolution",
+        help="Metres per pixel of the dataset images as stored (default: 0.9 for the maps layout, else 1.0).",
+    ),
+]
+Layers = Annotated[
+    list[str],
+    typer.Option(
+        "--layer",
+        help="Vector labels: PATH (classes from OSM/SpaceNet tags), PATH=CLASS (all one class) or PATH:FIELD (repeat).",
+    ),
+]
+ValueMap = Annotated[
+    list[str] | None, typer.Option("--map", help="A field or tag value → class, VALUE=CLASS (repeat).")
+]
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:

@@ -1,4 +1,5 @@
-"""``geopix render``, ``predict``, ``info`` and ``demo``."""
+"""The map-making commands: ``geopix render`` (a raster), ``predict`` (plain images), ``info`` (the render it
+would be) and ``demo``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from geopix.cli import app
+from geopix.cli import app, interrupted_says
 from geopix.cli.options import (
     Bands,
     BatchSize,
@@ -213,7 +214,5 @@ def demo_cmd(
 
             webbrowser.open(url)
 
-    try:
+    with interrupted_says(f"stopped serving {result.tiles}"):
         run_server(ServeConfig(path=result.tiles, port=port, source=result.aerial), on_ready=ready)
-    except KeyboardInterrupt:
-        typer.echo("stopped")

@@ -1,4 +1,4 @@
-"""``geopix tiles`` (web-tile pyramid) and ``geopix serve`` (local tile server and viewer)."""
+"""The web-tile commands: ``geopix tiles`` builds a pyramid, ``geopix serve`` shows it (tile server and viewer)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from geopix.cli import app
+from geopix.cli import app, interrupted_says
 from geopix.cli.options import Overwrite, Scheduler, ShowProgress, Workers
 from geopix.cli.progress import progress_bar
 
@@ -37,7 +37,7 @@ def tiles_cmd(
     config = PyramidConfig(
         minzoom=minzoom, maxzoom=maxzoom, format=fmt, tile_size=tile_size, overwrite=overwrite, base_url=base_url
     )
-    with progress_bar(progress) as bar:
+    with progress_bar(progress) as bar, interrupted_says(f"no tiles written to {out}; rerun the same command"):
         result = build_pyramid(map_path, out, config, scheduler=scheduler, workers=workers, on_progress=bar)
     per_zoom = ", ".join(f"z{z}: {n}" for z, n in result.tiles_per_zoom.items())
     typer.echo(
@@ -83,7 +83,5 @@ def serve_cmd(
     def ready(url: str) -> None:
         typer.echo(f"serving {redact(path)} at {url} (viewer) — Ctrl-C to stop", color=False)
 
-    try:
+    with interrupted_says(f"stopped serving {path}"):
         serve(config, on_ready=ready)
-    except KeyboardInterrupt:
-        typer.echo("stopped")

@@ -1,4 +1,4 @@
-"""``geopix train`` (and, in the evaluate module, ``geopix eval``)."""
+"""The training commands: ``geopix train`` (a run, resumable) and ``geopix export`` (its checkpoint, for shipping)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import typer
 
 from geopix.cli import app
-from geopix.cli.options import Device, ShowProgress
+from geopix.cli.options import Device, ShowProgress, SourceResolution
 from geopix.cli.progress import progress_bar
 from geopix.config import PRESETS, TrainConfig
-from geopix.errors import GeopixError, OutputExistsError
+from geopix.errors import OptionError, OutputExistsError
 from geopix.recipes import RECIPES
 
 
@@ -63,9 +63,7 @@ def train_cmd(
         None, help="Sharpen or blur the input photo at random, up to this strength (0..1)."
     ),
     rotate: bool = typer.Option(None, "--rotate/--no-rotate", help="Add 90° rotations to the flips."),
-    source_resolution: float = typer.Option(
-        None, help="Metres per pixel of the dataset images as stored (default: 0.9 for the maps layout, else 1.0)."
-    ),
+    source_resolution: SourceResolution = None,
     max_images: int = typer.Option(None, help="Use only the first N training pairs."),
     replay: Path = typer.Option(None, help="A second dataset (e.g. ../shared/data/maps) mixed into every epoch."),
     replay_ratio: float = typer.Option(None, help="Share of each epoch's samples drawn from --replay (0..1)."),
@@ -117,7 +115,7 @@ def train_cmd(
 
         if preset is not None or init_from is not None:
             extra = f"--preset {preset}" if preset is not None else f"--init-from {init_from}"
-            raise GeopixError(f"--recipe {recipe} sets the preset and starting weights of each stage; drop {extra}")
+            raise OptionError(f"--recipe {recipe} sets the preset and starting weights of each stage; drop {extra}")
         overrides = {k: v for k, v in {**options, **run}.items() if v is not None}
         with progress_bar(progress) as bar:
             path = train_recipe(recipe, data, run_dir, overrides, on_progress=bar)
@@ -127,7 +125,7 @@ def train_cmd(
 
     preset = preset or "pix2pix"
     if preset not in PRESETS:
-        raise GeopixError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
+        raise OptionError(f"--preset {preset!r} is unknown; choose one of {', '.join(PRESETS)}")
     given = {k: v for k, v in options.items() if v is not None}  # unset: the preset's, else the default
     cfg = TrainConfig(**{**PRESETS[preset], **run, **given})
     with progress_bar(progress) as bar:

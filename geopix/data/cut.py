@@ -22,6 +22,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geopix.errors import DatasetError, DtypeError, TilingError
+from geopix.output import written_whole
 from geopix.read import WorkGrid, inspect_raster, to_unit, work_grid
 
 
@@ -113,8 +114,10 @@ def make_pairs(
                     if written == 0:
                         (out / "A").mkdir(parents=True, exist_ok=True)
                         (out / "B").mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(a.transpose(1, 2, 0)).save(out / "A" / name)
-                    Image.fromarray(b.transpose(1, 2, 0)).save(out / "B" / name)
+                    # B before A, each whole: an interrupted pair is a lone B, which find_pairs skips.
+                    for side, img in (("B", b), ("A", a)):
+                        with written_whole(out / side / name) as tmp:
+                            Image.fromarray(img.transpose(1, 2, 0)).save(tmp, format="PNG")
                     written += 1
         finally:
             b_ds.close()

@@ -76,10 +76,3 @@ def rasterize_labels(
     if valid is not None:
         allowed[~valid] = 0
     return Labels(top, allowed)
-
-
-def allowed_palette(allowed: np.ndarray, palette: np.ndarray | list) -> np.ndarray:
-    """(H, W) class bit masks → (K, H, W) bool: palette colours the pixel may be drawn in."""
-    owner = style.palette_classes(palette)  # (K,) class of each palette colour
-    bits = (1 << owner.astype(np.int64)).astype(np.uint8)
-    return (allowed[None].astype(np.uint8) & bits[:, None, None]) != 0

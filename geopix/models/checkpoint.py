@@ -23,6 +23,7 @@ from torch import nn
 from geopix import __version__
 from geopix.errors import CheckpointError
 from geopix.models.generator import HEADS, NORMS, UnetGenerator
+from geopix.output import written_whole
 
 FORMAT = "geopix-generator"
 FORMAT_VERSION = "1"
@@ -123,11 +124,10 @@ def save_checkpoint(net: nn.Module, spec: ModelSpec, path: str | Path, *, half: 
         if half and v.is_floating_point() and "running_" not in k:
             v = v.half()
         state[k] = v
-    tmp = path.with_name(path.name + ".tmp")
     # Through open(), not safetensors' save_file: that creates mode 0600, which cluster workers
     # running as another user cannot read; open() gives the umask's usual 0644.
-    tmp.write_bytes(save(state, metadata=spec.to_metadata()))
-    tmp.replace(path)
+    with written_whole(path) as tmp:
+        tmp.write_bytes(save(state, metadata=spec.to_metadata()))
     return path
 
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import get_args
 
 import torch
 from torch import nn
 
-NORMS = ("batch", "instance", "none")
-HEADS = ("tanh", "palette")
+from geopix.config import Head, Norm
+
+NORMS: tuple[str, ...] = get_args(Norm)
+HEADS: tuple[str, ...] = get_args(Head)
 
 
 def norm_layer(kind: str) -> type[nn.Module] | functools.partial | None:

@@ -1,18 +1,22 @@
-"""The reader interface every tile-set format implements, and byte-range sources for archives
-(a local file, or a URL read with ranged GETs)."""
+"""What every tile-set reader shares: the ``TileSet`` interface (its TileJSON built from the set's ``About``)
+and the byte sources archives are read through (a local file, or a URL read with ranged GETs)."""
 
 from __future__ import annotations
 
 import mmap
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar, NamedTuple, Protocol
 
 from geopix.tilesets.codec import media_type
+from geopix.tilesets.tilejson import make_tilejson
 
 #: Cache lifetimes (seconds) a server may give a tile set's answers.
 CACHE_TILE_S = 3600
 CACHE_EMPTY_S = 60  # an empty tile may gain data when the set is rebuilt; don't pin the blank for long
 CACHE_DYNAMIC_S = 300
+#: Web Mercator's extent in degrees: the bounds of a set that does not state its own.
+WORLD = (-180.0, -85.051129, 180.0, 85.051129)
 
 
 class Tile(NamedTuple):
@@ -22,6 +26,29 @@ class Tile(NamedTuple):
     x: int
     y: int
     data: bytes
+
+
+class About(NamedTuple):
+    """What a tile set says about itself, decoded from its own metadata: its TileJSON but the
+    endpoint, zooms and format (which the set knows as attributes)."""
+
+    name: str
+    bounds: tuple[float, float, float, float] = WORLD
+    attribution: str = ""
+    description: str = ""
+    tile_size: int = 256
+    center: tuple[float, float, int] | None = None  # None: the bounds' middle
+
+    @classmethod
+    def from_meta(cls, meta: Mapping, **decoded: object) -> About:
+        """The fields every format stores under TileJSON's own keys (attribution, description,
+        tileSize) from ``meta``; ``decoded`` gives the others (and may override these)."""
+        common = {
+            "attribution": str(meta.get("attribution", "")),
+            "description": str(meta.get("description", "")),
+            "tile_size": int(meta.get("tileSize", 256)),
+        }
+        return cls(**{**common, **decoded})  # type: ignore[arg-type]
 
 
 class ByteSource(Protocol):
@@ -111,9 +138,25 @@ class TileSet:
     def get(self, z: int, x: int, y: int) -> bytes | None:
         raise NotImplementedError
 
+    def about(self) -> About:
+        """The set's name, bounds, credits … as its format stores them."""
+        raise NotImplementedError
+
     def tilejson(self, tiles_url: str) -> dict:
         """The set's TileJSON 3.0.0 with ``tiles_url`` (absolute, ``{z}/{x}/{y}`` template) as its endpoint."""
-        raise NotImplementedError
+        a = self.about()
+        return make_tilejson(
+            name=a.name,
+            tiles_url=tiles_url,
+            bounds=a.bounds,
+            minzoom=self.minzoom,
+            maxzoom=self.maxzoom,
+            attribution=a.attribution,
+            tile_size=a.tile_size,
+            fmt=self.format,
+            description=a.description,
+            center=a.center,
+        )
 
     @property
     def media_type(self) -> str:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+from typing import Literal
 
 import numpy as np
 
 from geopix.errors import TileFormatError
 
+TileFormat = Literal["png", "webp", "jpg"]
 #: Tile file extension → (PIL format, MIME type).
-TILE_FORMATS: dict[str, tuple[str, str]] = {
+TILE_FORMATS: dict[TileFormat, tuple[str, str]] = {
     "png": ("PNG", "image/png"),
     "webp": ("WEBP", "image/webp"),
     "jpg": ("JPEG", "image/jpeg"),

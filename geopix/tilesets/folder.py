@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from geopix.errors import TilesetError
-from geopix.tilesets.base import Tile, TileSet
+from geopix.tilesets.base import WORLD, About, Tile, TileSet
 from geopix.tilesets.codec import TILE_FORMATS
 
 TILEJSON_NAME = "tilejson.json"
@@ -94,19 +94,12 @@ class FolderTileSet(TileSet):
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
 
-    def tilejson(self, tiles_url: str) -> dict:
-        from geopix.tilesets.tilejson import make_tilejson
-
+    def about(self) -> About:
         tj = self._tj
-        return make_tilejson(
+        return About.from_meta(
+            tj,
             name=tj.get("name", self.root.name),
-            tiles_url=tiles_url,
-            bounds=tuple(tj.get("bounds", (-180, -85.051129, 180, 85.051129))),
-            minzoom=self.minzoom,
-            maxzoom=self.maxzoom,
-            attribution=tj.get("attribution", ""),
-            tile_size=int(tj.get("tileSize", 256)),
-            fmt=self.format,
+            bounds=tuple(tj.get("bounds", WORLD)),
             description=tj.get("description", "").split(". " + RELATIVE_NOTE)[0].removesuffix(RELATIVE_NOTE),
             center=tuple(tj["center"]) if "center" in tj else None,
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from geopix.tilesets.base import CACHE_DYNAMIC_S, TileSet
+from geopix.tilesets.base import CACHE_DYNAMIC_S, About, TileSet
 
 
 class GeoTIFFTileSet(TileSet):
@@ -56,17 +56,13 @@ class GeoTIFFTileSet(TileSet):
             return None
         return img.render(img_format="PNG", add_mask=True)
 
-    def tilejson(self, tiles_url: str) -> dict:
-        from geopix.tilesets.tilejson import attribution_for, make_tilejson
+    def about(self) -> About:
+        from geopix.tilesets.tilejson import attribution_for
 
-        return make_tilejson(
+        return About(
             name=PurePosixPath(self.name).stem,
-            tiles_url=tiles_url,
             bounds=self.info.bounds,
-            minzoom=self.minzoom,
-            maxzoom=self.maxzoom,
             attribution=attribution_for(self.info.tags, self.name),
-            tile_size=self.tile_size,
-            fmt="png",
             description=f"{self.name}, tiled on request",
+            tile_size=self.tile_size,
         )

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from geopix.errors import TilesetError
-from geopix.tilesets.base import Tile, TileSet
+from geopix.tilesets.base import WORLD, About, Tile, TileSet
 from geopix.tilesets.codec import TILE_FORMATS
 
 BATCH = 500
@@ -98,27 +98,14 @@ class MBTilesTileSet(TileSet):
         )
         return bytes(row[0]) if row else None
 
-    def tilejson(self, tiles_url: str) -> dict:
-        from geopix.tilesets.tilejson import make_tilejson
-
+    def about(self) -> About:
         m = self._meta
-        bounds = tuple(float(v) for v in m.get("bounds", "-180,-85.051129,180,85.051129").split(","))
+        bounds = tuple(float(v) for v in m["bounds"].split(",")) if "bounds" in m else WORLD
         center = None
         if "center" in m:
             cx, cy, cz = m["center"].split(",")
             center = (float(cx), float(cy), int(cz))
-        return make_tilejson(
-            name=m.get("name", self.path.stem),
-            tiles_url=tiles_url,
-            bounds=bounds,  # type: ignore[arg-type]
-            minzoom=self.minzoom,
-            maxzoom=self.maxzoom,
-            attribution=m.get("attribution", ""),
-            tile_size=int(m.get("tileSize", 256)),
-            fmt=self.format,
-            description=m.get("description", ""),
-            center=center,
-        )
+        return About.from_meta(m, name=m.get("name", self.path.stem), bounds=bounds, center=center)
 
     def close(self) -> None:
         with self._lock:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from geopix.errors import GeopixError, TilesetError
-from geopix.tilesets.base import ByteSource, FileByteSource, Tile, TileSet
+from geopix.tilesets.base import About, ByteSource, FileByteSource, Tile, TileSet
 
 DIRECTORY_CACHE = 256  # decoded leaf directories kept; a huge archive's memory stays bounded
 
@@ -111,23 +111,11 @@ class PMTilesTileSet(TileSet):
             return self.source.read(h["tile_data_offset"] + entry.offset, entry.length)
         return None
 
-    def tilejson(self, tiles_url: str) -> dict:
-        from geopix.tilesets.tilejson import make_tilejson
-
+    def about(self) -> About:
         h, m = self._header, self._meta
         bounds = (h["min_lon_e7"] / 1e7, h["min_lat_e7"] / 1e7, h["max_lon_e7"] / 1e7, h["max_lat_e7"] / 1e7)
-        return make_tilejson(
-            name=m.get("name", "geopix"),
-            tiles_url=tiles_url,
-            bounds=bounds,
-            minzoom=self.minzoom,
-            maxzoom=self.maxzoom,
-            attribution=m.get("attribution", ""),
-            tile_size=int(m.get("tileSize", 256)),
-            fmt=self.format,
-            description=m.get("description", ""),
-            center=(h["center_lon_e7"] / 1e7, h["center_lat_e7"] / 1e7, h["center_zoom"]),
-        )
+        center = (h["center_lon_e7"] / 1e7, h["center_lat_e7"] / 1e7, h["center_zoom"])
+        return About.from_meta(m, name=m.get("name", "geopix"), bounds=bounds, center=center)
 
     def close(self) -> None:
         self.source.close()

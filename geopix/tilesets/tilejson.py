@@ -1,4 +1,4 @@
-"""The one TileJSON 3.0.0 builder, and the attribution text geopix puts in it."""
+"""The one TileJSON 3.0.0 builder, with the attribution line geopix puts in it."""
 
 from __future__ import annotations
 

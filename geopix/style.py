@@ -36,6 +36,11 @@ class StyleClass:
     order: int  # higher is drawn on top
     width_m: float | None = None  # roads: drawn width in the style's metres
     kind: str = "area"  # area | road
+    # Can a road be drawn over this class?  Roads cross parks, water (bridges) and background,
+    # never a building's footprint.  Partial labels rely on it: were a labelled building pixel
+    # allowed to be an unlabelled road, "road" would satisfy both a building-only layer's inside
+    # and its outside (not a building), and fine-tuning learns to paint houses as roads.
+    roads_cross: bool = True
 
     @property
     def index(self) -> int:
@@ -47,7 +52,7 @@ CLASSES: tuple[StyleClass, ...] = (
     StyleClass("background", (232, 229, 222), 0),
     StyleClass("park", (202, 222, 172), 1),
     StyleClass("water", (176, 207, 254), 2),
-    StyleClass("building", (242, 240, 234), 3),
+    StyleClass("building", (242, 240, 234), 3, roads_cross=False),
     StyleClass("minor_road", (253, 253, 251), 4, 9.0, "road"),
     StyleClass("arterial", (247, 220, 140), 5, 13.0, "road"),
     StyleClass("highway", (247, 158, 38), 6, 23.0, "road"),

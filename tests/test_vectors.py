@@ -102,10 +102,14 @@ def test_invalid_geometries_are_repaired_and_counted(tmp_path: Path) -> None:
 
 def test_draw_order_and_partial_coverage() -> None:
     lut = allowed_lut(frozenset({"building"}))
-    roads = sum(1 << style.CLASS_NAMES.index(n) for n in style.ROAD_CLASSES)
-    # A building pixel may still be under a road nobody labelled; background may be anything but building.
-    assert lut[BUILDING] == (1 << BUILDING) | roads
+    # No road crosses a building (else "road" would satisfy a building-only layer inside and out);
+    # background may be anything but building.
+    assert lut[BUILDING] == 1 << BUILDING
     assert lut[0] == ALL_CLASSES & ~(1 << BUILDING)
+    # A water pixel may still be under a bridge nobody labelled.
+    water = style.CLASS_NAMES.index("water")
+    roads = sum(1 << style.CLASS_NAMES.index(n) for n in style.ROAD_CLASSES)
+    assert allowed_lut(frozenset({"water"}))[water] == (1 << water) | roads | (1 << BUILDING)
     full = allowed_lut(frozenset(style.CLASS_NAMES[1:]))
     assert [int(v) for v in full] == [1 << i for i in range(len(style.CLASSES))]
 

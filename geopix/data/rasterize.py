@@ -6,8 +6,9 @@ Two arrays per grid:
   rasterio's ``features.rasterize`` (pixel centres inside a polygon; later classes on top),
   background elsewhere;
 * ``allowed``: a bit mask over style classes of what the pixel may truly be.  Where a
-  covered class is drawn, that class — plus any *uncovered* class drawn above it (a building
-  layer says nothing of a road over it).  Where nothing is drawn, background plus every
+  covered class is drawn, that class — plus any *uncovered* class drawn above it that can lie
+  over it (a water layer says nothing of a bridge over it; no road crosses a building, see
+  ``StyleClass.roads_cross``).  Where nothing is drawn, background plus every
   uncovered class: a building-only layer tells us a pixel is *not a building*, not that it is
   background.  Areas of ignored features (a forest: park or background?) and pixels without
   source data are 0 (unknown).  Training maximises the probability of the allowed set, so an
@@ -44,10 +45,11 @@ def allowed_lut(covers: frozenset[str]) -> np.ndarray:
     """``lut[top]``: the allowed bit mask of a pixel whose drawn (covered) class is ``top``."""
     uncovered = [c.index for c in style.CLASSES if c.name not in covers and c.name != "background"]
     lut = np.zeros(len(style.CLASSES), np.uint8)
-    for t in range(len(style.CLASSES)):
+    for t, below in enumerate(style.CLASSES):
         bits = 1 << t
         for u in uncovered:
-            if style.CLASSES[u].order > style.CLASSES[t].order:
+            above = style.CLASSES[u]
+            if above.order > below.order and (above.kind != "road" or below.roads_cross):
                 bits |= 1 << u
         lut[t] = bits
     return lut

@@ -133,37 +133,68 @@ def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | N
 def _render_to_store(config: RenderConfig, t_start: float, on_progress: ProgressFn | None) -> RenderResult:
     """A render whose ``-o`` is an object-store URL: the block store lives there (workers write
     their chunks, resume works against it); ``map.tif``, web tiles and ``render.json`` are built in
-    a local temporary folder and each uploaded atomically once complete."""
+    a local temporary folder and each uploaded atomically once complete.
+
+    With ``--xyz``, ``map.tif`` and a ``render.json`` marking the tiles unfinished are uploaded
+    before the pyramid starts, so a rerun after a failed pyramid downloads the map and builds
+    only the tiles, as a local render does."""
     import tempfile
 
-    from geopix.remote import check_remote_output
+    from geopix.remote import check_remote_output, download
 
     output = str(config.output_dir)
     xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
-    check_remote_output(output, [MAP_NAME, *xyz_name], config.overwrite)
     with tempfile.TemporaryDirectory(prefix="geopix-render-") as tmp:
         out_dir = Path(tmp)
         xyz = None if config.xyz is None else out_dir / Path(config.xyz).name
-        prepared = prepare(config, out_dir)
-        computed = compute(prepared, on_progress)
-        t_write = time.perf_counter()
-        map_path = finalize(prepared, computed)
-        computed.stats["finalize"] = time.perf_counter() - t_write
-        map_url = _publish_file(map_path, output)
-        result = publish(prepared, computed, map_path, xyz, t_start, on_progress)
+        tiles_url = None if xyz is None else join(output, xyz.name)
+        pending = None if tiles_url is None or config.overwrite else _pending_remote_tiles(config, output, tiles_url)
+        if pending is not None:  # an earlier run of this command uploaded the map, not its tiles
+            map_url = join(output, MAP_NAME)
+            download(map_url, out_dir / MAP_NAME)
+            manifest = {**pending, "output": str(out_dir / MAP_NAME)}
+            result = _publish_tiles(config, out_dir, xyz, manifest, t_start, on_progress, resumed=True)
+        else:
+            check_remote_output(output, [MAP_NAME, *xyz_name], config.overwrite)
+            prepared = prepare(config, out_dir)
+            computed = compute(prepared, on_progress)
+            t_write = time.perf_counter()
+            map_path = finalize(prepared, computed)
+            computed.stats["finalize"] = time.perf_counter() - t_write
+            map_url = _publish_file(map_path, output)
+            manifest = write_render_manifest(prepared, computed, map_path, xyz, t_start)
+            if tiles_url is not None:
+                _publish_manifest(out_dir, output, map_url, tiles_url, done=False)
+            result = _publish_tiles(config, out_dir, xyz, manifest, t_start, on_progress)
         tiles_url = _upload_tiles(result.tiles_path, output) if result.tiles_path else None
-        manifest = json.loads((out_dir / "render.json").read_text())
-        manifest["output"] = map_url
-        if tiles_url:
-            manifest["web_tiles"] = {"path": tiles_url, "done": True}
-        write_manifest(out_dir / "render.json", manifest)
-        _publish_file(out_dir / "render.json", output)
-    return dataclasses.replace(
-        result,
-        map_path=map_url,
-        tiles_path=tiles_url,
-        store_path=computed.job.store.path if config.keep_zarr else None,
-    )
+        store = _publish_manifest(out_dir, output, map_url, tiles_url, done=True).get("store")
+    return dataclasses.replace(result, map_path=map_url, tiles_path=tiles_url, store_path=store)
+
+
+def _publish_manifest(out_dir: Path, output: str, map_url: str, tiles_url: str | None, done: bool) -> dict:
+    """Upload the local ``render.json`` with the bucket's URLs in place of the local paths."""
+    manifest = json.loads((out_dir / "render.json").read_text())
+    manifest["output"] = map_url
+    if tiles_url:
+        manifest["web_tiles"] = {"path": tiles_url, "done": done}
+    write_manifest(out_dir / "render.json", manifest)
+    _publish_file(out_dir / "render.json", output)
+    return manifest
+
+
+def _pending_remote_tiles(config: RenderConfig, output: str, tiles_url: str) -> dict | None:
+    """``_pending_web_tiles`` for a bucket: the uploaded ``render.json`` of an earlier render of
+    this input and model whose web tiles at ``tiles_url`` are not finished, or None."""
+    from geopix.remote import exists, read_bytes
+
+    try:
+        manifest = json.loads(read_bytes(join(output, "render.json")))
+    except FileNotFoundError:
+        return None
+    except ValueError:  # not ours, or cut short: not a render to continue
+        return None
+    map_there = exists(join(output, MAP_NAME))
+    return manifest if _unfinished_tiles_of(config, manifest, tiles_url, map_there) else None
 
 
 def _publish_file(local: Path, output: str | Path) -> str | Path:
@@ -176,14 +207,15 @@ def _publish_file(local: Path, output: str | Path) -> str | Path:
 
 
 def _upload_tiles(local: Path, output: str) -> str:
-    """A tile archive is one atomic upload; a tile folder goes up tile by tile (each atomic)."""
-    from geopix.remote import filesystem
+    """A tile archive is one atomic upload.  A tile folder cannot be: an earlier attempt's tiles
+    are removed, the tiles go up, and its ``tilejson.json`` last, so a reader that finds the
+    TileJSON finds every tile."""
+    from geopix.remote import upload_tree
 
     if local.is_file():
         return str(_publish_file(local, output))
     url = join(output, local.name)
-    fs, root = filesystem(url)
-    fs.put(str(local), root, recursive=True)
+    upload_tree(local, url, last="tilejson.json")
     return url
 
 
@@ -239,15 +271,21 @@ def compute(prepared: Prepared, on_progress: ProgressFn | None = None) -> Comput
     config, job, plan = prepared.config, prepared.job, prepared.plan
     try:
         with ThreadPoolExecutor(1) as pool:
-            # The colour statistics decode the whole raster (GDAL, without the GIL) while the
-            # cluster starts (mostly Python): on an 8192² raster 1.1 s and 1.1 s, now overlapped.
             stats_in = prepared.model.spec.input_stats if config.match_colors else None
-            matched = pool.submit(colour_match, job.info, stats_in) if stats_in else None
+            # On a cluster the client may be far from the data (a laptop, the raster in a bucket):
+            # a worker reads the statistics' overview, so the client reads only the header.
+            on_cluster = config.scheduler not in (None, "sync")
+            # Otherwise the colour statistics decode the overview (GDAL, without the GIL) while the
+            # cluster starts (mostly Python): on an 8192² raster 1.1 s and 1.1 s, now overlapped.
+            matched = pool.submit(colour_match, job.info, stats_in) if stats_in and not on_cluster else None
             with open_cluster(config.scheduler, config.workers, announce=log.info) as client:
                 if client is not None and config.scheduler is not None and job.model_name is None:
                     send_to_workers(client, job.model_path, job.model_sha256)  # they may not see our files
                 if matched is not None:
                     job = dataclasses.replace(job, info=matched.result())
+                elif stats_in and client is not None:
+                    info = client.submit(colour_match, job.info, stats_in, pure=False).result()
+                    job = dataclasses.replace(job, info=info)
                 return _run_blocks(config, job, plan, client, on_progress)
     finally:
         close_readers()  # the cluster has closed: no task thread of this process reads any more
@@ -319,6 +357,14 @@ def publish(
     on_progress: ProgressFn | None,
 ) -> RenderResult:
     """``render.json``, then the web tiles (``--xyz``); returns what the render produced."""
+    manifest = write_render_manifest(prepared, computed, map_path, xyz, t_start)
+    return _publish_tiles(prepared.config, prepared.out_dir, xyz, manifest, t_start, on_progress)
+
+
+def write_render_manifest(
+    prepared: Prepared, computed: Computed, map_path: Path, xyz: Path | None, t_start: float
+) -> dict:
+    """``OUT/render.json`` as the map is finished: what ran, and (with ``--xyz``) unfinished tiles."""
     config, job, plan, stats = prepared.config, computed.job, prepared.plan, dict(computed.stats)
     manifest = {
         "geopix": __version__,
@@ -347,7 +393,7 @@ def publish(
         # the map and its manifest and builds only the tiles (instead of "map.tif exists").
         manifest["web_tiles"] = {"path": str(xyz), "done": False}
     write_manifest(prepared.out_dir / "render.json", manifest)
-    return _publish_tiles(config, prepared.out_dir, xyz, manifest, t_start, on_progress)
+    return manifest
 
 
 def _pending_web_tiles(config: RenderConfig, out_dir: Path, xyz: Path) -> dict | None:
@@ -357,12 +403,17 @@ def _pending_web_tiles(config: RenderConfig, out_dir: Path, xyz: Path) -> dict |
         manifest = json.loads((out_dir / "render.json").read_text())
     except (OSError, ValueError):
         return None
-    tiles = manifest.get("web_tiles") or {}
-    if tiles.get("path") != str(xyz) or tiles.get("done") or not (out_dir / MAP_NAME).exists():
-        return None
+    return manifest if _unfinished_tiles_of(config, manifest, str(xyz), (out_dir / MAP_NAME).exists()) else None
+
+
+def _unfinished_tiles_of(config: RenderConfig, manifest: dict, tiles: str, map_there: bool) -> bool:
+    """Whether ``manifest`` is a render of ``config``'s input and model, its map there, whose
+    web tiles at ``tiles`` were not finished."""
+    web = manifest.get("web_tiles") or {}
+    if web.get("path") != tiles or web.get("done") or not map_there:
+        return False
     info = inspect_raster(resolve_input(config.input), config.bands, config.allow_no_crs)
-    same = manifest.get("input") == redact(info.path) and manifest.get("model") == load_model(config.model).path
-    return manifest if same else None
+    return manifest.get("input") == redact(info.path) and manifest.get("model") == load_model(config.model).path
 
 
 def _publish_tiles(

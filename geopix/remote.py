@@ -1,12 +1,13 @@
-"""Object-store locations for outputs (``s3://``, ``gs://``, ``az://``, ``memory://``) through fsspec.
+"""Object-store and HTTP locations through fsspec (``s3://``, ``gs://``, ``az://``, ``http(s)://``).
 
-One set of environment variables configures both GDAL (reads) and fsspec (writes): the
-standard credential variables, plus GDAL's endpoint override ``AWS_S3_ENDPOINT`` /
-``AWS_HTTPS`` which this module turns into s3fs's ``endpoint_url`` (botocore's own
-``AWS_ENDPOINT_URL`` wins when set).  Finished files are built locally and uploaded with
-``upload_atomic``: an object store makes an object visible only when its upload completes
-(a single PUT, or a multipart upload's final *complete* call), so nothing partial ever
-appears under the final key.
+One set of environment variables configures both GDAL and fsspec: the standard credential
+variables, GDAL's endpoint override ``AWS_S3_ENDPOINT`` / ``AWS_HTTPS`` which this module turns
+into s3fs's ``endpoint_url`` (botocore's own ``AWS_ENDPOINT_URL`` wins when set), and GDAL's
+HTTP timeouts.  fsspec writes outputs, lists remote globs and makes the ranged reads of a remote
+PMTiles archive (``read_error`` maps their failures as GDAL's are).  Finished files are built
+locally and uploaded with ``upload_atomic``: an object store makes an object visible only when
+its upload completes (a single PUT, or a multipart upload's final *complete* call), so nothing
+partial ever appears under the final key.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from geopix.errors import OutputExistsError, OutputNotWritableError, RemoteAcces
 from geopix.source import redact
 
 REMOTE_OUTPUT_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "memory")
+#: What fsspec may read from besides the object stores (ranged GETs through aiohttp).
+HTTP_SCHEMES = ("http", "https")
 
 
 def is_url(location: str | os.PathLike) -> bool:
@@ -29,6 +32,12 @@ def is_url(location: str | os.PathLike) -> bool:
 def storage_options(url: str) -> dict:
     """fsspec options for ``url`` from the environment (S3 endpoint from GDAL's variables too)."""
     scheme = str(url).split("://", 1)[0].lower()
+    if scheme in HTTP_SCHEMES:  # GDAL's timeouts (geopix.process sets them), so both fail alike
+        import aiohttp
+
+        connect = float(os.environ.get("GDAL_HTTP_CONNECTTIMEOUT", "10"))
+        total = float(os.environ.get("GDAL_HTTP_TIMEOUT", "60"))
+        return {"client_kwargs": {"timeout": aiohttp.ClientTimeout(total=total, connect=connect)}}
     if scheme != "s3":
         return {}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
@@ -78,6 +87,28 @@ def explain(exc: BaseException, url: str) -> Exception:
     return OutputNotWritableError(f"cannot write to {where} ({detail}); choose another -o")
 
 
+def read_error(exc: BaseException, url: str, role: str) -> Exception:
+    """A ``GeopixError`` for a failed remote *read* (fsspec, aiohttp, botocore), with the message and
+    exit code GDAL's same failure gets (``geopix.read.remote_error``): 404 and a missing bucket 3,
+    403 45, no answer 46, no Range support 47."""
+    from geopix.read import remote_error
+    from geopix.source import gdal_name
+
+    text = f"{type(exc).__name__}: {exc}"
+    status = getattr(exc, "status", None)  # aiohttp.ClientResponseError
+    if isinstance(exc, PermissionError) or status in (401, 403):
+        text = "HTTP 403"
+    elif "NoSuchBucket" in text or "bucket does not exist" in text.lower():
+        text = "NoSuchBucket"
+    elif isinstance(exc, FileNotFoundError) or status == 404:
+        text = "HTTP 404"
+    elif isinstance(exc, TimeoutError):
+        text = "timed out"
+    elif isinstance(exc, OSError) or "EndpointConnectionError" in text:
+        text = "Could not connect"
+    return remote_error(RuntimeError(text), gdal_name(url), role)
+
+
 def check_writable(url: str) -> None:
     """Fail early (before any work) when ``url``'s bucket is missing, unreachable or read-only."""
     fs, path = filesystem(url)
@@ -103,6 +134,41 @@ def exists(url: str) -> bool:
     fs, path = filesystem(url)
     try:
         return bool(fs.exists(path))
+    except Exception as exc:
+        raise explain(exc, url) from exc
+
+
+def read_bytes(url: str) -> bytes:
+    """A small object's bytes (``FileNotFoundError`` when there is none)."""
+    fs, path = filesystem(url)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        raise explain(exc, url) from exc
+
+
+def download(url: str, local: Path) -> None:
+    """Copy the object at ``url`` to the local file ``local``."""
+    fs, path = filesystem(url)
+    try:
+        fs.get_file(path, str(local))
+    except Exception as exc:
+        raise explain(exc, url) from exc
+
+
+def upload_tree(local: Path, url: str, last: str) -> None:
+    """Upload the folder ``local`` under ``url``, replacing what is there; the file named ``last``
+    goes up after all others (a folder cannot appear at once: ``last`` marks it complete)."""
+    fs, root = filesystem(url)
+    files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != last)
+    try:
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+        fs.put([str(p) for p in files], [join(root, p.relative_to(local).as_posix()) for p in files])
+        if (local / last).exists():
+            fs.put([str(local / last)], [join(root, last)])
     except Exception as exc:
         raise explain(exc, url) from exc
 

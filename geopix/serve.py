@@ -9,8 +9,10 @@ responses with ``Range``, ``ETag`` and ``Last-Modified``.
 Routes: ``/tiles/{z}/{x}/{y}.{ext}``, ``/tilejson.json``, ``/tiles.pmtiles`` (the archive itself,
 for the pmtiles JS protocol's range requests, when serving a ``.pmtiles``), ``/`` (viewer),
 ``/static/…``, ``/viewer.json``, and with ``source`` ``/source/{z}/{x}/{y}.png`` and
-``/source/tilejson.json``.  Tile addresses are integers matched after percent-decoding, so no
-request can name a file outside the tile set.  A tile address inside the world with no tile
+``/source/tilejson.json``.  A remote archive or COG (``https://``, ``s3://``…) is read with
+ranged GETs as tiles are asked for; ``/tiles.pmtiles`` is then absent and the viewer reads the
+archive's tiles through ``/tiles/…``.  Tile addresses are integers matched after
+percent-decoding, so no request can name a file outside the tile set.  A tile address inside the world with no tile
 answers ``204 No Content`` (map clients draw nothing and log nothing), cached briefly; anything
 else unknown is ``404``.  Tiles carry a content ``ETag``, so ``If-None-Match`` answers ``304``.
 
@@ -32,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 
 from geopix.errors import PortInUseError, TilesetError
+from geopix.source import redact
 from geopix.tilesets import GEOTIFF_SUFFIXES, TileSet, open_tileset
 from geopix.tilesets.base import CACHE_EMPTY_S, in_world
 
@@ -47,16 +50,18 @@ SHUTDOWN_GRACE_S = 5
 class ServeConfig:
     """What ``geopix serve`` serves and to whom."""
 
-    path: Path
+    path: Path | str  # a local path, or the URL of a .pmtiles archive or GeoTIFF/COG
     host: str = "127.0.0.1"
     port: int = 8000
-    source: Path | None = None  # an aerial GeoTIFF shown under the map in the viewer
+    source: Path | str | None = None  # an aerial GeoTIFF (path or URL) shown under the map in the viewer
     cors: tuple[str, ...] = ()  # origins allowed to read the tiles from other pages ("*": any)
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides the loopback ones ("*": any)
 
     def __post_init__(self) -> None:
-        if self.source is not None and Path(self.source).suffix.lower() not in GEOTIFF_SUFFIXES:
-            raise TilesetError(f"--source {self.source} must be a GeoTIFF (the aerial imagery to compare against)")
+        if self.source is not None and Path(str(self.source).split("?", 1)[0]).suffix.lower() not in GEOTIFF_SUFFIXES:
+            raise TilesetError(
+                f"--source {redact(str(self.source))} must be a GeoTIFF (the aerial imagery to compare against)"
+            )
         for origin in self.cors:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise TilesetError(f"--cors {origin!r} must be an origin like https://example.org, or *")
@@ -110,6 +115,7 @@ def make_app(config: ServeConfig, tiles: TileSet | None = None, source: TileSet 
     if source is None and config.source is not None:
         source = open_tileset(config.source)
     layers = {"tiles": tiles, "source": source}
+    # a local archive only: a remote one's tiles go through /tiles/… (the viewer falls back to them)
     archive = getattr(getattr(tiles, "source", None), "path", None) if tiles.kind == "pmtiles" else None
     static_dir = Path(str(resources.files("geopix").joinpath("serve_static")))
 
@@ -210,6 +216,9 @@ def serve(config: ServeConfig, on_ready: Callable[[str], None] | None = None) ->
 
     import uvicorn
 
+    from geopix.process import configure_gdal
+
+    configure_gdal()  # remote GeoTIFFs: GDAL's settings for reads over HTTP
     # rio-tiler warns on every tile of a GeoTIFF without overviews; the server's log is for errors.
     warnings.filterwarnings("ignore", message=".*has no Overviews.*")
     tiles = open_tileset(config.path)

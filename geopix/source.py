@@ -1,7 +1,8 @@
 """What the user typed as an input → one name GDAL can open, carried as a string.
 
 Users name imagery as a path, a URL (``https://…``, ``s3://…``, ``gs://…``, ``az://…``), a
-GDAL ``/vsi…`` path, a VRT, a STAC Item, or several files / a glob to mosaic.  ``resolve_input``
+GDAL ``/vsi…`` path, a VRT, a STAC Item, or several files / a glob to mosaic (a local one, or
+an object-store one such as ``s3://bucket/scenes/*.tif``, listed through fsspec).  ``resolve_input``
 turns any of these into a single GDAL dataset name: remote schemes map onto GDAL's virtual
 file systems (``/vsicurl/``, ``/vsis3/``, ``/vsigs/``, ``/vsiaz/``), a STAC Item onto its RGB
 asset, and several files onto an in-memory VRT (its XML *is* the name), so every Dask worker
@@ -193,20 +194,47 @@ def _rgb_asset(item) -> object | None:
 
 
 # ---- mosaics ---------------------------------------------------------------------------------
+#: Object stores whose globs are expanded by listing (fsspec).  Not http(s): a URL's ``?`` starts
+#: its query, and a web server has no listing to expand a pattern against.
+GLOB_SCHEMES = ("s3", "gs", "gcs", "az", "abfs")
+
+
 def expand(inputs: Sequence[str]) -> list[str]:
-    """Local globs expanded (sorted); everything else as typed."""
+    """Globs expanded, each sorted: local ones by the filesystem, object-store ones
+    (``s3://bucket/scenes/*.tif``) by listing the bucket; everything else as typed."""
     out: list[str] = []
     for text in inputs:
         text = str(text)
-        local_pattern = "://" not in text and not text.startswith("/vsi") and _GLOB_CHARS.search(text)
+        scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+        local_pattern = not scheme and not text.startswith("/vsi") and _GLOB_CHARS.search(text)
         if local_pattern and not os.path.exists(os.path.expanduser(text)):  # a file named "a[1].tif" is a file
             hits = sorted(glob.glob(os.path.expanduser(text)))
             if not hits:
                 raise InputNotFoundError(f"input pattern {text} matches no file; check the pattern")
             out.extend(hits)
+        elif scheme in GLOB_SCHEMES and _GLOB_CHARS.search(text.split("://", 1)[1]):
+            out.extend(_remote_glob(text, scheme))
         else:
             out.append(text)
     return out
+
+
+def _remote_glob(pattern: str, scheme: str) -> list[str]:
+    """The objects matching ``pattern`` (``s3://bucket/a/*.tif``), sorted, as URLs."""
+    from geopix.remote import filesystem, read_error
+
+    try:
+        fs, path = filesystem(pattern)
+        hits = sorted(fs.glob(path))
+    except ImportError as exc:  # s3fs, gcsfs or adlfs is not installed
+        raise InputNotFoundError(
+            f"listing {redact(pattern)} needs {exc.name or 'an fsspec backend'}: pip install 'geopix[cloud]'"
+        ) from exc
+    except Exception as exc:
+        raise read_error(exc, pattern, "input pattern") from exc
+    if not hits:
+        raise InputNotFoundError(f"input pattern {redact(pattern)} matches no object; check the pattern")
+    return [f"{scheme}://{hit}" for hit in hits]
 
 
 def mosaic_vrt(names: Sequence[str]) -> str:

@@ -9,12 +9,11 @@ misbehave on purpose (no Range support, fixed status codes, stalls).
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing as mp
 import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -109,32 +108,19 @@ def _serve(root: str, ranges: bool, faults: dict[str, str], stall_s: float, coun
     server.serve_forever()
 
 
-class RangeHTTPServer:
-    """Serves ``root`` on 127.0.0.1 (an ephemeral port), honouring ``Range: bytes=a-b``.
+class _ChildServer:
+    """A server started by ``target(*args, counts, port_queue)`` in a child process on 127.0.0.1.
 
-    It runs in a child process: GDAL holds the GIL in parts of an open, so a server thread in
-    the reading process can deadlock with it (seen with /vsicurl/).  ``ranges=False`` answers
-    every request with the whole file (a server without Range support); ``faults`` maps a path
-    prefix to a status code (``"403"``) or ``"stall"`` (no answer for ``stall_s`` seconds).
-    ``bytes_sent`` and ``requests`` count what the server sent.
+    A child, not a thread: GDAL holds the GIL in parts of an open, so a server thread in the
+    reading process can deadlock with it (seen with /vsicurl/).  ``bytes_sent`` and
+    ``requests`` count the response bodies the server sent.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        *,
-        ranges: bool = True,
-        faults: dict[str, str] | None = None,
-        stall_s: float = 30.0,
-    ) -> None:
+    def __init__(self, target, *args: object) -> None:
         ctx = mp.get_context("spawn")
         self._counts = ctx.Array("q", 2)
         port_queue = ctx.Queue()
-        self._proc = ctx.Process(
-            target=_serve,
-            args=(str(root), ranges, dict(faults or {}), stall_s, self._counts, port_queue),
-            daemon=True,
-        )
+        self._proc = ctx.Process(target=target, args=(*args, self._counts, port_queue), daemon=True)
         self._proc.start()
         self.port = port_queue.get(timeout=60)
 
@@ -155,12 +141,69 @@ class RangeHTTPServer:
             self._counts[0] = 0
             self._counts[1] = 0
 
-    def __enter__(self) -> RangeHTTPServer:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._proc.terminate()
         self._proc.join(10)
+
+
+class RangeHTTPServer(_ChildServer):
+    """Serves ``root`` on 127.0.0.1 (an ephemeral port), honouring ``Range: bytes=a-b``.
+
+    ``ranges=False`` answers every request with the whole file (a server without Range
+    support); ``faults`` maps a path prefix to a status code (``"403"``) or ``"stall"`` (no
+    answer for ``stall_s`` seconds).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        ranges: bool = True,
+        faults: dict[str, str] | None = None,
+        stall_s: float = 30.0,
+    ) -> None:
+        super().__init__(_serve, str(root), ranges, dict(faults or {}), stall_s)
+
+
+def _serve_s3(counts, port_queue) -> None:
+    """moto's S3 app (as ``python -m moto.server`` runs it), counting the response bytes."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
+    app = DomainDispatcherApplication(create_backend_app)
+
+    def counted(environ, start_response):
+        def body():
+            sent = 0
+            try:
+                for chunk in app(environ, start_response):
+                    sent += len(chunk)
+                    yield chunk
+            finally:
+                with counts.get_lock():
+                    counts[0] += sent
+                    counts[1] += 1
+
+        return body()
+
+    server = make_server("127.0.0.1", 0, counted, threaded=True, request_handler=MotoRequestHandler)
+    port_queue.put(server.server_address[1])
+    server.serve_forever()
+
+
+class S3Server(_ChildServer):
+    """An S3-compatible server (moto's server mode) on 127.0.0.1; ``url`` is its endpoint.
+
+    moto installs from PyPI, speaks the real S3 REST protocol (Range GETs, multipart uploads,
+    ListObjectsV2) and needs no binary or daemon.  It counts what it sends, as ``RangeHTTPServer``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(_serve_s3)
 
 
 #: Environment that points GDAL (``/vsis3/``) and botocore/s3fs at an S3-compatible endpoint.
@@ -188,35 +231,9 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def moto_s3() -> Iterator[str]:
-    """An S3-compatible server (moto's server mode) on 127.0.0.1; yields its endpoint URL.
-
-    moto installs from PyPI, speaks the real S3 REST protocol (Range GETs, multipart uploads,
-    ListObjectsV2) and needs no binary or daemon.  It runs as a child process for the reason
-    given in ``RangeHTTPServer``.
-    """
-    import urllib.request
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto server did not start on port {port}") from None
-                time.sleep(0.2)
-        yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    """An ``S3Server`` for the duration; yields its endpoint URL."""
+    with S3Server() as server:
+        yield server.url
 
 
 def upload_to_s3(path: str | Path, url: str) -> None:

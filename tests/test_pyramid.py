@@ -326,6 +326,35 @@ def test_cli_tiles(map_tif: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     )
 
 
+@pytest.mark.parametrize("where", ["http", "s3"])
+def test_cli_tiles_from_a_remote_map(
+    where: str, map_tif: Path, tmp_path: Path, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``geopix tiles URL out.pmtiles`` (workers read their windows by URL) equals the local file's tiles."""
+    if where == "http":
+        import shutil
+
+        server, root = request.getfixturevalue("http_server"), request.getfixturevalue("http_root")
+        (root / "pyr").mkdir(exist_ok=True)
+        shutil.copy(map_tif, root / "pyr" / map_tif.name)
+        url = f"{server.url}/pyr/{map_tif.name}"
+    else:
+        from geopix.testservers import upload_to_s3
+
+        url = f"s3://{request.getfixturevalue('s3_bucket')}/pyr/{map_tif.name}"
+        upload_to_s3(map_tif, url)
+    args = ["--zoom", "14-16", "--no-progress", "--workers", "1"]
+    assert main(["tiles", str(map_tif), str(tmp_path / "local.pmtiles"), *args]) == 0
+    assert main(["tiles", url, str(tmp_path / "remote.pmtiles"), *args]) == 0
+    assert (tmp_path / "remote.pmtiles").read_bytes() == (tmp_path / "local.pmtiles").read_bytes()
+    capsys.readouterr()
+    missing = url.replace(map_tif.name, "none.tif")
+    assert main(["tiles", missing, str(tmp_path / "x.pmtiles"), "--scheduler", "sync"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert "none.tif does not exist" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x.pmtiles").exists() and not list(tmp_path.glob("x.pmtiles*"))
+
+
 def test_rendered_map(checkpoint: Path, tmp_path: Path) -> None:
     """A real ``geopix render`` output (COG + internal mask + tags) tiles cleanly."""
     from geopix.config import RenderConfig

@@ -29,6 +29,19 @@ def _worker(cluster, home: Path) -> None:
     cluster.procs.append(proc)
 
 
+def _render_on_cluster(tmp_path: Path, homes: list[Path], src: str, out: str, model: Path) -> None:
+    """``geopix render SRC -o OUT`` on a scheduler with a worker in each of ``homes``."""
+    cluster = start_scheduler(tmp_path / "scheduler")
+    try:
+        for home in homes:
+            _worker(cluster, home)
+        cluster.wait_for_workers(len(homes))
+        argv = ["render", src, "-o", out, "-m", str(model), *TILES]
+        assert main([*argv, "--no-progress", "--scheduler", cluster.address]) == 0
+    finally:
+        cluster.stop()
+
+
 def test_no_shared_folder_cluster_renders_bucket_to_bucket(
     s3_bucket: str, aerial: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -37,17 +50,9 @@ def test_no_shared_folder_cluster_renders_bucket_to_bucket(
 
     want = reference(aerial, checkpoint, tmp_path / "ref")
     upload_to_s3(aerial, f"s3://{s3_bucket}/cluster-in/{aerial.name}")
-    cluster = start_scheduler(tmp_path / "scheduler")
-    try:
-        homes = [tmp_path / f"worker{i}" for i in range(2)]
-        for home in homes:
-            _worker(cluster, home)
-        cluster.wait_for_workers(2)
-        out = f"s3://{s3_bucket}/cluster-out"
-        argv = ["render", f"s3://{s3_bucket}/cluster-in/{aerial.name}", "-o", out, "-m", str(checkpoint), *TILES]
-        assert main([*argv, "--no-progress", "--scheduler", cluster.address]) == 0
-    finally:
-        cluster.stop()
+    homes = [tmp_path / f"worker{i}" for i in range(2)]
+    out = f"s3://{s3_bucket}/cluster-out"
+    _render_on_cluster(tmp_path, homes, f"s3://{s3_bucket}/cluster-in/{aerial.name}", out, checkpoint)
     fs, _ = filesystem(out)
     assert fs.cat_file(f"{s3_bucket}/cluster-out/map.tif") == want
     assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{s3_bucket}/cluster-out")) == ["map.tif", "render.json"]
@@ -98,3 +103,34 @@ def test_kubernetes_bucket_recipe_needs_no_volume() -> None:
     del broken["spec"]["worker"]["spec"]["containers"][0]["envFrom"]
     broken["spec"]["worker"]["spec"]["containers"][0]["env"] = [{"name": "OMP_NUM_THREADS", "value": "4"}]
     assert any("object-store credentials" in p for p in wf.validate(broken))
+
+
+def test_on_a_cluster_a_worker_reads_the_colour_statistics(
+    s3_bucket: str, aerial: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client reads only the raster's header: the statistics' overview is read by a worker,
+    and the map is the one the in-process render (which reads it itself) makes."""
+    import geopix.read
+    from geopix.models.registry import load_model
+    from geopix.remote import filesystem
+    from geopix.testing import random_checkpoint
+    from geopix.testservers import upload_to_s3
+
+    stats = load_model("sat2map").spec.input_stats
+    model = random_checkpoint(tmp_path / "stats.safetensors", ngf=4, input_stats=stats)
+    want = reference(aerial, model, tmp_path / "ref")
+    upload_to_s3(aerial, f"s3://{s3_bucket}/stats-in/{aerial.name}")
+    calls: list[str] = []
+    real = geopix.read.colour_match
+
+    def colour_match(info, target):  # runs wherever the task runs; records only in this process
+        calls.append(info.path)
+        return real(info, target)
+
+    monkeypatch.setattr(geopix.read, "colour_match", colour_match)
+    monkeypatch.setattr("geopix.pipeline.colour_match", colour_match)
+    out = f"s3://{s3_bucket}/stats-out"
+    _render_on_cluster(tmp_path, [tmp_path / "worker"], f"s3://{s3_bucket}/stats-in/{aerial.name}", out, model)
+    assert calls == []  # not in the client
+    fs, _ = filesystem(out)
+    assert fs.cat_file(f"{s3_bucket}/stats-out/map.tif") == want

@@ -169,3 +169,78 @@ def test_tiles_from_a_remote_map(http_server, http_root: Path, reference: Path, 
     )
     assert remote.tiles == local.tiles > 0
     assert (tmp_path / "remote.pmtiles").read_bytes() == (tmp_path / "local.pmtiles").read_bytes()
+
+
+def test_s3_render_whose_web_tiles_failed_reruns_into_the_tiles(
+    monkeypatch: pytest.MonkeyPatch, s3_bucket: str, aerial: Path, checkpoint: Path, reference: Path
+) -> None:
+    """As locally: the map and a render.json marking the tiles unfinished are in the bucket before
+    the pyramid starts; after the pyramid fails, the same command builds only the tiles, and
+    nothing appears under the tile-set key until it is complete."""
+    import geopix.pipeline as pipeline
+    import geopix.pyramid as pyramid
+    from geopix.errors import OutputExistsError
+    from geopix.remote import exists
+
+    whole = _render(aerial, f"s3://{s3_bucket}/xyz-whole", checkpoint, xyz=Path("map.pmtiles"))
+    url = f"s3://{s3_bucket}/xyz-resume"
+    real_write = pyramid.WRITERS["pmtiles"]
+
+    def fails_while_packing(dst, tiles, tilejson):
+        Path(dst).write_bytes(b"half an archive")
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setitem(pyramid.WRITERS, "pmtiles", fails_while_packing)
+        with pytest.raises(OSError, match="No space"):
+            _render(aerial, url, checkpoint, xyz=Path("map.pmtiles"))
+    assert pyramid.WRITERS["pmtiles"] is real_write
+    assert not exists(f"{url}/map.pmtiles")  # nothing under the final key
+    assert _s3_bytes(f"{url}/map.tif") == reference.read_bytes()
+    first = json.loads(_s3_bytes(f"{url}/render.json"))
+    assert first["web_tiles"] == {"path": f"{url}/map.pmtiles", "done": False}
+    assert first["output"] == f"{url}/map.tif"
+    # the same command again: no "already exists", no block recomputed, only the tiles built
+    monkeypatch.setattr(pipeline, "compute", lambda *a, **k: pytest.fail("the map was rendered again"))
+    result = _render(aerial, url, checkpoint, xyz=Path("map.pmtiles"))
+    assert result.map_path == f"{url}/map.tif" and result.tiles_path == f"{url}/map.pmtiles"
+    assert _s3_bytes(f"{url}/map.pmtiles") == _s3_bytes(whole.tiles_path)
+    assert _s3_bytes(f"{url}/map.tif") == _s3_bytes(whole.map_path) == reference.read_bytes()
+    done = json.loads(_s3_bytes(f"{url}/render.json"))
+    assert done["web_tiles"] == {"path": f"{url}/map.pmtiles", "done": True} and done["tiles"] == first["tiles"]
+    with pytest.raises(OutputExistsError):  # finished: a third run refuses as before
+        _render(aerial, url, checkpoint, xyz=Path("map.pmtiles"))
+
+
+def test_s3_tile_folder_goes_up_with_its_tilejson_last(
+    monkeypatch: pytest.MonkeyPatch, s3_bucket: str, aerial: Path, checkpoint: Path
+) -> None:
+    """A folder cannot appear at once: a reader that finds tilejson.json finds every tile."""
+    import s3fs
+
+    from geopix import remote
+
+    order: list[str] = []
+    real_put_file = s3fs.S3FileSystem._put_file  # what put() and put_file() both end in
+
+    async def put_file(self, lpath, rpath, *a, **k):
+        order.append(str(rpath))
+        return await real_put_file(self, lpath, rpath, *a, **k)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_put_file", put_file)
+    result = _render(aerial, f"s3://{s3_bucket}/folder", checkpoint, xyz=Path("tiles"))
+    tiles = [p for p in order if "/folder/tiles/" in p]
+    assert tiles[-1].endswith("/folder/tiles/tilejson.json") and len(tiles) > 2
+    assert remote.exists(f"{result.tiles_path}/tilejson.json")
+
+
+def test_s3_glob_renders_like_the_local_glob(s3_bucket: str, aerial: Path, checkpoint: Path, tmp_path: Path) -> None:
+    """``render "s3://bucket/scenes/*.tif"``: the same mosaic, the same map.tif bytes as the local glob."""
+    from geopix.testservers import upload_to_s3
+
+    quarters = split_2x2(aerial, tmp_path / "scenes")
+    for p in quarters:
+        upload_to_s3(p, f"s3://{s3_bucket}/scenes/{p.name}")
+    _render(str(tmp_path / "scenes" / "*.tif"), tmp_path / "local", checkpoint)
+    _render(f"s3://{s3_bucket}/scenes/*.tif", tmp_path / "remote", checkpoint)
+    assert (tmp_path / "remote" / "map.tif").read_bytes() == (tmp_path / "local" / "map.tif").read_bytes()

@@ -309,3 +309,77 @@ def test_cli_disconnects_and_graceful_shutdown(tilesets: dict[str, Path]) -> Non
             proc.kill()
     assert proc.returncode == 0 and "stopped" in out
     assert "Traceback" not in err and "Error" not in err, err
+
+
+# ---- a remote archive or COG (issue 15): ranged reads from the HTTP and S3 servers ------------
+@pytest.fixture(scope="module")
+def remote_tilesets(tilesets: dict[str, Path], http_server, http_root: Path, s3_bucket: str) -> dict[str, str]:
+    """The PMTiles archive and the map GeoTIFF on the Range HTTP server and in the S3 bucket."""
+    import shutil
+
+    from geopix.testservers import upload_to_s3
+
+    (http_root / "serve").mkdir(exist_ok=True)
+    out = {}
+    for kind in ("pmtiles", "map"):
+        name = tilesets[kind].name
+        shutil.copy(tilesets[kind], http_root / "serve" / name)
+        upload_to_s3(tilesets[kind], f"s3://{s3_bucket}/serve/{name}")
+        out[f"http-{kind}"] = f"{http_server.url}/serve/{name}"
+        out[f"s3-{kind}"] = f"s3://{s3_bucket}/serve/{name}"
+    return out
+
+
+@pytest.mark.parametrize("where", ["http", "s3"])
+@pytest.mark.parametrize("kind", ["pmtiles", "map"])
+def test_remote_tiles_are_the_local_bytes(
+    kind: str, where: str, tilesets: dict[str, Path], remote_tilesets: dict[str, str]
+) -> None:
+    """Served from a URL, every tile (and every empty answer) is the one served from the local file."""
+    local = Server(tilesets[kind])
+    remote = Server(remote_tilesets[f"{where}-{kind}"], source=remote_tilesets[f"{where}-map"])  # --source URL too
+    try:
+        present, empty = some_tiles(tilesets)
+        parents = {mercantile.parent(t) for t in present}
+        ok = 0
+        for t in [*present, *empty[:5], *parents]:
+            path = f"/tiles/{t.z}/{t.x}/{t.y}.png"
+            want, got = local.get(path), remote.get(path)
+            assert (got[0], got[2]) == (want[0], want[2]), path
+            assert got[1].get("cache-control") == want[1].get("cache-control")
+            ok += want[0] == 200
+        assert ok >= len(present)
+        tj_local, tj_remote = json.loads(local.get("/tilejson.json")[2]), json.loads(remote.get("/tilejson.json")[2])
+        assert {**tj_remote, "tiles": None} == {**tj_local, "tiles": None}
+        viewer = json.loads(remote.get("/viewer.json")[2])
+        assert viewer["pmtiles"] is None  # the viewer reads /tiles/… instead
+        assert remote.get("/tiles.pmtiles")[0] == 404
+        assert viewer["source"] and remote.get("/source/tilejson.json")[0] == 200
+        t = present[0]
+        status, _, body = remote.get(f"/source/{t.z}/{t.x}/{t.y}.png")
+        assert status == 200
+        if kind == "map":  # the same GeoTIFF tiled on request, from the local file and by URL
+            assert body == local.get(f"/tiles/{t.z}/{t.x}/{t.y}.png")[2]
+    finally:
+        local.close()
+        remote.close()
+
+
+def test_remote_serve_errors(http_server, s3_bucket: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing archive, a missing bucket, a refusal: one line naming the URL, the remote exit codes."""
+    from geopix.errors import InputNotFoundError, RemoteAccessError
+
+    host = http_server.url.split("://")[1]
+    cases = [
+        (f"{http_server.url}/none.pmtiles", InputNotFoundError.exit_code, "none.pmtiles does not exist"),
+        (f"{http_server.url}/none/map.tif", InputNotFoundError.exit_code, "none/map.tif does not exist"),
+        ("s3://no-such-bucket/t.pmtiles", InputNotFoundError.exit_code, "bucket does not exist"),
+        (f"s3://{s3_bucket}/nothing.pmtiles", InputNotFoundError.exit_code, "nothing.pmtiles does not exist"),
+        (f"http://alice:hunter2@{host}/forbidden/t.pmtiles", RemoteAccessError.exit_code, "access denied"),
+        (f"http://alice:hunter2@{host}/forbidden/map.tif", RemoteAccessError.exit_code, "access denied"),
+    ]
+    for url, code, words in cases:
+        assert main(["serve", url, "--port", "0"]) == code, url
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1, err
+        assert "hunter2" not in err and "alice" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from geopix.errors import (
     StacError,
 )
 from geopix.read import inspect_raster
-from geopix.source import gdal_name, is_remote, redact, resolve_input, url_of
+from geopix.source import expand, gdal_name, is_remote, redact, resolve_input, url_of
 from geopix.testing import synthetic_aerial
 
 
@@ -273,3 +274,35 @@ def test_a_file_whose_name_looks_like_a_glob(aerial: Path, tmp_path: Path) -> No
     odd = tmp_path / "scene[1].tif"
     shutil.copy(aerial, odd)
     assert resolve_input(str(odd)) == str(odd)
+
+
+def test_s3_glob_lists_the_bucket_sorted(s3_bucket: str, aerial: Path, tmp_path: Path) -> None:
+    from geopix.testservers import upload_to_s3
+
+    quarters = split_2x2(aerial, tmp_path / "q")
+    for p in reversed(quarters):  # uploaded out of order: the listing is sorted
+        upload_to_s3(p, f"s3://{s3_bucket}/globbed/{p.name}")
+    upload_to_s3(quarters[0], f"s3://{s3_bucket}/globbed/other/{quarters[0].name}")  # not matched by q*.tif
+    assert expand([f"s3://{s3_bucket}/globbed/q*.tif"]) == [f"s3://{s3_bucket}/globbed/{p.name}" for p in quarters]
+    name = resolve_input(f"s3://{s3_bucket}/globbed/q*.tif")
+    assert name.startswith("<VRTDataset") and f"/vsis3/{s3_bucket}/globbed/q0.tif" in name
+    with rasterio.open(name) as m, rasterio.open(resolve_input(str(tmp_path / "q" / "q*.tif"))) as local:
+        assert (m.crs, m.transform, m.width, m.height) == (local.crs, local.transform, local.width, local.height)
+        np.testing.assert_array_equal(m.read(), local.read())
+
+
+def test_s3_glob_matching_nothing(s3_bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pattern = f"s3://{s3_bucket}/nowhere/*.tif"
+    with pytest.raises(InputNotFoundError, match=re.escape(pattern) + " matches no object"):
+        resolve_input(pattern)
+    code, err = _cli_error(["render", pattern, "-o", str(tmp_path / "o")], capsys)
+    assert code == InputNotFoundError.exit_code and pattern in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+    code, err = _cli_error(["render", "s3://no-such-bucket/*.tif", "-o", str(tmp_path / "o")], capsys)
+    assert code == InputNotFoundError.exit_code and "no-such-bucket" in err and len(err.splitlines()) == 1
+
+
+def test_http_urls_are_never_globbed() -> None:
+    """``?`` starts a URL's query (a pre-signed URL has one): the URL is passed on as typed."""
+    url = "https://example.org/a.tif?X-Amz-Signature=abc&x=[1]"
+    assert expand([url]) == [url]

@@ -176,3 +176,80 @@ def test_cli_tiles_base_url(tmp_path: Path) -> None:
     tj = json.loads((out / "tilejson.json").read_text())
     assert tj["tiles"] == ["http://127.0.0.1:9000/site/{z}/{x}/{y}.png"]
     assert main([*args, "--overwrite", "--base-url", "site/"]) == TileFormatError.exit_code
+
+
+# ---- archives behind a URL (issue 15), against the Range HTTP server and moto's S3 ----------
+def _archive(path: Path) -> list[Tile]:
+    """The sample tiles, each padded to 1 kB (distinct bytes), so most lie past the first 16 KiB."""
+    rng = np.random.default_rng(0)
+    tiles = [t._replace(data=t.data + rng.bytes(1000)) for t in sample_tiles()]
+    pmtiles.write(path, tiles, tilejson_for())
+    return tiles
+
+
+def test_remote_pmtiles_reads_the_local_bytes_with_few_requests(http_server, http_root: Path) -> None:
+    """Header and root directory come in the first request and are kept: then one GET per tile."""
+    tiles = _archive(http_root / "remote.pmtiles")
+    http_server.reset_counts()
+    with open_tileset(f"{http_server.url}/remote.pmtiles") as ts, open_tileset(http_root / "remote.pmtiles") as local:
+        opened = http_server.requests
+        assert opened <= 2  # the first 16 KiB (header, root directory), perhaps the metadata
+        assert ts.kind == "pmtiles" and not ts.inline_reads
+        assert ts.tilejson("x/{z}/{x}/{y}.png") == local.tilejson("x/{z}/{x}/{y}.png")
+        for t in tiles:
+            assert ts.get(t.z, t.x, t.y) == t.data
+        fetched = http_server.requests - opened
+        assert len(tiles) - 16 <= fetched <= len(tiles)  # one GET per tile, none for those in the first 16 KiB
+        assert ts.get(16, 0, 0) is None  # no tile: answered from the cached directory
+        assert http_server.requests - opened == fetched
+
+
+def test_remote_pmtiles_leaf_directories_are_cached(s3_bucket: str, tmp_path: Path) -> None:
+    from pmtiles.tile import Compression, TileType, zxy_to_tileid
+    from pmtiles.writer import Writer
+
+    from geopix.testservers import upload_to_s3
+
+    z, rng = 12, np.random.default_rng(1)
+    tiles = [(int(i % 4096), int(i // 4096)) for i in rng.choice(4096 * 4096, size=20000, replace=False)]
+    path = tmp_path / "big.pmtiles"
+    with open(path, "wb") as f:
+        w = Writer(f)
+        for x, y in sorted(tiles, key=lambda t: zxy_to_tileid(z, *t)):
+            w.write_tile(zxy_to_tileid(z, x, y), f"{x},{y}".encode())
+        w.finalize({"tile_type": TileType.PNG, "tile_compression": Compression.NONE}, {"name": "big"})
+    upload_to_s3(path, f"s3://{s3_bucket}/big.pmtiles")
+    with open_tileset(f"s3://{s3_bucket}/big.pmtiles") as ts:
+        assert ts._header["leaf_directory_length"] > 0
+        for x, y in tiles[::500]:
+            assert ts.get(z, x, y) == f"{x},{y}".encode()
+        assert ts._dirs  # leaf directories decoded once and kept
+
+
+def test_remote_archive_errors(http_server, http_root: Path, s3_endpoint: str) -> None:
+    """404, 403, a missing bucket, no Range support, no server: the remote-raster errors and codes."""
+    import socket
+
+    from geopix.errors import RemoteAccessError, RemoteProtocolError, RemoteUnreachableError
+    from geopix.testservers import RangeHTTPServer
+
+    _archive(http_root / "big_enough.pmtiles")
+    host = http_server.url.split("://")[1]
+    with pytest.raises(InputNotFoundError, match=r"missing\.pmtiles does not exist \(HTTP 404\)"):
+        open_tileset(f"{http_server.url}/missing.pmtiles")
+    with pytest.raises(RemoteAccessError, match="credentials") as denied:
+        open_tileset(f"http://alice:hunter2@{host}/forbidden/t.pmtiles")
+    assert "hunter2" not in str(denied.value) and "alice" not in str(denied.value)
+    with pytest.raises(InputNotFoundError, match=r"no-such-bucket.*bucket does not exist"):
+        open_tileset("s3://no-such-bucket/t.pmtiles")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(RemoteUnreachableError, match=f"127.0.0.1:{port}"):
+        open_tileset(f"http://127.0.0.1:{port}/t.pmtiles")
+    with RangeHTTPServer(http_root, ranges=False) as plain, pytest.raises(RemoteProtocolError, match="Range"):
+        open_tileset(f"{plain.url}/big_enough.pmtiles")  # the whole file came back for the first 16 KiB
+    with pytest.raises(TilesetError, match="SQLite"):
+        open_tileset(f"{http_server.url}/t.mbtiles")
+    with pytest.raises(TilesetError, match=r"\.pmtiles archives and GeoTIFFs"):
+        open_tileset(f"{http_server.url}/tiles/")

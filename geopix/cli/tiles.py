@@ -48,7 +48,11 @@ def tiles_cmd(
 
 @app.command("serve")
 def serve_cmd(
-    path: Path = typer.Argument(..., help="Tile folder, .pmtiles, .mbtiles, or a GeoTIFF/COG (tiled on request)."),
+    path: str = typer.Argument(
+        ...,
+        help="Tile folder, .pmtiles, .mbtiles, or a GeoTIFF/COG (tiled on request); a .pmtiles or GeoTIFF may be "
+        "an http(s)://, s3://, gs://, az:// URL.",
+    ),
     port: int = typer.Option(8000, "--port", help="TCP port (0: any free port)."),
     host: str = typer.Option(
         "127.0.0.1",
@@ -64,17 +68,20 @@ def serve_cmd(
         "--allowed-host",
         help="Host name or address clients may use besides localhost and 127.0.0.1 (repeatable; * for any).",
     ),
-    source: Path = typer.Option(None, "--source", help="Aerial GeoTIFF to compare against in the viewer."),
+    source: str = typer.Option(
+        None, "--source", help="Aerial GeoTIFF (a path or URL) to compare against in the viewer."
+    ),
 ) -> None:
     """Serve tiles at /tiles/{z}/{x}/{y}.ext with a TileJSON and an offline MapLibre viewer at /."""
     from geopix.serve import ServeConfig, serve
+    from geopix.source import redact
 
     config = ServeConfig(
         path=path, host=host, port=port, source=source, cors=tuple(cors or ()), allowed_hosts=tuple(allowed_host or ())
     )
 
     def ready(url: str) -> None:
-        typer.echo(f"serving {path} at {url} (viewer) — Ctrl-C to stop", color=False)
+        typer.echo(f"serving {redact(path)} at {url} (viewer) — Ctrl-C to stop", color=False)
 
     try:
         serve(config, on_ready=ready)

@@ -1,4 +1,5 @@
-"""The reader interface every tile-set format implements, and byte-range sources for archives."""
+"""The reader interface every tile-set format implements, and byte-range sources for archives
+(a local file, or a URL read with ranged GETs)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,54 @@ class FileByteSource:
     def close(self) -> None:
         if self._map is not None:
             self._map.close()
+
+
+class URLByteSource:
+    """An archive behind a URL (``https://``, ``s3://``, ``gs://``, ``az://``), read with ranged GETs
+    through fsspec.
+
+    The first ``HEAD_BYTES`` are fetched once at open: a PMTiles header and root directory lie
+    there (the spec keeps them within 16 KiB), so a tile costs one request for its bytes plus
+    one per leaf directory not yet cached by the reader.  Thread-safe: each read is one
+    stateless request.  Failures raise the same errors (and exit codes) as a remote raster's.
+    """
+
+    HEAD_BYTES = 16384
+
+    def __init__(self, url: str, role: str = "tile archive") -> None:
+        from geopix.errors import TilesetError
+        from geopix.remote import filesystem, read_error
+        from geopix.source import redact
+
+        self.url, self.role = url, role
+        try:
+            self._fs, self._path = filesystem(url)
+        except ImportError as exc:  # s3fs, gcsfs or adlfs is not installed
+            raise TilesetError(
+                f"reading {redact(url)} needs {exc.name or 'an fsspec backend'}: pip install 'geopix[cloud]'"
+            ) from exc
+        self._error = read_error
+        self._head = self._get(0, self.HEAD_BYTES)
+
+    def _get(self, offset: int, length: int) -> bytes:
+        try:
+            data = self._fs.cat_file(self._path, start=offset, end=offset + length)
+        except Exception as exc:
+            raise self._error(exc, self.url, self.role) from exc
+        if len(data) > length:  # the server ignored the Range header and sent the whole file
+            from geopix.read import remote_error
+            from geopix.source import gdal_name
+
+            raise remote_error(RuntimeError("Range downloading not supported"), gdal_name(self.url), self.role)
+        return data
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset + length <= len(self._head):
+            return self._head[offset : offset + length]
+        return self._get(offset, length)
+
+    def close(self) -> None:
+        self._head = b""
 
 
 class TileSet:

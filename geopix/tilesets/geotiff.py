@@ -1,11 +1,12 @@
 """Any GeoTIFF/COG as a tile set, tiled on request by rio-tiler (PNG, the mask as alpha); read only.
 
-``geopix render`` writes the GeoTIFF, so this format has no writer here.
+``geopix render`` writes the GeoTIFF, so this format has no writer here.  The raster may be a
+URL or ``/vsi…`` name: each tile then reads only its window (HTTP Range / ranged GETs).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from geopix.tilesets.base import CACHE_DYNAMIC_S, TileSet
 
@@ -22,19 +23,21 @@ class GeoTIFFTileSet(TileSet):
         from rio_tiler.io import Reader
 
         from geopix.pyramid import auto_maxzoom, auto_minzoom, inspect_map
+        from geopix.source import url_of
 
         self._reader, self._outside = Reader, TileOutsideBounds
-        self.path = Path(path)
         self.tile_size = tile_size
         self.format = "png"
-        self.info = inspect_map(self.path)
+        self.info = inspect_map(path)  # a URL becomes its GDAL name (/vsicurl/…, /vsis3/…) here
+        self.path = self.info.path
+        self.name = PurePosixPath(url_of(self.path).split("?", 1)[0]).name  # for labels: no credentials
         self.maxzoom = auto_maxzoom(self.info.ground_resolution_m, self.info.centre_lat, tile_size)
         self.minzoom = auto_minzoom(self.info, self.maxzoom, tile_size)
 
     def get(self, z: int, x: int, y: int) -> bytes | None:
         if not self.minzoom <= z <= self.maxzoom:
             return None
-        with self._reader(str(self.path)) as src:
+        with self._reader(self.path) as src:
             if not src.tile_exists(x, y, z):
                 return None
             try:
@@ -57,13 +60,13 @@ class GeoTIFFTileSet(TileSet):
         from geopix.tilesets.tilejson import attribution_for, make_tilejson
 
         return make_tilejson(
-            name=self.path.stem,
+            name=PurePosixPath(self.name).stem,
             tiles_url=tiles_url,
             bounds=self.info.bounds,
             minzoom=self.minzoom,
             maxzoom=self.maxzoom,
-            attribution=attribution_for(self.info.tags, self.path),
+            attribution=attribution_for(self.info.tags, self.name),
             tile_size=self.tile_size,
             fmt="png",
-            description=f"{self.path.name}, tiled on request",
+            description=f"{self.name}, tiled on request",
         )

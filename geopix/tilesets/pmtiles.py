@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from geopix.errors import TilesetError
+from geopix.errors import GeopixError, TilesetError
 from geopix.tilesets.base import ByteSource, FileByteSource, Tile, TileSet
 
 DIRECTORY_CACHE = 256  # decoded leaf directories kept; a huge archive's memory stays bounded
@@ -64,6 +64,9 @@ class PMTilesTileSet(TileSet):
             reader = Reader(source.read)
             header = reader.header()
             self._meta = reader.metadata()
+        except GeopixError:  # a remote read failed: its own message and exit code
+            source.close()
+            raise
         except Exception as exc:
             source.close()
             raise TilesetError(f"{label} is not a readable PMTiles v3 archive ({exc})") from exc

@@ -6,6 +6,7 @@ Prints tables and writes JSON; nothing asserts (the default is chosen by people 
         [--data ../shared/data] [--keep /tmp/geopix_overlap_sweep] [--crops docs/img/overlap_worst_borders.jpg]
         [--crop-overlaps 0,16,24,32,64] [--json sweep.json]
     python benchmarks/bench_overlap.py throughput [--overlaps 32,64] [--size 8192] [--rounds 3] [--json tp.json]
+    python benchmarks/bench_overlap.py ceiling [--overlaps 0,16,32,64] [--size 8192] [--seconds 10]
 
 * **sweep** renders every raster of ``DATA/geotiffs/*.tif`` and ``DATA/real/*/*.tif`` (byte-identical
   files once) with the shipped model at each overlap, on two grids: ``model`` (the default
@@ -37,6 +38,13 @@ Prints tables and writes JSON; nothing asserts (the default is chosen by people 
   loop (``bench_perf.py baseline``: batch 1, fp32, no overlap, compute only) on the same mosaic,
   each in a fresh process.  Rounds of baseline / render per overlap (order alternating) /
   baseline; each render's ratio uses the mean of the baselines around it; the median is printed.
+
+* **ceiling**: the most useful output could reach over the baseline if reading, blending,
+  writing and finalizing took no time: the generator's seconds per tile in the baseline's
+  configuration (batch 1, fp32, contiguous) and in the render's (batch 8, channels_last,
+  ``--precision auto``), both timed here with ``bench_perf.time_predict``, times the tiles each
+  computes for a ``--size``² render (``geopix.plan.TileGrid``).  When the ceiling is below a goal,
+  no change to the pipeline around the generator reaches it on this machine.
 """
 
 from __future__ import annotations
@@ -411,9 +419,49 @@ def bench_throughput(args: argparse.Namespace) -> dict:
             "summary": summary}  # fmt: skip
 
 
+# ---- ceiling --------------------------------------------------------------------------------
+def bench_ceiling(args: argparse.Namespace) -> dict:
+    import copy
+
+    import torch
+    from bench_perf import count_flops, time_predict
+
+    from geopix.infer import Predictor, resolve_precision
+    from geopix.models.checkpoint import load_checkpoint
+    from geopix.plan import TileGrid
+
+    loaded = load_checkpoint(args.model or default_model())
+    flops = count_flops(copy.deepcopy(loaded.net).eval(), TILE, torch.device("cpu"))
+    precision = resolve_precision("auto", "cpu")
+    configs = {
+        "baseline": Predictor(loaded.spec, copy.deepcopy(loaded.net), "cpu", False, "fp32"),
+        "render": Predictor(loaded.spec, copy.deepcopy(loaded.net), "cpu", True, precision),
+    }
+    per_tile = {}
+    for name, batch in (("baseline", 1), ("render", 8)):
+        row = time_predict(configs[name], batch, TILE, args.seconds)
+        per_tile[name] = 1.0 / row["tiles_s"]
+        print(f"  {name}: batch {batch}, {configs[name].precision}, {1000 * per_tile[name]:.1f} ms/tile "
+              f"({row['tiles_s'] * flops / 1e9:.1f} GFLOP/s)", flush=True)  # fmt: skip
+    base_tiles = len(TileGrid(args.size, args.size, TILE, 0))
+    rows = []
+    for overlap in [int(o) for o in args.overlaps.split(",")]:
+        tiles = len(TileGrid(args.size, args.size, TILE, overlap))
+        ceiling = (per_tile["baseline"] * base_tiles) / (per_tile["render"] * tiles)
+        rows.append({"overlap": overlap, "tiles": tiles, "work": tiles / base_tiles, "ceiling": ceiling})
+    speedup = per_tile["baseline"] / per_tile["render"]
+    print(f"\n{args.size}² render, {flops / 1e9:.2f} GFLOP/tile, {torch.get_num_threads()} torch threads; "
+          f"the render's generator is {speedup:.2f}× faster per tile than the baseline's")  # fmt: skip
+    cols = [("overlap", "overlap", "d"), ("tiles", "tiles", "d"), ("work", "tiles ÷ baseline's", ".3f"),
+            ("ceiling", "ceiling: useful ÷ baseline", ".2f")]  # fmt: skip
+    print(table(rows, cols), flush=True)
+    return {"benchmark": "overlap ceiling", "model": loaded.spec.source, "size": args.size, "precision": precision,
+            "flops_per_tile": flops, "seconds_per_tile": per_tile, "rows": rows}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("which", choices=["sweep", "throughput"])
+    ap.add_argument("which", choices=["sweep", "throughput", "ceiling"])
     ap.add_argument("--model", default="", help="a checkpoint (default: the shipped sat2map model)")
     ap.add_argument("--overlaps", default="", help="default: 0,8,16,24,32,48,64 (sweep), 32,64 (throughput)")
     ap.add_argument("--data", default=str(DATA), help="folder with geotiffs/ and real/ (../shared/data)")
@@ -426,14 +474,15 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=8192, help="throughput: mosaic side")
     ap.add_argument("--chunk", type=int, default=1024, help="throughput: output block side")
     ap.add_argument("--rounds", type=int, default=3, help="throughput: rounds")
+    ap.add_argument("--seconds", type=float, default=10.0, help="ceiling: seconds per generator measurement")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     if not args.overlaps:
-        args.overlaps = "0,8,16,24,32,48,64" if args.which == "sweep" else "32,64"
+        args.overlaps = {"sweep": "0,8,16,24,32,48,64", "throughput": "32,64", "ceiling": "0,16,32,64"}[args.which]
     if args.which == "throughput" and not VIENNA.exists():
         raise SystemExit(f"{VIENNA} is absent: the throughput mosaic is built from ../shared")
     Path(args.keep).mkdir(parents=True, exist_ok=True)
-    out = bench_sweep(args) if args.which == "sweep" else bench_throughput(args)
+    out = {"sweep": bench_sweep, "throughput": bench_throughput, "ceiling": bench_ceiling}[args.which](args)
     out["machine"] = machine()
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2, default=str))

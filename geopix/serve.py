@@ -210,6 +210,23 @@ def bind(host: str, port: int) -> socket.socket:
         raise PortInUseError(f"cannot listen on {host}:{port} ({exc.strerror}); check --host and --port") from exc
 
 
+def _announcing_server(url: str, on_ready: Callable[[str], None] | None, config) -> object:
+    """A uvicorn server that calls ``on_ready(url)`` once it has started.
+
+    Only then are its SIGINT/SIGTERM handlers installed: a "ready" line printed before
+    ``run()`` let a Ctrl-C pressed right after it land before them and be lost.
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if on_ready is not None and self.started:
+                on_ready(url)
+
+    return Server(config)
+
+
 def serve(config: ServeConfig, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM (in-flight requests finish); ``on_ready(url)`` once the socket listens."""
     import warnings
@@ -228,7 +245,10 @@ def serve(config: ServeConfig, on_ready: Callable[[str], None] | None = None) ->
         app = make_app(config, tiles, source)
         sock = bind(config.host, config.port)
         host, port = sock.getsockname()[:2]
-        server = uvicorn.Server(
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+        server = _announcing_server(
+            f"http://{shown}:{port}/",
+            on_ready,
             uvicorn.Config(
                 app,
                 log_level="warning",
@@ -236,11 +256,8 @@ def serve(config: ServeConfig, on_ready: Callable[[str], None] | None = None) ->
                 lifespan="off",
                 timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
                 server_header=False,
-            )
+            ),
         )
-        if on_ready is not None:
-            shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
-            on_ready(f"http://{shown}:{port}/")
         server.run(sockets=[sock])
     finally:
         tiles.close()

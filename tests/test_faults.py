@@ -435,22 +435,9 @@ def test_signal_stops_geopix_serve_with_one_line(
     log = tmp_path / "serve.log"
     p = _spawn_geopix(["serve", str(tmp_path / "map.tif"), "--port", "0"], log, client_proc)
     _wait_for(lambda: " at http://127.0.0.1:" in log.read_text(), p, log)
-    # Signal a server that answers: the ready line comes just before uvicorn takes over the signals,
-    # and a Ctrl-C in that instant can land in a weakref callback, where CPython drops the exception.
-    url = log.read_text().split(" at ", 1)[1].split()[0]
-    _wait_for(lambda: _answers(url + "tilejson.json"), p, log)
+    # Signalled the moment the ready line shows: it is printed once uvicorn has started and holds
+    # the signals (printed before, a Ctrl-C in that instant could be lost and the server run on).
     assert _stop(p, sig, code, log) == f"interrupted: stopped serving {tmp_path / 'map.tif'}"
-
-
-def _answers(url: str) -> bool:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 # ---- (3) a full disk ----------------------------------------------------------------------------------

@@ -413,7 +413,12 @@ def _unfinished_tiles_of(config: RenderConfig, manifest: dict, tiles: str, map_t
     if web.get("path") != tiles or web.get("done") or not map_there:
         return False
     info = inspect_raster(resolve_input(config.input), config.bands, config.allow_no_crs)
-    return manifest.get("input") == redact(info.path) and manifest.get("model") == load_model(config.model).path
+    return manifest.get("input") == redact(info.path) and manifest.get("model") == model_path(config.model)
+
+
+def model_path(model: str | Path) -> str:
+    """The checkpoint's absolute path, as ``render.json`` and the worker job record it."""
+    return str(Path(resolve_model(model)).resolve())
 
 
 def _publish_tiles(
@@ -497,7 +502,7 @@ def build_job(config: RenderConfig, info: RasterInfo, model: LoadedModel) -> tup
     from rasterio.transform import Affine
 
     grid = work_grid(info, model.spec.ground_resolution_m, config.resample)
-    model_path = str(Path(resolve_model(config.model)).resolve())
+    checkpoint = model_path(config.model)
     on_work = config.output_resolution == "model"
     out_h, out_w = (grid.height, grid.width) if on_work else (info.height, info.width)
     out_transform = grid.transform(info) if on_work else info.affine
@@ -524,8 +529,8 @@ def build_job(config: RenderConfig, info: RasterInfo, model: LoadedModel) -> tup
         info=info,
         grid=grid,
         plan=plan,
-        model_path=model_path,
-        model_sha256=sha256_file(model_path),
+        model_path=checkpoint,
+        model_sha256=sha256_file(checkpoint),
         model_name=str(config.model) if str(config.model) in REGISTRY else None,
         store=store,
         infer=config.infer,

@@ -249,8 +249,9 @@ def test_render_with_web_tiles(aerial: Path, checkpoint: Path, tmp_path: Path) -
         )
 
 
+@pytest.mark.parametrize("relative_model", [False, True], ids=["model-abs", "model-relative"])
 def test_render_whose_web_tiles_failed_reruns_into_the_tiles(
-    monkeypatch: pytest.MonkeyPatch, aerial: Path, checkpoint: Path, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, aerial: Path, checkpoint: Path, tmp_path: Path, relative_model: bool
 ) -> None:
     import geopix.pipeline as pipeline
     import geopix.pyramid as pyramid
@@ -258,10 +259,12 @@ def test_render_whose_web_tiles_failed_reruns_into_the_tiles(
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
+    if relative_model:  # -m ./model.safetensors: render.json records the absolute path
+        monkeypatch.chdir(checkpoint.parent)
     cfg = RenderConfig(
         input=aerial,
         output_dir=tmp_path,
-        model=str(checkpoint),
+        model=checkpoint.name if relative_model else str(checkpoint),
         scheduler="sync",
         xyz=Path("t.pmtiles"),
     )

@@ -220,16 +220,13 @@ def finalize_geotiff(
     6 % smaller file (a horizontal predictor does not help flat map colours).
     """
     tiled = dst.with_name(dst.name + ".tiled.partial")
-    partial = dst.with_name(dst.name + ".partial")
     try:
-        with disk_full_is_an_error(dst.parent):
+        with written_whole(dst) as partial, disk_full_is_an_error(dst.parent):
             _finalize(spec, tiled, partial, crs=crs, transform=transform, cog=cog, tags=tags)
     except BaseException:
         # Nothing half-written stays behind (a full disk gets its space back); the store is kept.
         tiled.unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
         raise
-    partial.replace(dst)
     return dst
 
 

@@ -135,7 +135,9 @@ def train_cmd(
 
 @app.command("export")
 def export_cmd(
-    src: Path = typer.Argument(..., help="A generator checkpoint (e.g. RUN_DIR/generator.safetensors)."),
+    src: str = typer.Argument(
+        ..., help="A registry name (sat2map) or a generator checkpoint (e.g. RUN_DIR/generator.safetensors)."
+    ),
     dst: Path = typer.Argument(..., help="Where to write the shippable checkpoint."),
     half: bool = typer.Option(True, "--half/--full", help="Store weights as fp16 (about half the size)."),
     ground_resolution: float = typer.Option(None, help="Correct the metres per pixel the model expects."),
@@ -151,10 +153,12 @@ def export_cmd(
     import json
 
     from geopix.models.checkpoint import export_checkpoint, load_checkpoint
+    from geopix.models.registry import resolve_model
 
+    source = resolve_model(src)
     if dst.exists() and not overwrite:
         raise OutputExistsError(f"{dst} already exists; pass --overwrite to replace it or choose another DST")
-    spec = load_checkpoint(src).spec
+    spec = load_checkpoint(source).spec
     overrides: dict[str, object] = {}
     if ground_resolution is not None:
         overrides["ground_resolution_m"] = ground_resolution
@@ -170,5 +174,5 @@ def export_cmd(
         training = json.loads(spec.training or "{}")
         training["note"] = json.loads(note.read_text())
         overrides["training"] = json.dumps(training)
-    path = export_checkpoint(src, dst, half=half, **overrides)
+    path = export_checkpoint(source, dst, half=half, **overrides)
     typer.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")

@@ -97,7 +97,7 @@ class Predictor:
                 out = self.net(x)
         out = out.float()
         if self.palette is not None:
-            rgb = palette_to_rgb(out, self.palette, self.spec.palette_sharpness)
+            rgb = palette_to_rgb(out, self.palette, self.spec.palette_sharpness, self.spec.palette_bias)
         else:
             rgb = (out.clamp(-1, 1) + 1.0) * 127.5
         return rgb.cpu().numpy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import stat
@@ -209,6 +210,32 @@ def test_palette_sharpness_moves_from_argmax_to_the_expected_colour() -> None:
     torch.testing.assert_close(soft, torch.tensor([200 * p1, 100 * p1, 50 * p1]))
     sharp = palette_to_rgb(logits, palette, 50.0).flatten()
     assert float(sharp.abs().max()) < 1e-6 * 200 + 1e-12 or float(sharp.max()) < 1e-10
+
+
+def test_palette_bias_shifts_the_decision_and_travels_in_the_checkpoint(tmp_path: Path) -> None:
+    from geopix.cli import main
+    from geopix.errors import OptionError
+    from geopix.models.generator import palette_to_rgb
+
+    palette = ((0, 0, 0), (200, 100, 50))
+    logits = torch.tensor([2.0, 1.0]).view(1, 2, 1, 1)
+    assert palette_to_rgb(logits, palette, 0.0, (0.0, 0.9)).flatten().tolist() == [0, 0, 0]
+    assert palette_to_rgb(logits, palette, 0.0, (0.0, 1.1)).flatten().tolist() == [200, 100, 50]
+    soft = palette_to_rgb(logits, palette, 1.0, (0.0, 1.0)).flatten()  # equal logits: the mean colour
+    torch.testing.assert_close(soft, torch.tensor([100.0, 50.0, 25.0]))
+
+    dst = tmp_path / "biased.safetensors"
+    assert main(["export", "sat2map", str(dst), "--class-bias", "building=1.5", "--class-bias", "water=-1"]) == 0
+    spec = load_model(dst).spec
+    by_colour = dict(zip(spec.palette, spec.palette_bias, strict=True))
+    assert by_colour[(242, 240, 234)] == 1.5 and by_colour[(176, 207, 254)] == -1.0
+    assert sum(b != 0 for b in spec.palette_bias) == 2
+    bad = tmp_path / "bad.safetensors"
+    assert main(["export", "sat2map", str(bad), "--class-bias", "roof=1"]) == OptionError.exit_code
+    assert main(["export", "sat2map", str(bad), "--class-bias", "building=lots"]) == OptionError.exit_code
+    assert not bad.exists()
+    with pytest.raises(CheckpointError, match="palette_bias has 1 values for 10"):
+        dataclasses.replace(spec, palette_bias=(1.0,))
 
 
 def test_checkpoints_get_the_umask_mode(tmp_path: Path) -> None:

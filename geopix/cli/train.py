@@ -133,6 +133,27 @@ def train_cmd(
     typer.echo(f"generator checkpoint: {path}")
 
 
+def _palette_bias(palette: tuple[tuple[int, int, int], ...], items: list[str]) -> tuple[float, ...]:
+    """``["building=1"]`` → one logit offset per palette colour (every colour that draws the class)."""
+    from geopix.style import CLASS_NAMES, class_to_palette_mask
+
+    if not palette:
+        raise OptionError("--class-bias needs a palette-head checkpoint; this one draws RGB")
+    owner = class_to_palette_mask(palette)
+    bias = [0.0] * len(palette)
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in CLASS_NAMES:
+            raise OptionError(f"--class-bias {item!r}: write CLASS=VALUE with CLASS one of {', '.join(CLASS_NAMES)}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise OptionError(f"--class-bias {item!r}: {raw!r} is not a number") from None
+        for k in owner[CLASS_NAMES.index(name)].nonzero()[0]:
+            bias[int(k)] += value
+    return tuple(bias)
+
+
 @app.command("export")
 def export_cmd(
     src: str = typer.Argument(
@@ -146,6 +167,10 @@ def export_cmd(
     input_stats: Path = typer.Option(None, help="Dataset folder: record its input colour statistics."),
     palette_sharpness: float = typer.Option(
         None, help="Palette decoding: 0 = argmax colour, k > 0 = colours weighted by softmax(k · logits)."
+    ),
+    class_bias: list[str] = typer.Option(
+        None,
+        help="Palette decoding: add VALUE to the logits of CLASS's colours, CLASS=VALUE (repeat; e.g. building=1).",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists."),
 ) -> None:
@@ -166,6 +191,8 @@ def export_cmd(
         overrides["direction"] = direction
     if palette_sharpness is not None:
         overrides["palette_sharpness"] = palette_sharpness
+    if class_bias:
+        overrides["palette_bias"] = _palette_bias(spec.palette, class_bias)
     if input_stats is not None:
         from geopix.data.pairs import find_pairs, input_statistics
 

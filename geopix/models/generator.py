@@ -176,7 +176,10 @@ def count_parameters(net: nn.Module) -> int:
 
 
 def palette_to_rgb(
-    logits: torch.Tensor, palette: Sequence[Sequence[float]] | torch.Tensor, sharpness: float = 0.0
+    logits: torch.Tensor,
+    palette: Sequence[Sequence[float]] | torch.Tensor,
+    sharpness: float = 0.0,
+    bias: Sequence[float] = (),
 ) -> torch.Tensor:
     """Palette logits (N,K,H,W) → RGB (N,3,H,W) in 0..255; a pure per-pixel function.
 
@@ -184,8 +187,11 @@ def palette_to_rgb(
     ``sharpness`` s > 0: the colours averaged with weights ``softmax(s · logits)`` — confident
     pixels keep their flat colour, uncertain ones move towards the expected colour, which
     costs a little exact-colour accuracy and saves squared error.
+    ``bias`` (one value per colour) is added to the logits first: a prior shift.
     """
     pal = torch.as_tensor(palette, dtype=torch.float32, device=logits.device)
+    if len(bias):
+        logits = logits.float() + torch.as_tensor(bias, dtype=torch.float32, device=logits.device)[None, :, None, None]
     if sharpness > 0:
         weights = torch.softmax(sharpness * logits.float(), 1)
         return torch.einsum("nkhw,kc->nchw", weights, pal)

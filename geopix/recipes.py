@@ -99,7 +99,8 @@ def get_recipe(name: str) -> Recipe:
 
 
 def _flag(field: str) -> str:
-    return "--" + {"source_resolution_m": "source_resolution"}.get(field, field).replace("_", "-")
+    names = {"source_resolution_m": "source_resolution", "ground_resolution_m": "ground_resolution"}
+    return "--" + names.get(field, field).replace("_", "-")
 
 
 def _option_args(values: Mapping[str, object]) -> list[str]:

@@ -168,6 +168,11 @@ def export_cmd(
     palette_sharpness: float = typer.Option(
         None, help="Palette decoding: 0 = argmax colour, k > 0 = colours weighted by softmax(k · logits)."
     ),
+    keep_class: bool = typer.Option(
+        None,
+        "--keep-class/--no-keep-class",
+        help="Palette decoding: blends never cross into another class's colour (pixels read as their likeliest class).",
+    ),
     class_bias: list[str] = typer.Option(
         None,
         help="Palette decoding: add VALUE to the logits of CLASS's colours, CLASS=VALUE (repeat; e.g. building=1).",
@@ -191,6 +196,8 @@ def export_cmd(
         overrides["direction"] = direction
     if palette_sharpness is not None:
         overrides["palette_sharpness"] = palette_sharpness
+    if keep_class is not None:
+        overrides["palette_keep_class"] = keep_class
     if class_bias:
         overrides["palette_bias"] = _palette_bias(spec.palette, class_bias)
     if input_stats is not None:

@@ -60,6 +60,9 @@ class ModelSpec:
     #: prior shift (logit adjustment): real imagery holds far more buildings than the New York
     #: maps the head was trained on, so a building logit offset recovers recall there.
     palette_bias: tuple[float, ...] = ()
+    #: Palette decoding: blends (sharpness > 0) never cross into another style class's colour,
+    #: so each pixel reads as the class of its most likely colour (geopix.style.classify).
+    palette_keep_class: bool = False
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:

@@ -44,8 +44,8 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "sat2map": Recipe(
         "sat2map",
-        "palette head at 1.89 m/px, then fine-tuned with scale and colour jitter (0.90-1.89 m/px); declares 1.00, "
-        "where real imagery reads best",
+        "palette head at 1.89 m/px, then fine-tuned with scale and colour jitter (0.90-1.89 m/px); declares 1.10, "
+        "where real imagery reads best within the maps val goals",
         (
             Stage(
                 "stage1",
@@ -67,7 +67,7 @@ RECIPES: dict[str, Recipe] = {
                 from_previous=True,
             ),
         ),
-        export=(("ground_resolution_m", 1.0), ("palette_sharpness", 8.0), ("palette_keep_class", True)),
+        export=(("ground_resolution_m", 1.1), ("palette_sharpness", 8.0), ("palette_keep_class", True)),
     ),
     "map2sat": Recipe(
         "map2sat",

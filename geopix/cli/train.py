@@ -171,7 +171,7 @@ def export_cmd(
     keep_class: bool = typer.Option(
         None,
         "--keep-class/--no-keep-class",
-        help="Palette decoding: blends never cross into another class's colour (pixels read as their likeliest class).",
+        help="Palette decoding: blends stop before another class's colour (default: as in SRC).",
     ),
     class_bias: list[str] = typer.Option(
         None,

@@ -212,15 +212,28 @@ def keep_class(
     """Move each pixel from ``start`` (its argmax colour, ...,3) towards ``target`` only as far
     as it stays nearest to its own class colour, by at least one RGB unit (so rounding to
     8 bits keeps it there).  The nearest-colour cells are convex, so the largest step is the
-    smallest crossing of the half-spaces ``x · (c_j − c_a) ≤ (|c_j|² − |c_a|²) / 2``."""
+    smallest crossing of the half-spaces ``x · (c_j − c_a) ≤ (|c_j|² − |c_a|²) / 2``.
+
+    Most targets are well inside their cell (``|x − c_j|² − |x − c_a|² ≥ 2 |c_j − c_a|`` for
+    every other class j, seven distances a pixel); only the others get the half-space clamp,
+    which keeps the decoding's cost small.  Every palette colour is inside its cell with that
+    margin, so a target inside needs no clamp: ``t`` = 1 either way.
+    """
     cc = torch.as_tensor(class_colours, dtype=torch.float32, device=start.device)
     owner = torch.cdist(palette, cc).argmin(1)  # the class of each palette colour
     normal = cc[None, :, :] - cc[:, None, :]  # (C, C, 3): from class a towards class j
     offset = (cc.pow(2).sum(1)[None, :] - cc.pow(2).sum(1)[:, None]) / 2 - normal.norm(dim=-1)
     cls = owner[idx]  # N,H,W
-    n, b = normal[cls], offset[cls]  # (N,H,W,C,3), (N,H,W,C)
-    slack = (b - (n * start[..., None, :]).sum(-1)).clamp(min=0)
-    toward = (n * (target - start)[..., None, :]).sum(-1)
-    bound = torch.where(toward > 0, slack / toward.clamp(min=1e-12), torch.full_like(slack, float("inf")))
-    t = bound.min(-1).values.clamp(max=1.0)
+    dist = (target.pow(2).sum(-1, keepdim=True) - 2 * target @ cc.T + cc.pow(2).sum(1)).clamp(min=0)  # N,H,W,C
+    gap = dist - dist.gather(-1, cls[..., None]) - 2 * normal.norm(dim=-1)[cls]
+    gap.scatter_(-1, cls[..., None], float("inf"))  # the own class is no constraint
+    crossing = (gap < 0).any(-1)  # N,H,W: the pixels that need the clamp
+    t = torch.ones(cls.shape, dtype=torch.float32, device=start.device)
+    if crossing.any():
+        s, g, c = start[crossing], target[crossing], cls[crossing]  # (M,3), (M,3), (M,)
+        n, b = normal[c], offset[c]  # (M,C,3), (M,C)
+        slack = (b - (n * s[:, None, :]).sum(-1)).clamp(min=0)
+        toward = (n * (g - s)[:, None, :]).sum(-1)
+        bound = torch.where(toward > 0, slack / toward.clamp(min=1e-12), torch.full_like(slack, float("inf")))
+        t[crossing] = bound.min(-1).values.clamp(max=1.0)
     return start + t[..., None] * (target - start)

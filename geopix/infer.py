@@ -14,6 +14,7 @@ from torch import nn
 from geopix.errors import DeviceError
 from geopix.models.checkpoint import LoadedModel, ModelSpec
 from geopix.models.generator import palette_to_rgb
+from geopix.style import COLOURS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,6 +75,9 @@ class Predictor:
         self.palette = (
             torch.tensor(spec.palette, dtype=torch.float32, device=self.device) if spec.head == "palette" else None
         )
+        self.class_colours = (
+            torch.as_tensor(COLOURS, device=self.device) if spec.head == "palette" and spec.palette_keep_class else None
+        )
 
     @classmethod
     def from_loaded(
@@ -97,7 +101,9 @@ class Predictor:
                 out = self.net(x)
         out = out.float()
         if self.palette is not None:
-            rgb = palette_to_rgb(out, self.palette, self.spec.palette_sharpness)
+            rgb = palette_to_rgb(
+                out, self.palette, self.spec.palette_sharpness, self.spec.palette_bias, self.class_colours
+            )
         else:
             rgb = (out.clamp(-1, 1) + 1.0) * 127.5
         return rgb.cpu().numpy()

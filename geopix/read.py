@@ -339,16 +339,17 @@ def colour_match(info: RasterInfo, target: tuple[tuple[float, float], ...]) -> R
     return replace(info, colour=tuple(out))
 
 
-def _reflect_pad(arr: np.ndarray, inside: Window, want: Window) -> np.ndarray:
-    pads = (
-        (inside.row - want.row, want.row_stop - inside.row_stop),
-        (inside.col - want.col, want.col_stop - inside.col_stop),
-    )
-    if not any(p for pair in pads for p in pair):
-        return arr
-    lead = [(0, 0)] * (arr.ndim - 2)
-    mode = "reflect" if min(arr.shape[-2:]) > 1 else "edge"
-    return np.pad(arr, [*lead, *pads], mode=mode)
+def reflect_index(start: int, stop: int, n: int) -> np.ndarray:
+    """Indices ``start..stop`` folded into ``0..n-1`` as ``np.pad(mode="reflect")`` of the *whole*
+    axis would (edge-repeat for n = 1).  Past-edge pixels then depend only on the raster, not on
+    which window is read: a tile reaching past the edge gets the same pixels whichever block reads
+    it (padding a small window by more than it holds bounces back and forth inside the window)."""
+    idx = np.arange(start, stop, dtype=np.int64)
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * (n - 1)
+    m = np.mod(idx, period)
+    return np.where(m < n, m, period - m)
 
 
 class WorkReader:
@@ -387,19 +388,18 @@ class WorkReader:
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """(values ``(3, h, w)`` in [-1, 1], valid ``(h, w)`` bool) for any work-grid window."""
-        inside = window.intersection(Window(0, 0, self.grid.height, self.grid.width))
-        if inside is None:  # cannot happen for planned tiles; keep it total anyway
-            return (
-                np.zeros((3, window.height, window.width), np.float32),
-                np.zeros((window.height, window.width), bool),
-            )
+        rows = reflect_index(window.row, window.row_stop, self.grid.height)
+        cols = reflect_index(window.col, window.col_stop, self.grid.width)
+        r0, c0 = int(rows.min()), int(cols.min())
+        inside = Window(r0, c0, int(rows.max()) + 1 - r0, int(cols.max()) + 1 - c0)
         rw = RioWindow(inside.col, inside.row, inside.width, inside.height)
         with damaged_is_an_error(self.info.path, f" at work-grid window {inside}"):
             data = self._ds.read(list(self.info.bands), window=rw)
             valid = self._ds.dataset_mask(window=rw) > 0
-        data = _reflect_pad(to_unit(data, self.info), inside, window)
-        valid = _reflect_pad(valid, inside, window)
-        return data, valid
+        if (inside.height, inside.width) != (window.height, window.width) or (r0, c0) != (window.row, window.col):
+            data = data[:, rows - r0][:, :, cols - c0]
+            valid = valid[rows - r0][:, cols - c0]
+        return to_unit(data, self.info), valid
 
 
 def read_source_mask(info: RasterInfo, window: Window) -> np.ndarray:

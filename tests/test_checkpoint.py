@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import stat
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geopix.errors import CheckpointError, ModelNotAvailableError
 from geopix.infer import Predictor
@@ -209,6 +212,67 @@ def test_palette_sharpness_moves_from_argmax_to_the_expected_colour() -> None:
     torch.testing.assert_close(soft, torch.tensor([200 * p1, 100 * p1, 50 * p1]))
     sharp = palette_to_rgb(logits, palette, 50.0).flatten()
     assert float(sharp.abs().max()) < 1e-6 * 200 + 1e-12 or float(sharp.max()) < 1e-10
+
+
+def test_palette_bias_shifts_the_decision_and_travels_in_the_checkpoint(tmp_path: Path) -> None:
+    from geopix.cli import main
+    from geopix.errors import OptionError
+    from geopix.models.generator import palette_to_rgb
+
+    palette = ((0, 0, 0), (200, 100, 50))
+    logits = torch.tensor([2.0, 1.0]).view(1, 2, 1, 1)
+    assert palette_to_rgb(logits, palette, 0.0, (0.0, 0.9)).flatten().tolist() == [0, 0, 0]
+    assert palette_to_rgb(logits, palette, 0.0, (0.0, 1.1)).flatten().tolist() == [200, 100, 50]
+    soft = palette_to_rgb(logits, palette, 1.0, (0.0, 1.0)).flatten()  # equal logits: the mean colour
+    torch.testing.assert_close(soft, torch.tensor([100.0, 50.0, 25.0]))
+
+    dst = tmp_path / "biased.safetensors"
+    assert main(["export", "sat2map", str(dst), "--class-bias", "building=1.5", "--class-bias", "water=-1"]) == 0
+    spec = load_model(dst).spec
+    by_colour = dict(zip(spec.palette, spec.palette_bias, strict=True))
+    assert by_colour[(242, 240, 234)] == 1.5 and by_colour[(176, 207, 254)] == -1.0
+    assert sum(b != 0 for b in spec.palette_bias) == 2
+    bad = tmp_path / "bad.safetensors"
+    assert main(["export", "sat2map", str(bad), "--class-bias", "roof=1"]) == OptionError.exit_code
+    assert main(["export", "sat2map", str(bad), "--class-bias", "building=lots"]) == OptionError.exit_code
+    assert not bad.exists()
+    with pytest.raises(CheckpointError, match="palette_bias has 1 values for 10"):
+        dataclasses.replace(spec, palette_bias=(1.0,))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), scale=st.floats(0.1, 8.0), sharpness=st.floats(0.5, 16.0))
+def test_keep_class_blends_read_as_the_likeliest_class(seed: int, scale: float, sharpness: float) -> None:
+    """Decoded, rounded to 8 bits and classified to the nearest style colour, every pixel shows
+    the class of its argmax palette colour; plain blends do not (half road, half background is
+    the building colour)."""
+    from geopix.models.generator import palette_to_rgb
+    from geopix.style import COLOURS, classify, palette_classes
+
+    palette = load_model("sat2map").spec.palette
+    logits = torch.randn(2, len(palette), 16, 16, generator=torch.Generator().manual_seed(seed)) * scale
+    want = palette_classes(palette)[logits.argmax(1).numpy()]
+    kept = palette_to_rgb(logits, palette, sharpness, (), torch.as_tensor(COLOURS))
+    assert (classify(kept.round().permute(0, 2, 3, 1).numpy()) == want).all()
+    plain = palette_to_rgb(logits, palette, sharpness)
+    assert (kept - plain).abs().max() <= (plain - palette_to_rgb(logits, palette)).abs().max() + 1e-4
+
+
+def test_keep_class_only_stops_blends_that_cross_a_class() -> None:
+    from geopix.models.generator import palette_to_rgb
+    from geopix.style import BY_NAME, COLOURS, classify
+
+    palette = ((232, 229, 222), (253, 253, 251), (202, 222, 172))  # background, minor road, park
+    road_bg = torch.tensor([1.0, 0.9, -9.0]).view(1, 3, 1, 1)  # nearly half road: blends to "building"
+    plain = palette_to_rgb(road_bg, palette, 8.0).flatten()
+    assert classify(plain.numpy()) == BY_NAME["building"].index
+    kept = palette_to_rgb(road_bg, palette, 8.0, (), torch.as_tensor(COLOURS)).flatten()
+    assert classify(kept.round().numpy()) == BY_NAME["background"].index
+    assert (kept != torch.tensor([232.0, 229.0, 222.0])).any()  # moved towards the road, stopped in time
+    bg_park = torch.tensor([1.0, -9.0, 0.9]).view(1, 3, 1, 1)  # background/park blends stay background
+    torch.testing.assert_close(
+        palette_to_rgb(bg_park, palette, 8.0, (), torch.as_tensor(COLOURS)), palette_to_rgb(bg_park, palette, 8.0)
+    )
 
 
 def test_checkpoints_get_the_umask_mode(tmp_path: Path) -> None:

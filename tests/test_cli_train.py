@@ -153,3 +153,13 @@ def test_the_command_is_recorded_in_the_checkpoint(data: Path, tmp_path: Path) -
     training = json.loads(load_model(tmp_path / "generator.safetensors").spec.training)
     assert training["command"].startswith(f"geopix train {data} --run-dir {tmp_path} --preset palette ")
     assert "--epochs 1 --epochs-decay 0" in training["command"] and "--no-progress" in training["command"]
+
+
+def test_export_takes_a_registry_name(tmp_path: Path) -> None:
+    dst = tmp_path / "sat2map_0.9.safetensors"
+    assert main(["export", "sat2map", str(dst), "--ground-resolution", "0.9"]) == 0
+    shipped, exported = load_model("sat2map"), load_model(dst)
+    assert exported.spec.ground_resolution_m == 0.9
+    assert exported.spec.palette == shipped.spec.palette
+    assert main(["export", "no-such-model", str(tmp_path / "x.safetensors")]) != 0
+    assert not (tmp_path / "x.safetensors").exists()

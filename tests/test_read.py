@@ -7,10 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from geopix.config import RenderConfig, TileConfig
 from geopix.pipeline import render
-from geopix.read import colour_match, ground_resolution, inspect_raster, to_unit
+from geopix.plan import Window
+from geopix.read import WorkReader, colour_match, ground_resolution, inspect_raster, reflect_index, to_unit, work_grid
 from geopix.testing import random_checkpoint, synthetic_aerial
 
 TARGET = ((60.0, 40.0), (63.0, 39.0), (58.0, 40.0))
@@ -108,3 +111,26 @@ def test_ground_resolution_of_a_geographic_raster(tmp_path: Path) -> None:
         dx, dy = ground_resolution(src)
     assert dx == pytest.approx(0.557, rel=1e-2)  # 1e-5 ° of longitude at 60° N
     assert dy == pytest.approx(1.116, rel=1e-2)  # 1e-5 ° of latitude
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), start=st.integers(-120, 40), length=st.integers(1, 160))
+def test_reflect_index_is_numpy_reflect_of_the_whole_axis(n: int, start: int, length: int) -> None:
+    lead = max(0, -start) + 200
+    padded = np.pad(np.arange(n), (lead, lead + start + length), mode="reflect" if n > 1 else "edge")
+    assert reflect_index(start, start + length, n).tolist() == padded[lead + start : lead + start + length].tolist()
+
+
+def test_past_edge_pixels_do_not_depend_on_the_window_read(tmp_path: Path) -> None:
+    """A tile reaching 185 px past the edge is read once inside a wide block window and once
+    inside a narrow one (71 px inside the raster): the same pixels either way.  Padding the
+    narrow window by more than it holds bounced back and forth inside it, so a render's
+    output depended on --chunk-size (seen on Vienna at 0.3 -> 1.1 m)."""
+    src = synthetic_aerial(tmp_path / "a.tif", (100, 455), res=1.0)
+    info = inspect_raster(src)
+    with WorkReader(info, work_grid(info, None, False)) as reader:
+        wide, wide_valid = reader.read(Window(0, 128, 100, 512))
+        narrow, narrow_valid = reader.read(Window(0, 384, 100, 256))
+        whole, _ = reader.read(Window(0, 0, 100, 455))
+    assert np.array_equal(wide[:, :, 256:], narrow) and np.array_equal(wide_valid[:, 256:], narrow_valid)
+    assert np.array_equal(narrow, np.pad(whole, ((0, 0), (0, 0), (0, 185)), mode="reflect")[:, :, 384:640])

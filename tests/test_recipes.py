@@ -57,7 +57,8 @@ def test_the_smoke_run_in_training_md_matches_the_shipped_sat2map(tmp_path: Path
     (line,) = smoke.commands()
     out = Path(line.split(" -o ")[1].split()[0])
     made, shipped = load_model(ws / out / "generator.safetensors").spec, load_model("sat2map").spec
-    for field in ("ground_resolution_m", "palette_sharpness", "head", "ngf", "num_downs", "norm", "direction"):
+    fields = ("ground_resolution_m", "palette_sharpness", "palette_keep_class", "head", "ngf", "num_downs", "norm")
+    for field in (*fields, "direction"):
         assert getattr(made, field) == getattr(shipped, field), field
     assert len(made.palette) == len(shipped.palette) and made.use_dropout == shipped.use_dropout
     training = json.loads(made.training)

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from geopix.config import PRESETS, TrainConfig
 from geopix.errors import GeopixError, Interrupted, ResumeError
+from geopix.models.checkpoint import export_checkpoint
 from geopix.models.registry import load_model
 from geopix.testing import synthetic_maps_dataset
 from geopix.train import GENERATOR, LOG, STATE, Trainer, train
@@ -134,13 +135,15 @@ def test_checkpoint_records_the_recipe(data: Path, tmp_path: Path) -> None:
 def test_init_from_starts_at_those_weights_and_checks_the_architecture(data: Path, tmp_path: Path) -> None:
     first = tmp_path / "first"
     train(_cfg(data, first, "palette", epochs=1, epochs_decay=0, load_size=256))
-    start = load_model(first / GENERATOR)
+    export_checkpoint(first / GENERATOR, first / "decoded.safetensors", palette_sharpness=4.0, palette_keep_class=True)
+    start = load_model(first / "decoded.safetensors")
     tuned = Trainer(
-        _cfg(data, tmp_path / "tuned", "palette", init_from=str(first / GENERATOR), load_size=256, load_size_max=400)
+        _cfg(data, tmp_path / "tuned", "palette", init_from=str(start.path), load_size=256, load_size_max=400)
     )
     for key, value in start.net.state_dict().items():
         torch.testing.assert_close(tuned.G.state_dict()[key], value)
     assert tuned.spec.palette == start.spec.palette  # the classes keep their meaning
+    assert (tuned.spec.palette_sharpness, tuned.spec.palette_keep_class) == (4.0, True)  # and their decoding
     assert tuned.spec.ground_resolution_m == pytest.approx(256 / (256 * 400) ** 0.5)  # geometric middle
     with pytest.raises(GeopixError, match="ngf"):
         Trainer(_cfg(data, tmp_path / "bad", "palette", ngf=8, init_from=str(first / GENERATOR)))

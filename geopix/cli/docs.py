@@ -92,9 +92,11 @@ def _default(param) -> str:
     if param.required:
         return "required"
     value = param.default
+    if value is None:  # unset: the command decides (e.g. "as in the checkpoint"); the help says how
+        return ""
     if getattr(param, "is_flag", False):
         return f"`{param.opts[0]}`" if value else (f"`{param.secondary_opts[0]}`" if param.secondary_opts else "off")
-    return "" if value is None else f"`{value}`"
+    return f"`{value}`"
 
 
 def _usage(name: str, cmd) -> str:

@@ -133,9 +133,32 @@ def train_cmd(
     typer.echo(f"generator checkpoint: {path}")
 
 
+def _palette_bias(palette: tuple[tuple[int, int, int], ...], items: list[str]) -> tuple[float, ...]:
+    """``["building=1"]`` → one logit offset per palette colour (every colour that draws the class)."""
+    from geopix.style import CLASS_NAMES, class_to_palette_mask
+
+    if not palette:
+        raise OptionError("--class-bias needs a palette-head checkpoint; this one draws RGB")
+    owner = class_to_palette_mask(palette)
+    bias = [0.0] * len(palette)
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in CLASS_NAMES:
+            raise OptionError(f"--class-bias {item!r}: write CLASS=VALUE with CLASS one of {', '.join(CLASS_NAMES)}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise OptionError(f"--class-bias {item!r}: {raw!r} is not a number") from None
+        for k in owner[CLASS_NAMES.index(name)].nonzero()[0]:
+            bias[int(k)] += value
+    return tuple(bias)
+
+
 @app.command("export")
 def export_cmd(
-    src: Path = typer.Argument(..., help="A generator checkpoint (e.g. RUN_DIR/generator.safetensors)."),
+    src: str = typer.Argument(
+        ..., help="A registry name (sat2map) or a generator checkpoint (e.g. RUN_DIR/generator.safetensors)."
+    ),
     dst: Path = typer.Argument(..., help="Where to write the shippable checkpoint."),
     half: bool = typer.Option(True, "--half/--full", help="Store weights as fp16 (about half the size)."),
     ground_resolution: float = typer.Option(None, help="Correct the metres per pixel the model expects."),
@@ -145,16 +168,27 @@ def export_cmd(
     palette_sharpness: float = typer.Option(
         None, help="Palette decoding: 0 = argmax colour, k > 0 = colours weighted by softmax(k · logits)."
     ),
+    keep_class: bool = typer.Option(
+        None,
+        "--keep-class/--no-keep-class",
+        help="Palette decoding: blends stop before another class's colour (default: as in SRC).",
+    ),
+    class_bias: list[str] = typer.Option(
+        None,
+        help="Palette decoding: add VALUE to the logits of CLASS's colours, CLASS=VALUE (repeat; e.g. building=1).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists."),
 ) -> None:
     """Re-save a checkpoint for shipping (fp16, corrected metadata)."""
     import json
 
     from geopix.models.checkpoint import export_checkpoint, load_checkpoint
+    from geopix.models.registry import resolve_model
 
+    source = resolve_model(src)
     if dst.exists() and not overwrite:
         raise OutputExistsError(f"{dst} already exists; pass --overwrite to replace it or choose another DST")
-    spec = load_checkpoint(src).spec
+    spec = load_checkpoint(source).spec
     overrides: dict[str, object] = {}
     if ground_resolution is not None:
         overrides["ground_resolution_m"] = ground_resolution
@@ -162,6 +196,10 @@ def export_cmd(
         overrides["direction"] = direction
     if palette_sharpness is not None:
         overrides["palette_sharpness"] = palette_sharpness
+    if keep_class is not None:
+        overrides["palette_keep_class"] = keep_class
+    if class_bias:
+        overrides["palette_bias"] = _palette_bias(spec.palette, class_bias)
     if input_stats is not None:
         from geopix.data.pairs import find_pairs, input_statistics
 
@@ -170,5 +208,5 @@ def export_cmd(
         training = json.loads(spec.training or "{}")
         training["note"] = json.loads(note.read_text())
         overrides["training"] = json.dumps(training)
-    path = export_checkpoint(src, dst, half=half, **overrides)
+    path = export_checkpoint(source, dst, half=half, **overrides)
     typer.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")

@@ -56,6 +56,13 @@ class ModelSpec:
     input_stats: tuple[tuple[float, float], ...] = ()
     #: Palette head decoding: 0 = argmax; s > 0 = colours weighted by softmax(s · logits).
     palette_sharpness: float = 0.0
+    #: Palette head decoding: added to each colour's logit before decoding (empty = none).  A
+    #: prior shift (logit adjustment): real imagery holds far more buildings than the New York
+    #: maps the head was trained on, so a building logit offset recovers recall there.
+    palette_bias: tuple[float, ...] = ()
+    #: Palette decoding: blends (sharpness > 0) never cross into another style class's colour,
+    #: so each pixel reads as the class of its most likely colour (geopix.style.classify).
+    palette_keep_class: bool = False
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -64,6 +71,10 @@ class ModelSpec:
             raise CheckpointError(f"checkpoint head {self.head!r} is not one of {HEADS}")
         if self.head == "palette" and len(self.palette) != self.output_nc:
             raise CheckpointError(f"palette head has {self.output_nc} outputs but {len(self.palette)} palette colours")
+        if self.palette_bias and len(self.palette_bias) != len(self.palette):
+            raise CheckpointError(
+                f"palette_bias has {len(self.palette_bias)} values for {len(self.palette)} palette colours"
+            )
         if self.direction not in ("AtoB", "BtoA"):
             raise CheckpointError(f"direction {self.direction!r} must be 'AtoB' or 'BtoA'")
 
@@ -99,6 +110,8 @@ class ModelSpec:
                     value = tuple(tuple(int(c) for c in rgb) for rgb in value)
                 elif key == "band_order":
                     value = tuple(value)
+                elif key == "palette_bias":
+                    value = tuple(float(b) for b in value)
                 elif key == "input_stats":
                     value = tuple((float(m), float(s)) for m, s in value)
                 kwargs[key] = value

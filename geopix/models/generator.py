@@ -176,7 +176,11 @@ def count_parameters(net: nn.Module) -> int:
 
 
 def palette_to_rgb(
-    logits: torch.Tensor, palette: Sequence[Sequence[float]] | torch.Tensor, sharpness: float = 0.0
+    logits: torch.Tensor,
+    palette: Sequence[Sequence[float]] | torch.Tensor,
+    sharpness: float = 0.0,
+    bias: Sequence[float] = (),
+    class_colours: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Palette logits (N,K,H,W) → RGB (N,3,H,W) in 0..255; a pure per-pixel function.
 
@@ -184,10 +188,52 @@ def palette_to_rgb(
     ``sharpness`` s > 0: the colours averaged with weights ``softmax(s · logits)`` — confident
     pixels keep their flat colour, uncertain ones move towards the expected colour, which
     costs a little exact-colour accuracy and saves squared error.
+    ``bias`` (one value per colour) is added to the logits first: a prior shift.
+    ``class_colours`` (C,3): the style's class colours.  A blend then stops short of the
+    colours of another class (:func:`keep_class`), so every pixel still reads as the class of
+    its most likely colour: half road, half background would otherwise be the building colour.
     """
     pal = torch.as_tensor(palette, dtype=torch.float32, device=logits.device)
-    if sharpness > 0:
-        weights = torch.softmax(sharpness * logits.float(), 1)
-        return torch.einsum("nkhw,kc->nchw", weights, pal)
+    if len(bias):
+        logits = logits.float() + torch.as_tensor(bias, dtype=torch.float32, device=logits.device)[None, :, None, None]
     idx = logits.argmax(1)  # N,H,W
-    return pal[idx].permute(0, 3, 1, 2)
+    if sharpness <= 0:
+        return pal[idx].permute(0, 3, 1, 2)
+    weights = torch.softmax(sharpness * logits.float(), 1)
+    expected = torch.einsum("nkhw,kc->nchw", weights, pal)
+    if class_colours is None:
+        return expected
+    return keep_class(pal[idx], expected.permute(0, 2, 3, 1), pal, idx, class_colours).permute(0, 3, 1, 2)
+
+
+def keep_class(
+    start: torch.Tensor, target: torch.Tensor, palette: torch.Tensor, idx: torch.Tensor, class_colours: torch.Tensor
+) -> torch.Tensor:
+    """Move each pixel from ``start`` (its argmax colour, ...,3) towards ``target`` only as far
+    as it stays nearest to its own class colour, by at least one RGB unit (so rounding to
+    8 bits keeps it there).  The nearest-colour cells are convex, so the largest step is the
+    smallest crossing of the half-spaces ``x · (c_j − c_a) ≤ (|c_j|² − |c_a|²) / 2``.
+
+    Most targets are well inside their cell (``|x − c_j|² − |x − c_a|² ≥ 2 |c_j − c_a|`` for
+    every other class j, seven distances a pixel); only the others get the half-space clamp,
+    which keeps the decoding's cost small.  Every palette colour is inside its cell with that
+    margin, so a target inside needs no clamp: ``t`` = 1 either way.
+    """
+    cc = torch.as_tensor(class_colours, dtype=torch.float32, device=start.device)
+    owner = torch.cdist(palette, cc).argmin(1)  # the class of each palette colour
+    normal = cc[None, :, :] - cc[:, None, :]  # (C, C, 3): from class a towards class j
+    offset = (cc.pow(2).sum(1)[None, :] - cc.pow(2).sum(1)[:, None]) / 2 - normal.norm(dim=-1)
+    cls = owner[idx]  # N,H,W
+    dist = (target.pow(2).sum(-1, keepdim=True) - 2 * target @ cc.T + cc.pow(2).sum(1)).clamp(min=0)  # N,H,W,C
+    gap = dist - dist.gather(-1, cls[..., None]) - 2 * normal.norm(dim=-1)[cls]
+    gap.scatter_(-1, cls[..., None], float("inf"))  # the own class is no constraint
+    crossing = (gap < 0).any(-1)  # N,H,W: the pixels that need the clamp
+    t = torch.ones(cls.shape, dtype=torch.float32, device=start.device)
+    if crossing.any():
+        s, g, c = start[crossing], target[crossing], cls[crossing]  # (M,3), (M,3), (M,)
+        n, b = normal[c], offset[c]  # (M,C,3), (M,C)
+        slack = (b - (n * s[:, None, :]).sum(-1)).clamp(min=0)
+        toward = (n * (g - s)[:, None, :]).sum(-1)
+        bound = torch.where(toward > 0, slack / toward.clamp(min=1e-12), torch.full_like(slack, float("inf")))
+        t[crossing] = bound.min(-1).values.clamp(max=1.0)
+    return start + t[..., None] * (target - start)

@@ -116,7 +116,7 @@ def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | N
         return _render_to_store(config, t_start, on_progress)
     out_dir = Path(config.output_dir)
     xyz = None if config.xyz is None else Path(config.xyz) if Path(config.xyz).is_absolute() else out_dir / config.xyz
-    xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
+    xyz_name = _names_in_output(config)
     with claim_output(out_dir, [], config.overwrite):
         pending = None if xyz is None or config.overwrite else _pending_web_tiles(config, out_dir, xyz)
         if pending is not None:  # an earlier run of this command rendered the map, not its tiles
@@ -128,6 +128,12 @@ def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | N
         map_path = finalize(prepared, computed)
         computed.stats["finalize"] = time.perf_counter() - t_write
         return publish(prepared, computed, map_path, xyz, t_start, on_progress)
+
+
+def _names_in_output(config: RenderConfig) -> list[str]:
+    """The web-tile name a render writes *inside* its output folder (a relative ``--xyz``), which
+    must not exist yet; an absolute ``--xyz`` lies elsewhere and is checked where it is written."""
+    return [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
 
 
 def _render_to_store(config: RenderConfig, t_start: float, on_progress: ProgressFn | None) -> RenderResult:
@@ -143,7 +149,7 @@ def _render_to_store(config: RenderConfig, t_start: float, on_progress: Progress
     from geopix.remote import check_remote_output, download
 
     output = str(config.output_dir)
-    xyz_name = [str(config.xyz)] if config.xyz is not None and not Path(config.xyz).is_absolute() else []
+    xyz_name = _names_in_output(config)
     with tempfile.TemporaryDirectory(prefix="geopix-render-") as tmp:
         out_dir = Path(tmp)
         xyz = None if config.xyz is None else out_dir / Path(config.xyz).name

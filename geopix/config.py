@@ -7,11 +7,11 @@ nothing patches a config after it is built (``dataclasses.replace`` makes a new 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
-from geopix.errors import OptionError, TilingError
+from geopix.errors import GeopixError, OptionError, TilingError
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 OutputResolution = Literal["source", "model"]
@@ -31,6 +31,31 @@ def check_choice(option: str, value: object, kind: object) -> None:
     allowed = get_args(kind)
     if value not in allowed:
         raise OptionError(f"{option} {value!r} must be one of {', '.join(map(str, allowed))}")
+
+
+C = TypeVar("C")
+
+
+def resolve_config(cls: type[C], config: C | None, kwargs: dict[str, Any], caller: str) -> C:
+    """The config a library function was handed, or one built from its keyword arguments.
+
+    Lets ``geopix.render(input=..., output_dir=...)`` and ``render(RenderConfig(...))`` be the same
+    call, checked by the same ``__post_init__``; passing both is refused rather than half ignored.
+    """
+    if config is not None:
+        if kwargs:
+            raise TypeError(
+                f"{caller}() takes a config ({cls.__name__}) or keyword arguments, not both: {', '.join(kwargs)}"
+            )
+        return config
+    missing = [
+        f"{f.name}="
+        for f in fields(cls)
+        if f.default is MISSING and f.default_factory is MISSING and f.name not in kwargs
+    ]
+    if missing:
+        raise GeopixError(f"{caller}() needs {' and '.join(missing)}, or a config ({cls.__name__})")
+    return cls(**kwargs)
 
 
 @dataclass(frozen=True, slots=True)

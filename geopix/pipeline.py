@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from geopix import __version__, execute
 from geopix.aoi import aoi_window
@@ -32,8 +33,8 @@ from geopix.cluster import (
     set_up_workers,
     task_threads,
 )
-from geopix.config import InferConfig, ProgressFn, RenderConfig, TileConfig
-from geopix.errors import GeopixError, Interrupted
+from geopix.config import InferConfig, ProgressFn, RenderConfig, TileConfig, resolve_config
+from geopix.errors import Interrupted
 from geopix.execute import BlockJob, close_readers
 from geopix.models.checkpoint import LoadedModel
 from geopix.models.distribute import fetch_checkpoint, send_to_workers, sha256_file
@@ -109,7 +110,8 @@ def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | N
     ``on_progress(stage, done, total)`` is called as tiles finish.
     """
     if config is None:
-        config = _config_from_kwargs(kwargs)
+        kwargs = _render_kwargs(kwargs)
+    config = resolve_config(RenderConfig, config, kwargs, "render")
     t_start = time.perf_counter()
     configure_gdal()
     if is_url(config.output_dir):
@@ -557,12 +559,17 @@ def _store_transform(job: BlockJob):
     return base @ Affine.translation(job.store.col, job.store.row)
 
 
-def _config_from_kwargs(kwargs: dict) -> RenderConfig:
-    tiles = TileConfig(**{k: kwargs.pop(k) for k in ("tile_size", "overlap", "chunk_size") if k in kwargs})
-    infer = InferConfig(**{k: kwargs.pop(k) for k in ("device", "batch_size", "threads", "precision") if k in kwargs})
-    if "input" not in kwargs or "output_dir" not in kwargs:
-        raise GeopixError("render() needs input= and output_dir= (or a RenderConfig)")
-    src, out = kwargs["input"], kwargs["output_dir"]
-    kwargs["input"] = tuple(map(str, src)) if isinstance(src, list | tuple) else str(src)
-    kwargs["output_dir"] = out if isinstance(out, str) and is_url(out) else Path(out)
-    return RenderConfig(tiles=tiles, infer=infer, **kwargs)
+def _render_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``render``'s keyword arguments as ``RenderConfig`` fields: the tiling and inference ones
+    (``overlap=32``, ``device="cpu"``) gathered into their own configs, input and output normalised."""
+    for name, cls in (("tiles", TileConfig), ("infer", InferConfig)):
+        own = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls) if f.name in kwargs}
+        if own:
+            kwargs[name] = cls(**own)
+    if "input" in kwargs:
+        src = kwargs["input"]
+        kwargs["input"] = tuple(map(str, src)) if isinstance(src, list | tuple) else str(src)
+    if "output_dir" in kwargs:
+        out = kwargs["output_dir"]
+        kwargs["output_dir"] = out if isinstance(out, str) and is_url(out) else Path(out)
+    return kwargs

@@ -6,12 +6,16 @@ nothing patches a config after it is built (``dataclasses.replace`` makes a new 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 from geopix.errors import GeopixError, OptionError, TilingError
+
+if TYPE_CHECKING:  # heavy modules (torch, GDAL); only their types are needed here
+    from geopix.fidelity import RealSet
+    from geopix.models.checkpoint import LoadedModel
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 OutputResolution = Literal["source", "model"]
@@ -19,6 +23,7 @@ Direction = Literal["AtoB", "BtoA"]  # AtoB: aerial → map
 Norm = Literal["batch", "instance", "none"]
 Head = Literal["tanh", "palette"]  # tanh: RGB regression; palette: classify into palette colours
 GanMode = Literal["vanilla", "lsgan", "none"]
+BnMode = Literal["eval", "train"]  # evaluation's BatchNorm statistics: running (as render) or per batch
 #: Side of a tile every shipped U-Net accepts (8 down-samplings); what messages suggest.
 MODEL_MULTIPLE = 256
 #: How the library reports progress: ``(stage, done, total)``, called from the client's thread.
@@ -255,3 +260,56 @@ PRESETS: dict[str, dict[str, object]] = {
         "epochs_decay": 20,
     },
 }
+
+
+#: The maps' beige background: the constant image every evaluation score is anchored to.
+DEFAULT_BASELINE_COLOR = (232, 229, 222)
+
+
+@dataclass(frozen=True, slots=True)
+class EvalConfig:
+    """Scoring on a paired split (``geopix eval MODEL DATA``); see ``geopix.evaluate.evaluate``."""
+
+    #: A registry name or checkpoint path, or a model already loaded (scored as it is, not reloaded).
+    model: str | Path | LoadedModel
+    data: str | Path  # a dataset folder: the maps layout, or A/ and B/
+    split: str = "val"
+    direction: Direction | None = None  # None: the checkpoint's
+    limit: int | None = None  # score only the first N pairs
+    device: str = "auto"
+    out_dir: str | Path | None = None  # where report.json and samples.png go; None: write nothing
+    batch_size: int = 8
+    source_resolution_m: float | None = None  # of the stored images; None: 0.9 for the maps layout, else 1.0
+    baseline_color: tuple[int, int, int] = DEFAULT_BASELINE_COLOR
+    bn_mode: BnMode = "eval"
+    n_samples: int = 4  # rows of samples.png
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise OptionError(f"--batch-size {self.batch_size} must be at least 1; try --batch-size 8")
+        if self.limit is not None and self.limit < 1:
+            raise OptionError(f"--limit {self.limit} must be at least 1")
+        if len(self.baseline_color) != 3 or not all(0 <= int(c) <= 255 for c in self.baseline_color):
+            raise OptionError(f"--baseline-color {self.baseline_color} must be three values in 0..255")
+        if self.source_resolution_m is not None and self.source_resolution_m <= 0:
+            raise OptionError(f"--source-resolution {self.source_resolution_m} must be positive")
+        if self.direction is not None:
+            check_choice("--direction", self.direction, Direction)
+        check_choice("--bn-mode", self.bn_mode, BnMode)
+
+
+@dataclass(frozen=True, slots=True)
+class RealEvalConfig:
+    """Scoring renders of labelled real imagery (``geopix eval --raster`` or a sets .json); see
+    ``geopix.fidelity.evaluate_sets``."""
+
+    model: str | Path
+    sets: Sequence[RealSet]
+    out_dir: str | Path
+    device: str = "auto"
+    overlap: int = 64  # of the render's tiles
+
+    def __post_init__(self) -> None:
+        # The renders check these too, but only once the first one starts, after out_dir is made.
+        TileConfig(overlap=self.overlap)
+        InferConfig(device=self.device)

@@ -26,7 +26,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -34,9 +33,9 @@ from PIL import Image
 from torch import nn
 
 from geopix import style
-from geopix.config import Direction, ProgressFn, check_choice
+from geopix.config import DEFAULT_BASELINE_COLOR, EvalConfig, ProgressFn, resolve_config
 from geopix.data.pairs import PairRef, default_source_resolution, find_pairs, read_pair
-from geopix.errors import DatasetError, OptionError
+from geopix.errors import DatasetError
 from geopix.infer import Predictor
 from geopix.models.checkpoint import LoadedModel
 from geopix.output import written_whole
@@ -45,8 +44,6 @@ EVAL_SIZE = 256
 DELTAS = (5, 10)
 CLASSES = ("road", "park", "water")
 log = logging.getLogger(__name__)
-BnMode = Literal["eval", "train"]  # BatchNorm statistics: running (as render) or per batch
-DEFAULT_BASELINE_COLOR = (232, 229, 222)  # the maps' beige background
 REPORT = "report.json"
 SAMPLES = "samples.png"
 
@@ -233,63 +230,41 @@ def _load(model: str | Path | LoadedModel) -> LoadedModel:
     return load_model(model)
 
 
-def evaluate(
-    model: str | Path | LoadedModel,
-    data: str | Path,
-    *,
-    split: str = "val",
-    direction: Direction | None = None,
-    limit: int | None = None,
-    device: str = "auto",
-    out_dir: str | Path | None = None,
-    batch_size: int = 8,
-    source_resolution_m: float | None = None,
-    baseline_color: tuple[int, int, int] = DEFAULT_BASELINE_COLOR,
-    bn_mode: BnMode = "eval",
-    n_samples: int = 4,
-    on_progress: ProgressFn | None = None,
-) -> EvalReport:
-    """Score ``model`` on ``data``/``split`` (see the module docstring); write files to ``out_dir``.
+def evaluate(config: EvalConfig | None = None, /, *, on_progress: ProgressFn | None = None, **kwargs) -> EvalReport:
+    """Score ``config.model`` on ``config.data``/``split`` (see the module docstring); write files
+    to ``config.out_dir``.
 
-    ``on_progress("eval", pairs done, pairs)`` is called after each batch.  Option values are
-    checked before anything is loaded (``OptionError``)."""
-    if batch_size < 1:
-        raise OptionError(f"--batch-size {batch_size} must be at least 1; try --batch-size 8")
-    if limit is not None and limit < 1:
-        raise OptionError(f"--limit {limit} must be at least 1")
-    if len(baseline_color) != 3 or not all(0 <= int(c) <= 255 for c in baseline_color):
-        raise OptionError(f"--baseline-color {baseline_color} must be three values in 0..255")
-    if source_resolution_m is not None and source_resolution_m <= 0:
-        raise OptionError(f"--source-resolution {source_resolution_m} must be positive")
-    if direction is not None:
-        check_choice("--direction", direction, Direction)
-    check_choice("--bn-mode", bn_mode, BnMode)
+    Also callable as ``geopix.evaluate(model="sat2map", data="maps", limit=100)``.  Option values
+    are checked when the config is built, before anything is loaded (``OptionError``);
+    ``on_progress("eval", pairs done, pairs)`` is called after each batch."""
+    config = resolve_config(EvalConfig, config, kwargs, "evaluate")
     t0 = time.perf_counter()
-    loaded = _load(model)
+    loaded = _load(config.model)
     spec = loaded.spec
-    direction = direction or spec.direction
-    pairs = find_pairs(data, split)
-    if limit is not None:
-        pairs = pairs[:limit]
+    direction = config.direction or spec.direction
+    pairs = find_pairs(config.data, config.split)
+    if config.limit is not None:
+        pairs = pairs[: config.limit]
+    source_resolution_m = config.source_resolution_m
     if source_resolution_m is None:  # 0.9 m/px for the maps layout, else 1.0
         source_resolution_m = default_source_resolution(pairs[0])
     # A copy for train mode: the caller's model must come back exactly as it went in.
-    net = copy.deepcopy(loaded.net) if bn_mode == "train" else loaded.net
-    predictor = Predictor.from_loaded(LoadedModel(spec, net, loaded.path), device)
-    if bn_mode == "train":
+    net = copy.deepcopy(loaded.net) if config.bn_mode == "train" else loaded.net
+    predictor = Predictor.from_loaded(LoadedModel(spec, net, loaded.path), config.device)
+    if config.bn_mode == "train":
         _use_batch_stats(predictor.net)  # after Predictor's eval(): dropout stays off
 
     scores, base = MetricAccumulator(), MetricAccumulator()
     constant = np.empty((EVAL_SIZE, EVAL_SIZE, 3), np.uint8)
-    constant[...] = np.asarray(baseline_color, np.uint8)
+    constant[...] = np.asarray(config.baseline_color, np.uint8)
     samples: list[np.ndarray] = []
     input_size = 0
 
     def size_of(shape: tuple[int, ...]) -> tuple[int, int]:
         return _input_size(shape, source_resolution_m, spec.ground_resolution_m)
 
-    log.info("scoring %d %s pairs of %s on %s", len(pairs), split, data, predictor.device)
-    for batch in _batches(pairs, direction, size_of, batch_size):
+    log.info("scoring %d %s pairs of %s on %s", len(pairs), config.split, config.data, predictor.device)
+    for batch in _batches(pairs, direction, size_of, config.batch_size):
         inputs = np.stack([a for a, _ in batch])
         input_size = max(input_size, *inputs.shape[1:3])
         fakes = predictor.predict_batch(inputs)
@@ -297,35 +272,35 @@ def evaluate(
             real, fake256 = resize_eval(b), resize_eval(fake)
             scores.add(real, fake256)
             base.add(real, constant)
-            if len(samples) < n_samples:
+            if len(samples) < config.n_samples:
                 samples.append(np.concatenate([resize_eval(a), fake256, real], axis=1))
         if on_progress is not None:
             on_progress("eval", scores.n, len(pairs))
 
     files: dict[str, str] = {}
-    if out_dir is not None:
-        out = Path(out_dir)
+    if config.out_dir is not None:
+        out = Path(config.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with written_whole(out / SAMPLES) as tmp:
             Image.fromarray(np.concatenate(samples, axis=0)).save(tmp, format="PNG")
         files = {"report": str(out / REPORT), "samples": str(out / SAMPLES)}
     report = EvalReport(
-        model=loaded.path or str(model),
-        data=str(data),
-        split=split,
+        model=loaded.path or str(config.model),
+        data=str(config.data),
+        split=config.split,
         direction=direction,
         n_images=scores.n,
         input_size=input_size,
         ground_resolution_m=float(spec.ground_resolution_m),
         source_resolution_m=float(source_resolution_m),
-        bn_mode=bn_mode,
+        bn_mode=config.bn_mode,
         metrics=scores.result(),
         baseline=base.result(),
-        baseline_color=tuple(int(c) for c in baseline_color),
+        baseline_color=tuple(int(c) for c in config.baseline_color),
         seconds=round(time.perf_counter() - t0, 2),
         files=files,
     )
-    if out_dir is not None:
+    if config.out_dir is not None:
         with written_whole(Path(files["report"])) as tmp:
             tmp.write_text(report.to_json() + "\n")
     return report

@@ -27,6 +27,7 @@ from PIL import Image
 from pyproj import CRS
 
 from geopix import style
+from geopix.config import InferConfig, RealEvalConfig, RenderConfig, TileConfig, resolve_config
 from geopix.data.rasterize import Labels, rasterize_labels
 from geopix.data.vectors import LayerSpec, read_layers
 from geopix.errors import GeopixError, LabelCoverageError
@@ -135,32 +136,27 @@ class RealEvalReport:
         return json.dumps(_finite(asdict(self)), indent=2, allow_nan=False)
 
 
-def evaluate_sets(
-    model: str | Path,
-    sets: list[RealSet],
-    out_dir: str | Path,
-    *,
-    device: str = "auto",
-    overlap: int = 64,
-) -> RealEvalReport:
-    """Render every raster of every set with ``model`` and score it (see the module docstring)."""
-    from geopix.config import InferConfig, RenderConfig, TileConfig
+def evaluate_sets(config: RealEvalConfig | None = None, /, **kwargs) -> RealEvalReport:
+    """Render every raster of every set with ``config.model`` and score it (see the module docstring).
+
+    Also callable as ``evaluate_sets(model="sat2map", sets=load_sets("sets.json"), out_dir="out")``."""
     from geopix.pipeline import render
 
+    config = resolve_config(RealEvalConfig, config, kwargs, "evaluate_sets")
     t0 = time.perf_counter()
-    out = Path(out_dir)
+    out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     per_set, base, files, notes = {}, {}, {}, []
-    for s in sets:
+    for s in config.sets:
         total, total_base = Counts(), Counts()
         for raster in s.rasters:
             run_dir = out / s.name / Path(raster).stem
             cfg = RenderConfig(
                 input=Path(raster),
                 output_dir=run_dir,
-                model=str(model),
-                tiles=TileConfig(overlap=overlap),
-                infer=InferConfig(device=device, precision="fp32"),
+                model=str(config.model),
+                tiles=TileConfig(overlap=config.overlap),
+                infer=InferConfig(device=config.device, precision="fp32"),
                 output_resolution="model",
                 scheduler="sync",
                 overwrite=True,
@@ -192,7 +188,7 @@ def evaluate_sets(
         vals = [v[g]["iou"] for v in per_set.values() if g in v and not math.isnan(v[g]["iou"])]
         if vals:
             mean[g] = float(np.mean(vals))
-    report = RealEvalReport(str(model), per_set, base, mean, round(time.perf_counter() - t0, 2), files, notes)
+    report = RealEvalReport(str(config.model), per_set, base, mean, round(time.perf_counter() - t0, 2), files, notes)
     with written_whole(out / REPORT) as tmp:
         tmp.write_text(report.to_json() + "\n")
     report.files["report"] = str(out / REPORT)

@@ -1,13 +1,60 @@
-"""The stage configs of the library functions the CLI calls: each is what a keyword call of its function builds."""
+"""The stage configs of the library functions the CLI calls: each refuses a bad value naming the
+option, is frozen, and is what a keyword call of its function builds."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from geopix.config import RenderConfig
+from geopix.config import EvalConfig, RealEvalConfig, RenderConfig, resolve_config
 from geopix.errors import GeopixError, OptionError, TilingError
+
+#: The required fields of each config, with harmless values.
+REQUIRED: dict[type, dict[str, object]] = {
+    EvalConfig: {"model": "sat2map", "data": "maps"},
+    RealEvalConfig: {"model": "sat2map", "sets": (), "out_dir": "o"},
+}
+
+
+@pytest.mark.parametrize(
+    ("cls", "bad", "error", "needle"),
+    [
+        (EvalConfig, {"batch_size": 0}, OptionError, "--batch-size 0 must be at least 1; try --batch-size 8"),
+        (EvalConfig, {"limit": 0}, OptionError, "--limit 0 must be at least 1"),
+        (EvalConfig, {"baseline_color": (0, 0, 300)}, OptionError, "--baseline-color (0, 0, 300) must be three"),
+        (EvalConfig, {"baseline_color": (1, 2)}, OptionError, "--baseline-color (1, 2) must be three"),
+        (EvalConfig, {"source_resolution_m": 0.0}, OptionError, "--source-resolution 0.0 must be positive"),
+        (EvalConfig, {"direction": "sideways"}, OptionError, "--direction 'sideways' must be one of AtoB, BtoA"),
+        (EvalConfig, {"bn_mode": "both"}, OptionError, "--bn-mode 'both' must be one of eval, train"),
+        (RealEvalConfig, {"device": "gpu"}, OptionError, "--device 'gpu' must be auto, cpu, cuda or cuda:N"),
+        (RealEvalConfig, {"overlap": 200}, TilingError, "--overlap 200 must be >= 0"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_the_option(cls: type, bad: dict, error: type, needle: str) -> None:
+    with pytest.raises(error) as info:
+        cls(**REQUIRED[cls], **bad)
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("cls", list(REQUIRED))
+def test_configs_are_frozen_and_build_with_defaults(cls: type) -> None:
+    config = cls(**REQUIRED[cls])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.out_dir = "elsewhere"
+
+
+def test_resolve_config_builds_from_keywords_or_passes_the_config_through() -> None:
+    built = resolve_config(EvalConfig, None, {"model": "sat2map", "data": "maps", "limit": 3}, "evaluate")
+    assert built == EvalConfig("sat2map", "maps", limit=3)
+    assert resolve_config(EvalConfig, built, {}, "evaluate") is built
+    with pytest.raises(TypeError, match=r"evaluate\(\) takes a config \(EvalConfig\) or keyword arguments, not both"):
+        resolve_config(EvalConfig, built, {"limit": 4}, "evaluate")
+    with pytest.raises(GeopixError, match=r"evaluate\(\) needs data=, or a config \(EvalConfig\)"):
+        resolve_config(EvalConfig, None, {"model": "sat2map"}, "evaluate")
+    with pytest.raises(OptionError, match="--limit 0"):
+        resolve_config(EvalConfig, None, {"model": "sat2map", "data": "maps", "limit": 0}, "evaluate")
 
 
 def test_render_keywords_are_gathered_into_the_nested_configs(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from geopix.cli import main
+from geopix.config import EvalConfig
 from geopix.errors import DatasetError, GeopixError, OptionError
 from geopix.evaluate import (
     MetricAccumulator,
@@ -129,7 +130,7 @@ def test_resize_is_bilinear_to_256() -> None:
 
 # ---- the protocol -------------------------------------------------------------------------------
 def test_evaluate_writes_report_and_samples(maps: Path, palette_ckpt: Path, tmp_path: Path) -> None:
-    report = evaluate(palette_ckpt, maps, out_dir=tmp_path, device="cpu", batch_size=2)
+    report = evaluate(model=palette_ckpt, data=maps, out_dir=tmp_path, device="cpu", batch_size=2)
     assert report.n_images == 3 and report.split == "val" and report.direction == "AtoB"
     # 256 px stored at 1 m/px, model trained at 2 m/px → the model sees 128 px.
     assert report.input_size == 128
@@ -144,7 +145,7 @@ def test_evaluate_writes_report_and_samples(maps: Path, palette_ckpt: Path, tmp_
 def test_baseline_is_scored_with_the_same_protocol(maps: Path, palette_ckpt: Path) -> None:
     from geopix.data.pairs import find_pairs, read_pair
 
-    report = evaluate(palette_ckpt, maps, device="cpu", baseline_color=(10, 20, 30), limit=2)
+    report = evaluate(model=palette_ckpt, data=maps, device="cpu", baseline_color=(10, 20, 30), limit=2)
     acc = MetricAccumulator()
     for ref in find_pairs(maps, "val")[:2]:
         _, b = read_pair(ref)
@@ -154,8 +155,8 @@ def test_baseline_is_scored_with_the_same_protocol(maps: Path, palette_ckpt: Pat
 
 
 def test_batching_does_not_change_eval_mode_scores(maps: Path, palette_ckpt: Path) -> None:
-    one = evaluate(palette_ckpt, maps, device="cpu", batch_size=1)
-    three = evaluate(palette_ckpt, maps, device="cpu", batch_size=3)
+    one = evaluate(model=palette_ckpt, data=maps, device="cpu", batch_size=1)
+    three = evaluate(model=palette_ckpt, data=maps, device="cpu", batch_size=3)
     assert one.metrics == pytest.approx(three.metrics, nan_ok=True)
 
 
@@ -163,8 +164,8 @@ def test_train_mode_batchnorm_differs_and_leaves_model_intact(maps: Path, tmp_pa
     ckpt = random_checkpoint(tmp_path / "t.safetensors", ngf=4)
     model = load_model(ckpt)
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
-    ev = evaluate(model, maps, device="cpu")
-    tr = evaluate(model, maps, device="cpu", bn_mode="train")
+    ev = evaluate(model=model, data=maps, device="cpu")
+    tr = evaluate(model=model, data=maps, device="cpu", bn_mode="train")
     assert tr.bn_mode == "train" and ev.metrics["l1"] != tr.metrics["l1"]
     for k, v in model.net.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -173,19 +174,26 @@ def test_train_mode_batchnorm_differs_and_leaves_model_intact(maps: Path, tmp_pa
 
 def test_model_resolution_sets_the_input_size(maps: Path, tmp_path: Path) -> None:
     ckpt = random_checkpoint(tmp_path / "r.safetensors", ngf=4, ground_resolution_m=0.5)
-    report = evaluate(ckpt, maps, device="cpu", limit=1)
+    report = evaluate(model=ckpt, data=maps, device="cpu", limit=1)
     assert report.input_size == 512  # 256 px at 1 m → 512 px at 0.5 m/px
-    report = evaluate(ckpt, maps, device="cpu", limit=1, source_resolution_m=0.25)
+    report = evaluate(model=ckpt, data=maps, device="cpu", limit=1, source_resolution_m=0.25)
     assert report.input_size == 128
+
+
+def test_a_config_is_the_call_its_keywords_make(maps: Path, palette_ckpt: Path) -> None:
+    by_keywords = evaluate(model=palette_ckpt, data=maps, device="cpu", limit=2, batch_size=2)
+    by_config = evaluate(EvalConfig(palette_ckpt, maps, device="cpu", limit=2, batch_size=2))
+    assert by_config.metrics == pytest.approx(by_keywords.metrics, nan_ok=True)
+    assert (by_config.n_images, by_config.input_size) == (by_keywords.n_images, by_keywords.input_size) == (2, 128)
 
 
 def test_bad_arguments_raise(maps: Path, palette_ckpt: Path, tmp_path: Path) -> None:
     with pytest.raises(GeopixError, match="bn-mode"):
-        evaluate(palette_ckpt, maps, bn_mode="both")
+        evaluate(model=palette_ckpt, data=maps, bn_mode="both")
     with pytest.raises(DatasetError):
-        evaluate(palette_ckpt, tmp_path / "missing")
+        evaluate(model=palette_ckpt, data=tmp_path / "missing")
     with pytest.raises(GeopixError, match="baseline"):
-        evaluate(palette_ckpt, maps, baseline_color=(0, 0, 300))
+        evaluate(model=palette_ckpt, data=maps, baseline_color=(0, 0, 300))
 
 
 # ---- the CLI --------------------------------------------------------------------------------------
@@ -228,7 +236,7 @@ def test_random_checkpoint_on_real_maps(tmp_path: Path) -> None:
     if not val.is_dir():
         pytest.skip(f"{val} is absent (the shared data is only on the developers' machines)")
     ckpt = random_checkpoint(tmp_path / "r.safetensors", ngf=4, head="palette", ground_resolution_m=0.9 * 600 / 286)
-    report = evaluate(ckpt, SHARED / "data" / "maps", limit=3, device="cpu", out_dir=tmp_path / "out")
+    report = evaluate(model=ckpt, data=SHARED / "data" / "maps", limit=3, device="cpu", out_dir=tmp_path / "out")
     # the maps layout is known to be 0.9 m/px: no --source-resolution needed for the 286-px scale
     assert report.n_images == 3 and report.input_size == 286 and report.source_resolution_m == 0.9
     assert set(report.metrics) == KEYS == set(report.baseline)

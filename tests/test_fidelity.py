@@ -95,7 +95,7 @@ def test_vectors_to_fine_tuned_model_to_render_to_eval(tmp_path: Path) -> None:
 def test_shipped_model_on_new_brunswick(tmp_path: Path) -> None:
     real = need_shared(SHARED / "data" / "real" / "new_brunswick")
     sets = load_sets_from_dict(real)
-    report = evaluate_sets("sat2map", sets, tmp_path)
+    report = evaluate_sets(model="sat2map", sets=sets, out_dir=tmp_path)
     scores = report.sets["nb"]
     assert set(scores) == {"building", "road", "water"}  # the labels' classes only (forest is unknown)
     assert scores["water"]["iou"] > 0.5  # the lake is drawn as water

@@ -57,6 +57,7 @@ def _eval_real(
     from rich.console import Console
     from rich.table import Table
 
+    from geopix.config import RealEvalConfig
     from geopix.data.vectors import LayerSpec
     from geopix.fidelity import RealSet, evaluate_sets, load_sets
 
@@ -66,9 +67,9 @@ def _eval_real(
         sets = [RealSet(rasters[0].stem, tuple(rasters), tuple(LayerSpec.parse(x) for x in layers), _value_map(maps))]
     else:
         sets = load_sets(data)
-    out_dir = out if out is not None else _default_out(model, "real")
+    cfg = RealEvalConfig(model, sets, out if out is not None else _default_out(model, "real"), device=device)
     with interrupted_says("no report written; rerun the same command"):
-        report = evaluate_sets(model, sets, out_dir, device=device)
+        report = evaluate_sets(cfg)
     for line in report.warnings:
         typer.secho(f"warning: {line}", err=True, fg=typer.colors.YELLOW)
     table = Table(title=f"{model}: IoU / precision / recall on the classes the labels cover")
@@ -124,25 +125,25 @@ def eval_cmd(
     from rich.console import Console
     from rich.table import Table
 
+    from geopix.config import EvalConfig
     from geopix.evaluate import evaluate
 
     color = _parse_color(baseline_color)
-    out_dir = out if out is not None else _default_out(model, split)
+    cfg = EvalConfig(
+        model,
+        data,
+        split=split,
+        direction=direction,
+        limit=limit,
+        device=device,
+        out_dir=out if out is not None else _default_out(model, split),
+        batch_size=batch_size,
+        source_resolution_m=source_resolution,
+        baseline_color=color,
+        bn_mode=bn_mode,
+    )
     with progress_bar(progress) as bar, interrupted_says("no report written; rerun the same command"):
-        report = evaluate(
-            model,
-            data,
-            split=split,
-            direction=direction,
-            limit=limit,
-            device=device,
-            out_dir=out_dir,
-            batch_size=batch_size,
-            source_resolution_m=source_resolution,
-            baseline_color=color,
-            bn_mode=bn_mode,
-            on_progress=bar,
-        )
+        report = evaluate(cfg, on_progress=bar)
     table = Table(title=f"{report.n_images} {split} pairs, input {report.input_size}px, BatchNorm {bn_mode} mode")
     table.add_column("metric")
     table.add_column("model", justify="right")

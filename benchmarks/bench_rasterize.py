@@ -85,7 +85,7 @@ def main() -> None:
     print(f"rasterize labels: {t_labels:.1f} s ({grid.width}×{grid.height} px at {model_res:.2f} m)")
     assert labels.top.any()
     t0 = time.perf_counter()
-    result = make_vector_pairs([aerial], [layer], tmp / "pairs", overwrite=True)
+    result = make_vector_pairs(rasters=[aerial], layers=[layer], out_dir=tmp / "pairs", overwrite=True)
     t_pairs = time.perf_counter() - t0
     print(f"dataset vectors (labels + aerial + {result.pairs} pairs written): {t_pairs:.1f} s")
     t0 = time.perf_counter()

@@ -11,9 +11,10 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
-from geopix.errors import GeopixError, OptionError, TilingError
+from geopix.errors import DatasetError, GeopixError, OptionError, TilingError
 
 if TYPE_CHECKING:  # heavy modules (torch, GDAL); only their types are needed here
+    from geopix.data.vectors import LayerSpec
     from geopix.fidelity import RealSet
     from geopix.models.checkpoint import LoadedModel
 
@@ -313,3 +314,54 @@ class RealEvalConfig:
         # The renders check these too, but only once the first one starts, after out_dir is made.
         TileConfig(overlap=self.overlap)
         InferConfig(device=self.device)
+
+
+def _check_cutting(tile: int, stride: int, resolution_m: float | None) -> None:
+    """The checks both dataset builders make of how they cut tiles."""
+    if tile < 1 or stride < 1:
+        raise TilingError(f"--tile {tile} and --stride {stride} must be positive")
+    if resolution_m is not None and resolution_m <= 0:
+        raise DatasetError(f"--resolution {resolution_m} must be a positive number of metres per pixel")
+
+
+@dataclass(frozen=True, slots=True)
+class CutConfig:
+    """Pairs cut from co-registered aerial and map rasters (``geopix dataset make``); see
+    ``geopix.data.cut.make_pairs``."""
+
+    source: str | Path  # the aerial: its grid is the one pairs are cut on
+    target: str | Path  # the map, in any CRS
+    out_dir: str | Path
+    tile: int = 256
+    stride: int = 256
+    resolution_m: float | None = None  # resample the aerial to this first; None: its own pixels
+
+    def __post_init__(self) -> None:
+        _check_cutting(self.tile, self.stride, self.resolution_m)
+
+
+@dataclass(frozen=True, slots=True)
+class VectorPairsConfig:
+    """Pairs from aerials and vector labels (``geopix dataset vectors``); see
+    ``geopix.data.vector_pairs.make_vector_pairs``."""
+
+    rasters: Sequence[str | Path]
+    layers: Sequence[LayerSpec]
+    out_dir: str | Path
+    model: str = "sat2map"  # whose ground resolution and colour statistics the pairs take
+    resolution_m: float | None = None  # None: the model's
+    tile: int = 256
+    stride: int | None = None  # None: half a tile
+    value_map: dict[str, str] | None = None  # attribute value → style class
+    covers: frozenset[str] | None = None  # classes the layers label completely; None: those they contain
+    match_colors: bool = True
+    bands: tuple[int, ...] | None = None  # 1-based, as in GDAL
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        _check_cutting(self.tile, self.step, self.resolution_m)
+
+    @property
+    def step(self) -> int:
+        """Pixels between tile origins: ``stride``, or half a tile."""
+        return self.tile // 2 if self.stride is None else self.stride

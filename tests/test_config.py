@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from geopix.config import EvalConfig, RealEvalConfig, RenderConfig, resolve_config
-from geopix.errors import GeopixError, OptionError, TilingError
+from geopix.config import CutConfig, EvalConfig, RealEvalConfig, RenderConfig, VectorPairsConfig, resolve_config
+from geopix.errors import DatasetError, GeopixError, OptionError, TilingError
 
 #: The required fields of each config, with harmless values.
 REQUIRED: dict[type, dict[str, object]] = {
     EvalConfig: {"model": "sat2map", "data": "maps"},
     RealEvalConfig: {"model": "sat2map", "sets": (), "out_dir": "o"},
+    CutConfig: {"source": "a.tif", "target": "b.tif", "out_dir": "o"},
+    VectorPairsConfig: {"rasters": ("a.tif",), "layers": (), "out_dir": "o"},
 }
 
 
@@ -30,6 +32,12 @@ REQUIRED: dict[type, dict[str, object]] = {
         (EvalConfig, {"bn_mode": "both"}, OptionError, "--bn-mode 'both' must be one of eval, train"),
         (RealEvalConfig, {"device": "gpu"}, OptionError, "--device 'gpu' must be auto, cpu, cuda or cuda:N"),
         (RealEvalConfig, {"overlap": 200}, TilingError, "--overlap 200 must be >= 0"),
+        (CutConfig, {"tile": 0}, TilingError, "--tile 0 and --stride 256 must be positive"),
+        (CutConfig, {"stride": 0}, TilingError, "--tile 256 and --stride 0 must be positive"),
+        (CutConfig, {"resolution_m": -1.0}, DatasetError, "--resolution -1.0 must be a positive number"),
+        (VectorPairsConfig, {"tile": 1}, TilingError, "--tile 1 and --stride 0 must be positive"),
+        (VectorPairsConfig, {"stride": 0}, TilingError, "--tile 256 and --stride 0 must be positive"),
+        (VectorPairsConfig, {"resolution_m": 0.0}, DatasetError, "--resolution 0.0 must be a positive number"),
     ],
 )
 def test_a_bad_value_is_refused_naming_the_option(cls: type, bad: dict, error: type, needle: str) -> None:
@@ -45,14 +53,19 @@ def test_configs_are_frozen_and_build_with_defaults(cls: type) -> None:
         config.out_dir = "elsewhere"
 
 
+def test_vector_pairs_step_defaults_to_half_a_tile() -> None:
+    assert VectorPairsConfig(**REQUIRED[VectorPairsConfig], tile=128).step == 64
+    assert VectorPairsConfig(**REQUIRED[VectorPairsConfig], tile=128, stride=100).step == 100
+
+
 def test_resolve_config_builds_from_keywords_or_passes_the_config_through() -> None:
     built = resolve_config(EvalConfig, None, {"model": "sat2map", "data": "maps", "limit": 3}, "evaluate")
     assert built == EvalConfig("sat2map", "maps", limit=3)
     assert resolve_config(EvalConfig, built, {}, "evaluate") is built
     with pytest.raises(TypeError, match=r"evaluate\(\) takes a config \(EvalConfig\) or keyword arguments, not both"):
         resolve_config(EvalConfig, built, {"limit": 4}, "evaluate")
-    with pytest.raises(GeopixError, match=r"evaluate\(\) needs data=, or a config \(EvalConfig\)"):
-        resolve_config(EvalConfig, None, {"model": "sat2map"}, "evaluate")
+    with pytest.raises(GeopixError, match=r"make_pairs\(\) needs target= and out_dir=, or a config \(CutConfig\)"):
+        resolve_config(CutConfig, None, {"source": "a.tif"}, "make_pairs")
     with pytest.raises(OptionError, match="--limit 0"):
         resolve_config(EvalConfig, None, {"model": "sat2map", "data": "maps", "limit": 0}, "evaluate")
 

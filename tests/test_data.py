@@ -13,6 +13,7 @@ from rasterio.transform import from_origin
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from geopix.cli import main
+from geopix.config import CutConfig
 from geopix.data.cut import make_pairs
 from geopix.data.pairs import PairDataset, PairRef, find_pairs, read_pair
 from geopix.errors import DatasetError, MissingCRSError, TilingError
@@ -250,7 +251,7 @@ def _pairs(out: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 def test_make_pairs_aligns_and_skips_nodata(rasters: tuple[Path, Path], tmp_path: Path) -> None:
     aerial, mapped = rasters
-    assert make_pairs(aerial, mapped, tmp_path) == 3
+    assert make_pairs(source=aerial, target=mapped, out_dir=tmp_path) == 3
     pairs = _pairs(tmp_path)
     assert [n for n, _, _ in pairs] == [
         "aerial_000000_000256.png",
@@ -269,10 +270,19 @@ def test_make_pairs_aligns_and_skips_nodata(rasters: tuple[Path, Path], tmp_path
 
 def test_make_pairs_resamples_and_strides(rasters: tuple[Path, Path], tmp_path: Path) -> None:
     aerial, mapped = rasters
-    assert make_pairs(aerial, mapped, tmp_path, tile=128, stride=128, resolution_m=4.0) == 3
+    assert make_pairs(source=aerial, target=mapped, out_dir=tmp_path, tile=128, stride=128, resolution_m=4.0) == 3
     assert all(a.shape == (128, 128, 3) for _, a, _ in _pairs(tmp_path))
     # Overlapping tiles: stride 128 over 512 px gives 3 × 3 positions, of which 4 touch the nodata corner.
-    assert make_pairs(aerial, mapped, tmp_path / "overlap", tile=256, stride=128) == 5
+    assert make_pairs(source=aerial, target=mapped, out_dir=tmp_path / "overlap", tile=256, stride=128) == 5
+
+
+def test_make_pairs_takes_a_config_as_its_keywords_build(rasters: tuple[Path, Path], tmp_path: Path) -> None:
+    aerial, mapped = rasters
+    config = CutConfig(aerial, mapped, tmp_path / "config", tile=128, stride=256)
+    assert make_pairs(config) == make_pairs(source=aerial, target=mapped, out_dir=tmp_path / "kw", tile=128, stride=256)
+    assert [(n, a.tolist(), b.tolist()) for n, a, b in _pairs(tmp_path / "config")] == [
+        (n, a.tolist(), b.tolist()) for n, a, b in _pairs(tmp_path / "kw")
+    ]
 
 
 def test_make_pairs_skips_tiles_outside_the_map(rasters: tuple[Path, Path], tmp_path: Path) -> None:
@@ -284,7 +294,7 @@ def test_make_pairs_skips_tiles_outside_the_map(rasters: tuple[Path, Path], tmp_
     profile |= {"width": w}
     with rasterio.open(tmp_path / "west.tif", "w", **profile) as ds:
         ds.write(data[:, :, :w])
-    n = make_pairs(aerial, tmp_path / "west.tif", tmp_path / "out")
+    n = make_pairs(source=aerial, target=tmp_path / "west.tif", out_dir=tmp_path / "out")
     assert n == 1 and [name for name, _, _ in _pairs(tmp_path / "out")] == ["aerial_000256_000000.png"]
 
 
@@ -292,16 +302,16 @@ def test_make_pairs_errors(rasters: tuple[Path, Path], tmp_path: Path) -> None:
     aerial, mapped = rasters
     elsewhere = synthetic_aerial(tmp_path / "far.tif", 64, origin=(300000.0, 4000000.0))
     with pytest.raises(DatasetError, match="does not overlap"):
-        make_pairs(aerial, elsewhere, tmp_path / "o")
+        make_pairs(source=aerial, target=elsewhere, out_dir=tmp_path / "o")
     with pytest.raises(DatasetError, match="smaller than"):
-        make_pairs(aerial, mapped, tmp_path / "o", tile=1024)
+        make_pairs(source=aerial, target=mapped, out_dir=tmp_path / "o", tile=1024)
     with pytest.raises(TilingError):
-        make_pairs(aerial, mapped, tmp_path / "o", stride=0)
+        make_pairs(source=aerial, target=mapped, out_dir=tmp_path / "o", stride=0)
     nocrs = synthetic_aerial(tmp_path / "nocrs.tif", 64, crs=None)
     with pytest.raises(MissingCRSError):
-        make_pairs(aerial, nocrs, tmp_path / "o")
-    with pytest.raises(DatasetError, match="nodata"):
-        make_pairs(aerial, mapped, tmp_path / "o", tile=256, resolution_m=4.0)  # one tile, a nodata corner
+        make_pairs(source=aerial, target=nocrs, out_dir=tmp_path / "o")
+    with pytest.raises(DatasetError, match="nodata"):  # one tile, a nodata corner
+        make_pairs(source=aerial, target=mapped, out_dir=tmp_path / "o", tile=256, resolution_m=4.0)
     assert not (tmp_path / "o").exists()
 
 

@@ -202,21 +202,32 @@ def test_vector_pairs_layout_and_nothing_partial(tmp_path: Path, checkpoint: Pat
     box = shapely.box(X0 + 100, Y0 - 200, X0 + 140, Y0 - 100)
     layer = write_geojson(tmp_path / "b.geojson", [to_wgs84(box)])
     out = tmp_path / "pairs"
-    result = make_vector_pairs([aerial], [LayerSpec.parse(f"{layer}=building")], out, model=str(checkpoint))
+    result = make_vector_pairs(
+        rasters=[aerial], layers=[LayerSpec.parse(f"{layer}=building")], out_dir=out, model=str(checkpoint)
+    )
     assert result.pairs == 4 and result.resolution_m == 2.0  # the checkpoint's resolution
     assert result.class_pixels["building"] > 0
     names = sorted(p.name for p in (out / "A").iterdir())
     assert names == sorted(p.name for p in (out / "M").iterdir()) == sorted(p.name for p in (out / "B").iterdir())
     assert json.loads((out / "dataset.json").read_text())["resolution_m"] == 2.0
     with pytest.raises(Exception, match="exists"):
-        make_vector_pairs([aerial], [LayerSpec.parse(f"{layer}=building")], out, model=str(checkpoint))
+        make_vector_pairs(
+            rasters=[aerial], layers=[LayerSpec.parse(f"{layer}=building")], out_dir=out, model=str(checkpoint)
+        )
     # A failure half-way leaves neither OUT nor OUT.partial behind.
     far = write_geojson(tmp_path / "far.geojson", [shapely.box(0, 0, 1, 1)])
     bad = tmp_path / "bad"
     with pytest.raises(VectorOverlapError):
-        make_vector_pairs([aerial], [LayerSpec.parse(f"{far}=building")], bad, model=str(checkpoint))
+        make_vector_pairs(
+            rasters=[aerial], layers=[LayerSpec.parse(f"{far}=building")], out_dir=bad, model=str(checkpoint)
+        )
     assert not bad.exists() and not bad.with_name("bad.partial").exists()
     # A raster without CRS: the raster error.
     nocrs = synthetic_aerial(tmp_path / "nocrs.tif", (300, 300), crs=None)
     with pytest.raises(MissingCRSError):
-        make_vector_pairs([nocrs], [LayerSpec.parse(f"{layer}=building")], tmp_path / "x", model=str(checkpoint))
+        make_vector_pairs(
+            rasters=[nocrs],
+            layers=[LayerSpec.parse(f"{layer}=building")],
+            out_dir=tmp_path / "x",
+            model=str(checkpoint),
+        )

@@ -29,6 +29,7 @@ LIBRARY = {
     "export": "geopix.models.checkpoint.export_checkpoint",
     "eval": "geopix.evaluate.evaluate",
     "dataset make": "geopix.data.cut.make_pairs",
+    "dataset vectors": "geopix.data.vector_pairs.make_vector_pairs",
 }
 
 INTRO = """\

@@ -164,10 +164,12 @@ def dataset_make_cmd(
     resolution: float = typer.Option(None, help="Resample to this many metres per pixel first."),
 ) -> None:
     """Cut co-registered aerial and map rasters into aligned A/B training pairs."""
+    from geopix.config import CutConfig
     from geopix.data.cut import make_pairs
 
+    cfg = CutConfig(source, target, out, tile=tile, stride=stride, resolution_m=resolution)
     with interrupted_says(f"the pairs written so far are complete in {out}; rerun the same command to redo them all"):
-        n = make_pairs(source, target, out, tile=tile, stride=stride, resolution_m=resolution)
+        n = make_pairs(cfg)
     typer.echo(f"{n} pairs written to {out}")
 
 
@@ -188,23 +190,25 @@ def dataset_vectors_cmd(
     overwrite: Overwrite = False,
 ) -> None:
     """Turn aerial rasters plus vector layers (GeoJSON, GPKG, Shapefile, .osm.pbf) into training pairs."""
+    from geopix.config import VectorPairsConfig
     from geopix.data.vector_pairs import make_vector_pairs
     from geopix.data.vectors import LayerSpec
 
+    cfg = VectorPairsConfig(
+        tuple(raster),
+        tuple(LayerSpec.parse(x) for x in layer),
+        out,
+        model=model,
+        resolution_m=resolution,
+        tile=tile,
+        stride=stride,
+        value_map=_value_map(value_map),
+        covers=frozenset(c.strip() for c in covers.split(",")) if covers else None,
+        match_colors=match_colors,
+        overwrite=overwrite,
+    )
     with interrupted_says(f"no pairs written ({out} untouched); rerun the same command"):
-        result = make_vector_pairs(
-            raster,
-            [LayerSpec.parse(x) for x in layer],
-            out,
-            model=model,
-            resolution_m=resolution,
-            tile=tile,
-            stride=stride,
-            value_map=_value_map(value_map),
-            covers=frozenset(c.strip() for c in covers.split(",")) if covers else None,
-            match_colors=match_colors,
-            overwrite=overwrite,
-        )
+        result = make_vector_pairs(cfg)
     for line in result.warnings:
         typer.secho(f"warning: {line}", err=True, fg=typer.colors.YELLOW)
     drawn = ", ".join(f"{k} {v}" for k, v in result.class_pixels.items() if v)

@@ -21,7 +21,8 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
-from geopix.errors import DatasetError, DtypeError, TilingError
+from geopix.config import CutConfig, resolve_config
+from geopix.errors import DatasetError, DtypeError
 from geopix.output import written_whole
 from geopix.read import WorkGrid, inspect_raster, to_unit, work_grid
 
@@ -39,19 +40,13 @@ def _target_vrt_options(alpha: int | None, nodata: float | None) -> dict[str, ob
     return {"add_alpha": True}
 
 
-def make_pairs(
-    source: str | Path,
-    target: str | Path,
-    out_dir: str | Path,
-    tile: int = 256,
-    stride: int = 256,
-    resolution_m: float | None = None,
-) -> int:
-    """Write ``out_dir/A/NAME.png`` (aerial) and ``out_dir/B/NAME.png`` (map) pairs; return how many."""
-    if tile < 1 or stride < 1:
-        raise TilingError(f"--tile {tile} and --stride {stride} must be positive")
-    if resolution_m is not None and resolution_m <= 0:
-        raise DatasetError(f"--resolution {resolution_m} must be a positive number of metres per pixel")
+def make_pairs(config: CutConfig | None = None, /, **kwargs) -> int:
+    """Write ``out_dir/A/NAME.png`` (aerial) and ``out_dir/B/NAME.png`` (map) pairs; return how many.
+
+    Also callable as ``make_pairs(source="aerial.tif", target="map.tif", out_dir="pairs")``."""
+    config = resolve_config(CutConfig, config, kwargs, "make_pairs")
+    source, target, tile, stride = config.source, config.target, config.tile, config.stride
+    resolution_m = config.resolution_m
     src_info = inspect_raster(source)
     tgt_info = inspect_raster(target)
     if tgt_info.dtype != "uint8":
@@ -67,7 +62,7 @@ def make_pairs(
             f"{source} is {grid.width}×{grid.height} px on the cutting grid, smaller than --tile {tile}; "
             "lower --tile or --resolution"
         )
-    out = Path(out_dir)
+    out = Path(config.out_dir)
     stem = Path(source).stem
     written = total = 0
     with rasterio.open(source) as src, rasterio.open(target) as tgt, warnings.catch_warnings():

@@ -26,9 +26,10 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
 from geopix import style
+from geopix.config import VectorPairsConfig, resolve_config
 from geopix.data.rasterize import ALL_CLASSES, Labels, rasterize_labels
 from geopix.data.vectors import LayerSpec, read_layers
-from geopix.errors import DatasetError, OutputExistsError, TilingError
+from geopix.errors import DatasetError, OutputExistsError
 from geopix.read import RasterInfo, colour_match, inspect_raster, to_unit, work_grid
 
 log = logging.getLogger(__name__)
@@ -93,34 +94,19 @@ def features_for(
     return info, grid, features, stats
 
 
-def make_vector_pairs(
-    rasters: list[str | Path],
-    layers: list[LayerSpec],
-    out_dir: str | Path,
-    *,
-    model: str = "sat2map",
-    resolution_m: float | None = None,
-    tile: int = 256,
-    stride: int | None = None,
-    value_map: dict[str, str] | None = None,
-    covers: frozenset[str] | None = None,
-    match_colors: bool = True,
-    bands: tuple[int, ...] | None = None,
-    overwrite: bool = False,
-) -> VectorPairsResult:
-    """Write ``out_dir/{A,B,M}/NAME.png`` pairs for every raster (see the module docstring)."""
+def make_vector_pairs(config: VectorPairsConfig | None = None, /, **kwargs) -> VectorPairsResult:
+    """Write ``out_dir/{A,B,M}/NAME.png`` pairs for every raster (see the module docstring).
+
+    Also callable as ``make_vector_pairs(rasters=[...], layers=[LayerSpec.parse(...)], out_dir="pairs")``."""
     from geopix.models.registry import load_model
 
-    stride = stride or tile // 2
-    if tile < 1 or stride < 1:
-        raise TilingError(f"--tile {tile} and --stride {stride} must be positive")
-    out = Path(out_dir)
-    if out.exists() and not overwrite:
+    config = resolve_config(VectorPairsConfig, config, kwargs, "make_vector_pairs")
+    rasters, layers, tile, stride = config.rasters, list(config.layers), config.tile, config.step
+    out = Path(config.out_dir)
+    if out.exists() and not config.overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite or choose another folder")
-    spec = load_model(model).spec
-    res = resolution_m or spec.ground_resolution_m
-    if res <= 0:
-        raise DatasetError(f"--resolution {res} must be a positive number of metres per pixel")
+    spec = load_model(config.model).spec
+    res = spec.ground_resolution_m if config.resolution_m is None else config.resolution_m
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     for d in ("A", "B", MASK_DIR):
@@ -133,9 +119,9 @@ def make_vector_pairs(
     try:
         for raster in rasters:
             info, grid, features, stats = features_for(
-                raster, layers, res, value_map=value_map, covers=covers, bands=bands
+                raster, layers, res, value_map=config.value_map, covers=config.covers, bands=config.bands
             )
-            if match_colors and spec.input_stats:
+            if config.match_colors and spec.input_stats:
                 info = colour_match(info, spec.input_stats)
             all_warnings += [f"{Path(raster).name}: {w}" for w in stats.warnings()]
             used_covers |= features.covers
@@ -168,7 +154,12 @@ def make_vector_pairs(
             warnings=all_warnings,
             rasters=[str(r) for r in rasters],
         )
-        manifest = {**asdict(result), "out": str(out), "layers": [str(s.path) for s in layers], "model": str(model)}
+        manifest = {
+            **asdict(result),
+            "out": str(out),
+            "layers": [str(s.path) for s in layers],
+            "model": str(config.model),
+        }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)

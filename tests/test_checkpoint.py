@@ -18,6 +18,7 @@ from geopix.infer import Predictor
 from geopix.models import registry
 from geopix.models.checkpoint import (
     ModelSpec,
+    average_states,
     export_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -198,6 +199,45 @@ def test_export_halves_weights_and_corrects_metadata(checkpoint: Path, tmp_path:
     w0 = shipped.net.state_dict()["model.model.0.weight"]
     assert torch.allclose(w0, orig.net.state_dict()["model.model.0.weight"], atol=1e-3)
     assert dst.stat().st_size < checkpoint.stat().st_size
+
+
+def test_export_averages_weights_with_another_checkpoint(tmp_path: Path) -> None:
+    """--average-with: every float tensor (BatchNorm statistics too) is the weighted mean, in fp32."""
+    from geopix.cli import main
+
+    a = random_checkpoint(tmp_path / "a.safetensors", seed=1, ground_resolution_m=1.5)
+    b = random_checkpoint(tmp_path / "b.safetensors", seed=2, ground_resolution_m=3.0)
+    dst = tmp_path / "avg.safetensors"
+    args = ["export", str(a), str(dst), "--full", "--average-with", str(b), "--average-weight", "0.25"]
+    assert main(args) == 0
+    sa, sb = load_checkpoint(a).net.state_dict(), load_checkpoint(b).net.state_dict()
+    made = load_checkpoint(dst)
+    for k, v in made.net.state_dict().items():
+        if v.is_floating_point():
+            assert torch.equal(v, 0.75 * sa[k] + 0.25 * sb[k]), k
+        else:
+            assert torch.equal(v, sa[k]), k
+    assert made.spec.ground_resolution_m == 1.5  # the metadata is SRC's
+    assert '"averaged_with": {"model": "' + str(b) + '", "weight": 0.25}' in made.spec.training
+    # weight 0 is SRC itself; 1 is the other's weights under SRC's metadata
+    assert all(torch.equal(average_states(sa, sb, 0.0)[k].to(v.dtype), v) for k, v in sa.items())
+    assert all(torch.equal(average_states(sa, sb, 1.0)[k].to(v.dtype), sb[k]) for k, v in sa.items())
+
+
+def test_averaging_refuses_other_architectures_and_weights_outside_0_1(tmp_path: Path) -> None:
+    from geopix.cli import main
+
+    a = random_checkpoint(tmp_path / "a.safetensors", ngf=4)
+    wide = random_checkpoint(tmp_path / "wide.safetensors", ngf=8)
+    with pytest.raises(CheckpointError, match="different architectures"):
+        export_checkpoint(a, tmp_path / "x.safetensors", average_with=wide)
+    state = load_checkpoint(a).net.state_dict()
+    with pytest.raises(CheckpointError, match=r"--average-weight 1\.5"):
+        average_states(state, state, 1.5)
+    y = str(tmp_path / "y.safetensors")
+    assert main(["export", str(a), y, "--average-with", str(wide)]) == CheckpointError.exit_code
+    assert main(["export", str(a), y, "--average-with", str(a), "--average-weight", "2"]) != 0
+    assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()
 
 
 def test_palette_sharpness_moves_from_argmax_to_the_expected_colour() -> None:

@@ -177,9 +177,17 @@ def export_cmd(
         None,
         help="Palette decoding: add VALUE to the logits of CLASS's colours, CLASS=VALUE (repeat; e.g. building=1).",
     ),
+    average_with: str = typer.Option(
+        None,
+        help="Average the weights with this checkpoint or registry name of the same architecture "
+        "(e.g. the model a fine-tune started from).",
+    ),
+    average_weight: float = typer.Option(
+        0.5, min=0.0, max=1.0, help="Share of --average-with's weights in the average (0..1)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists."),
 ) -> None:
-    """Re-save a checkpoint for shipping (fp16, corrected metadata)."""
+    """Re-save a checkpoint for shipping (fp16, corrected metadata, optionally averaged with another)."""
     import json
 
     from geopix.models.checkpoint import export_checkpoint, load_checkpoint
@@ -208,5 +216,7 @@ def export_cmd(
         training = json.loads(spec.training or "{}")
         training["note"] = json.loads(note.read_text())
         overrides["training"] = json.dumps(training)
-    path = export_checkpoint(source, dst, half=half, **overrides)
+    path = export_checkpoint(
+        source, dst, half=half, average_with=average_with, average_weight=average_weight, **overrides
+    )
     typer.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")

@@ -39,13 +39,17 @@ class Recipe:
     #: ``geopix export`` settings of the final file (e.g. the palette decoding).
     export: tuple[tuple[str, object], ...] = ()
     half: bool = True  # fp16 weights, as shipped (BatchNorm statistics stay fp32)
+    #: Average the last stage's weights with this earlier stage's (``geopix export --average-with``):
+    #: a fine-tune keeps what the model it started from knew (WiSE-FT).
+    average_with: str | None = None
+    average_weight: float = 0.5  # the earlier stage's share
 
 
 RECIPES: dict[str, Recipe] = {
     "sat2map": Recipe(
         "sat2map",
-        "palette head at 1.89 m/px, then fine-tuned with scale and colour jitter (0.90-1.89 m/px); declares 1.10, "
-        "where real imagery reads best within the maps val goals",
+        "palette head at 1.89 m/px, fine-tuned with scale and colour jitter (0.90-1.89 m/px), then at 0.60-1.30 m/px "
+        "and averaged with the stage before; declares 1.0, where real imagery reads best within the maps val goals",
         (
             Stage(
                 "stage1",
@@ -66,8 +70,24 @@ RECIPES: dict[str, Recipe] = {
                 ),
                 from_previous=True,
             ),
+            Stage(
+                "stage3",
+                "palette",
+                (
+                    ("ngf", 32),
+                    ("load_size", 414),
+                    ("load_size_max", 900),
+                    ("colour_jitter", 0.3),
+                    ("lr", 1e-4),
+                    ("epochs", 5),
+                    ("epochs_decay", 5),
+                    ("source_resolution_m", 0.9),
+                ),
+                from_previous=True,
+            ),
         ),
-        export=(("ground_resolution_m", 1.1), ("palette_sharpness", 8.0), ("palette_keep_class", True)),
+        export=(("ground_resolution_m", 1.0), ("palette_sharpness", 8.0), ("palette_keep_class", True)),
+        average_with="stage2",
     ),
     "map2sat": Recipe(
         "map2sat",
@@ -135,8 +155,17 @@ def recipe_commands(name: str, data: str = "data/maps", run_dir: str | None = No
             lines.append(shlex.join(["geopix", "export", *handover, *half]))
         previous = stage_dir
     final = [f"{previous}/generator.safetensors", f"{run}/generator.safetensors"]
-    lines.append(shlex.join(["geopix", "export", *final, *_option_args(dict(recipe.export)), *half]))
+    lines.append(shlex.join(["geopix", "export", *final, *_option_args(_export_options(recipe, run)), *half]))
     return lines
+
+
+def _export_options(recipe: Recipe, run_dir: str | Path) -> dict[str, object]:
+    """The final export's settings: the recipe's, and the weights it averages in (``export_checkpoint``)."""
+    options = dict(recipe.export)
+    if recipe.average_with is not None:
+        options["average_with"] = f"{run_dir}/{recipe.average_with}/{HANDOVER}"
+        options["average_weight"] = recipe.average_weight
+    return options
 
 
 def train_recipe(
@@ -200,6 +229,5 @@ def train_recipe(
         "recipe_commands": recipe_commands(name, str(data), str(run_dir)),
         "export": dict(recipe.export) | {"half": recipe.half},
     }
-    return export_checkpoint(
-        generator, final, half=recipe.half, training=json.dumps(training, default=str), **dict(recipe.export)
-    )
+    options = _export_options(recipe, run_dir)
+    return export_checkpoint(generator, final, half=recipe.half, training=json.dumps(training, default=str), **options)

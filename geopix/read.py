@@ -396,7 +396,7 @@ class WorkReader:
         with damaged_is_an_error(self.info.path, f" at work-grid window {inside}"):
             data = self._ds.read(list(self.info.bands), window=rw)
             valid = self._ds.dataset_mask(window=rw) > 0
-        if (inside.height, inside.width) != (window.height, window.width) or (r0, c0) != (window.row, window.col):
+        if inside != window:  # the window reaches past an edge: fold it back
             data = data[:, rows - r0][:, :, cols - c0]
             valid = valid[rows - r0][:, cols - c0]
         return to_unit(data, self.info), valid

@@ -222,10 +222,12 @@ def keep_class(
     cc = torch.as_tensor(class_colours, dtype=torch.float32, device=start.device)
     owner = torch.cdist(palette, cc).argmin(1)  # the class of each palette colour
     normal = cc[None, :, :] - cc[:, None, :]  # (C, C, 3): from class a towards class j
-    offset = (cc.pow(2).sum(1)[None, :] - cc.pow(2).sum(1)[:, None]) / 2 - normal.norm(dim=-1)
+    width = normal.norm(dim=-1)  # (C, C): the one-RGB-unit margin, in half-space units
+    sq = cc.pow(2).sum(1)  # (C,)
+    offset = (sq[None, :] - sq[:, None]) / 2 - width
     cls = owner[idx]  # N,H,W
-    dist = (target.pow(2).sum(-1, keepdim=True) - 2 * target @ cc.T + cc.pow(2).sum(1)).clamp(min=0)  # N,H,W,C
-    gap = dist - dist.gather(-1, cls[..., None]) - 2 * normal.norm(dim=-1)[cls]
+    dist = (target.pow(2).sum(-1, keepdim=True) - 2 * target @ cc.T + sq).clamp(min=0)  # N,H,W,C
+    gap = dist - dist.gather(-1, cls[..., None]) - 2 * width[cls]
     gap.scatter_(-1, cls[..., None], float("inf"))  # the own class is no constraint
     crossing = (gap < 0).any(-1)  # N,H,W: the pixels that need the clamp
     t = torch.ones(cls.shape, dtype=torch.float32, device=start.device)

@@ -184,7 +184,24 @@ def connect(scheduler: str | None, workers: int | None):
         # "Compute Failed ... Traceback" (logged at ERROR) would repeat it.
         silence_logs=logging.CRITICAL,
     )
-    return Client(cluster), cluster
+    client = Client(cluster)
+    try:
+        # LocalCluster returns once its worker processes are spawned, not once each has joined
+        # the scheduler; a job sized by the workers seen (2 tasks in flight per task thread)
+        # would otherwise start with fewer on a busy machine.
+        wait_s = float(os.environ.get(WORKER_WAIT_ENV, "120"))
+        try:
+            client.wait_for_workers(len(cluster.workers), timeout=wait_s)
+        except TimeoutError as exc:
+            raise ClusterError(
+                f"the local cluster's {len(cluster.workers)} workers did not all start within {wait_s:.0f} s "
+                f"({exc}); use fewer --workers, or raise ${WORKER_WAIT_ENV} on a busy machine"
+            ) from exc
+    except BaseException:
+        client.close()
+        cluster.close()
+        raise
+    return client, cluster
 
 
 @contextlib.contextmanager

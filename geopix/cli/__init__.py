@@ -69,11 +69,30 @@ class _Stderr(logging.Handler):
         typer.echo(self.format(record), err=True)
 
 
-def _log_to_stderr() -> None:
+class _OrphanedFutures(logging.Filter):
+    """Drop asyncio's "Future/Task exception was never retrieved" (shown with ``--debug``).
+
+    A Dask cluster torn down by Ctrl-C leaves futures that timed out inside distributed's event
+    loop; asyncio reports them when they are garbage-collected, at exit, *after* the line that
+    says what was kept.  The outcome is already decided and reported by then.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "exception was never retrieved" not in record.getMessage()
+
+
+def _log_to_stderr(debug: bool = False) -> None:
     logger = logging.getLogger("geopix")
     if not any(isinstance(h, _Stderr) for h in logger.handlers):
         logger.addHandler(_Stderr())
     logger.setLevel(logging.INFO)
+    aio = logging.getLogger("asyncio")
+    orphans = [f for f in aio.filters if isinstance(f, _OrphanedFutures)]
+    if debug:
+        for f in orphans:
+            aio.removeFilter(f)
+    elif not orphans:
+        aio.addFilter(_OrphanedFutures())
 
 
 @contextlib.contextmanager
@@ -96,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     debug = os.environ.get("GEOPIX_DEBUG") == "1" or "--debug" in args
     configure_process()
-    _log_to_stderr()
+    _log_to_stderr(debug)
     try:
         with sigterm_interrupts():
             code = app(args=argv, standalone_mode=False)

@@ -43,6 +43,9 @@ class Recipe:
     #: a fine-tune keeps what the model it started from knew (WiSE-FT).
     average_with: str | None = None
     average_weight: float = 0.5  # the earlier stage's share
+    #: Logit offsets of the final file's palette decoding (``geopix export --class-bias``), by
+    #: class or metric group: a prior shift that trades precision for recall.
+    class_bias: tuple[tuple[str, float], ...] = ()
 
 
 RECIPES: dict[str, Recipe] = {
@@ -88,6 +91,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         export=(("ground_resolution_m", 1.0), ("palette_sharpness", 8.0), ("palette_keep_class", True)),
         average_with="stage2",
+        class_bias=(("building", 0.25), ("road", 0.05)),
     ),
     "map2sat": Recipe(
         "map2sat",
@@ -155,7 +159,8 @@ def recipe_commands(name: str, data: str = "data/maps", run_dir: str | None = No
             lines.append(shlex.join(["geopix", "export", *handover, *half]))
         previous = stage_dir
     final = [f"{previous}/generator.safetensors", f"{run}/generator.safetensors"]
-    lines.append(shlex.join(["geopix", "export", *final, *_option_args(_export_options(recipe, run)), *half]))
+    bias = [a for name, value in recipe.class_bias for a in ("--class-bias", f"{name}={value:g}")]
+    lines.append(shlex.join(["geopix", "export", *final, *_option_args(_export_options(recipe, run)), *bias, *half]))
     return lines
 
 
@@ -182,6 +187,7 @@ def train_recipe(
     """
     from geopix.errors import OutputExistsError
     from geopix.models.checkpoint import export_checkpoint, load_checkpoint
+    from geopix.style import palette_bias
     from geopix.train import GENERATOR, claim_run_dir, train
 
     recipe = get_recipe(name)
@@ -223,11 +229,13 @@ def train_recipe(
             previous = export_checkpoint(generator, run_dir / stage.name / HANDOVER, half=recipe.half)
     assert generator is not None
     training = json.loads(load_checkpoint(generator).spec.training or "{}")
+    options = _export_options(recipe, run_dir)
     training |= {
         "recipe": name,
         "command": overrides.get("command"),
         "recipe_commands": recipe_commands(name, str(data), str(run_dir)),
-        "export": dict(recipe.export) | {"half": recipe.half},
+        "export": options | {"half": recipe.half, "class_bias": dict(recipe.class_bias)},
     }
-    options = _export_options(recipe, run_dir)
+    if recipe.class_bias:
+        options["palette_bias"] = palette_bias(load_checkpoint(generator).spec.palette, dict(recipe.class_bias))
     return export_checkpoint(generator, final, half=recipe.half, training=json.dumps(training, default=str), **options)

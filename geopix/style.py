@@ -18,7 +18,7 @@ taught a thinner road than the one it learned.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +103,24 @@ def class_to_palette_mask(palette: Sequence[Sequence[int]]) -> np.ndarray:
     """``(C, K)`` bool: palette colour k draws style class c (several blends may draw one class)."""
     owner = palette_classes(palette)
     return owner[None, :] == np.arange(len(CLASSES))[:, None]
+
+
+def palette_bias(palette: Sequence[Sequence[int]], offsets: Mapping[str, float]) -> tuple[float, ...]:
+    """Per-class logit offsets → one offset per palette colour (every colour that draws the class).
+
+    Keys are class names or metric groups (``road``: every road class).  A prior shift of the
+    palette decoding: it trades a class's precision for its recall without touching the weights.
+    """
+    owner = class_to_palette_mask(palette)
+    bias = np.zeros(len(palette), np.float64)
+    for name, value in offsets.items():
+        members = METRIC_GROUPS.get(name, (name,))
+        if any(m not in BY_NAME for m in members):
+            known = ", ".join(dict.fromkeys([*CLASS_NAMES, *METRIC_GROUPS]))
+            raise ValueError(f"{name!r} is not a style class or group; use one of {known}")
+        for m in members:
+            bias[owner[CLASS_NAMES.index(m)]] += float(value)
+    return tuple(float(b) for b in bias)
 
 
 def paint(classes: np.ndarray) -> np.ndarray:

@@ -272,6 +272,16 @@ def test_palette_bias_shifts_the_decision_and_travels_in_the_checkpoint(tmp_path
     by_colour = dict(zip(spec.palette, spec.palette_bias, strict=True))
     assert by_colour[(242, 240, 234)] == 1.5 and by_colour[(176, 207, 254)] == -1.0
     assert sum(b != 0 for b in spec.palette_bias) == 2
+    # A metric group offsets every class in it: "road" is minor road, arterial and highway.
+    from geopix.style import CLASS_NAMES, ROAD_CLASSES, palette_classes
+
+    grouped = tmp_path / "roads.safetensors"
+    assert main(["export", "sat2map", str(grouped), "--class-bias", "road=0.75"]) == 0
+    spec = load_model(grouped).spec
+    roads = {CLASS_NAMES.index(c) for c in ROAD_CLASSES}
+    owner = palette_classes(spec.palette)
+    assert [b for b, o in zip(spec.palette_bias, owner, strict=True) if b] == [0.75] * sum(o in roads for o in owner)
+    assert sum(o in roads for o in owner) >= 3
     bad = tmp_path / "bad.safetensors"
     assert main(["export", "sat2map", str(bad), "--class-bias", "roof=1"]) == OptionError.exit_code
     assert main(["export", "sat2map", str(bad), "--class-bias", "building=lots"]) == OptionError.exit_code

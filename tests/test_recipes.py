@@ -10,6 +10,7 @@ import pytest
 from geopix.config import TrainConfig
 from geopix.models.registry import REGISTRY, load_model
 from geopix.recipes import RECIPES, recipe_commands
+from geopix.style import palette_bias
 from geopix.testing import synthetic_maps_dataset
 from geopix.train import train
 from tests.docs_blocks import ROOT, blocks, make_workspace, run
@@ -61,9 +62,14 @@ def test_the_smoke_run_in_training_md_matches_the_shipped_sat2map(tmp_path: Path
     for field in (*fields, "direction"):
         assert getattr(made, field) == getattr(shipped, field), field
     assert len(made.palette) == len(shipped.palette) and made.use_dropout == shipped.use_dropout
+    offsets = dict(RECIPES["sat2map"].class_bias)  # the decoding's prior shift, by class, in both files
+    assert made.palette_bias == palette_bias(made.palette, offsets) and any(made.palette_bias)
+    assert shipped.palette_bias == palette_bias(shipped.palette, offsets)
     training = json.loads(made.training)
     assert training["recipe"] == "sat2map" and training["command"].startswith("geopix train data/maps")
     assert "--recipe sat2map" in training["command"] and training["export"]["palette_sharpness"] == 8
+    assert training["export"]["class_bias"] == dict(RECIPES["sat2map"].class_bias)
+    assert training["export"]["average_with"] == f"{out}/stage2/export.safetensors"
     assert training["recipe_commands"] == recipe_commands("sat2map", "data/maps", str(out))
 
 

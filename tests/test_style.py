@@ -40,3 +40,17 @@ def test_class_to_palette_mask_covers_each_palette_colour_once() -> None:
     assert mask.shape == (len(style.CLASSES), len(palette))
     assert (mask.sum(0) == 1).all()
     assert mask[style.CLASS_NAMES.index("background"), -1]
+
+
+def test_palette_bias_offsets_every_colour_of_a_class_or_group() -> None:
+    palette = [c.colour for c in style.CLASSES] + [(222, 218, 210), (250, 250, 248)]  # + background, road blends
+    owner = style.palette_classes(palette)
+    bias = style.palette_bias(palette, {"building": 0.25, "road": 0.05, "minor_road": 0.1})
+    for k, cls in enumerate(owner):
+        name = style.CLASS_NAMES[cls]
+        want = {"building": 0.25, "minor_road": 0.15, "arterial": 0.05, "highway": 0.05}.get(name, 0.0)
+        assert bias[k] == pytest.approx(want), (k, name)
+    assert sum(b != 0 for b in bias) == 1 + len(style.ROAD_CLASSES) + 1  # the road blend is a minor road too
+    assert style.palette_bias(palette, {}) == (0.0,) * len(palette)
+    with pytest.raises(ValueError, match="'roof' is not a style class or group; use one of background, "):
+        style.palette_bias(palette, {"roof": 1.0})

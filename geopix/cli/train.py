@@ -135,23 +135,23 @@ def train_cmd(
 
 def _palette_bias(palette: tuple[tuple[int, int, int], ...], items: list[str]) -> tuple[float, ...]:
     """``["building=1"]`` → one logit offset per palette colour (every colour that draws the class)."""
-    from geopix.style import CLASS_NAMES, class_to_palette_mask
+    from geopix.style import palette_bias
 
     if not palette:
         raise OptionError("--class-bias needs a palette-head checkpoint; this one draws RGB")
-    owner = class_to_palette_mask(palette)
-    bias = [0.0] * len(palette)
+    offsets: dict[str, float] = {}
     for item in items:
         name, sep, raw = item.partition("=")
-        if not sep or name not in CLASS_NAMES:
-            raise OptionError(f"--class-bias {item!r}: write CLASS=VALUE with CLASS one of {', '.join(CLASS_NAMES)}")
+        if not sep:
+            raise OptionError(f"--class-bias {item!r}: write CLASS=VALUE (e.g. building=0.25 or road=0.75)")
         try:
-            value = float(raw)
+            offsets[name] = offsets.get(name, 0.0) + float(raw)
         except ValueError:
             raise OptionError(f"--class-bias {item!r}: {raw!r} is not a number") from None
-        for k in owner[CLASS_NAMES.index(name)].nonzero()[0]:
-            bias[int(k)] += value
-    return tuple(bias)
+    try:
+        return palette_bias(palette, offsets)
+    except ValueError as exc:
+        raise OptionError(f"--class-bias: {exc}") from None
 
 
 @app.command("export")
@@ -175,7 +175,8 @@ def export_cmd(
     ),
     class_bias: list[str] = typer.Option(
         None,
-        help="Palette decoding: add VALUE to the logits of CLASS's colours, CLASS=VALUE (repeat; e.g. building=1).",
+        help="Palette decoding: add VALUE to the logits of CLASS's colours, CLASS=VALUE (repeat; e.g. building=1; "
+        "road = every road class); replaces SRC's offsets.",
     ),
     average_with: str = typer.Option(
         None,

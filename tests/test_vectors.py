@@ -163,6 +163,7 @@ def test_osm_pbf_through_gdal(tmp_path: Path) -> None:
         read_layers([LayerSpec.parse(str(empty))], UTM, BOUNDS)
 
 
+@pytest.mark.filterwarnings("ignore:'crs' was not provided:UserWarning")  # the file is made without one on purpose
 def test_bad_vector_input(tmp_path: Path) -> None:
     import pyogrio
 

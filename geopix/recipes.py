@@ -159,17 +159,22 @@ def recipe_commands(name: str, data: str = "data/maps", run_dir: str | None = No
             lines.append(shlex.join(["geopix", "export", *handover, *half]))
         previous = stage_dir
     final = [f"{previous}/generator.safetensors", f"{run}/generator.safetensors"]
+    options = _export_options(recipe, run)
+    options.pop("class_bias", None)  # a mapping: one --class-bias flag per class
     bias = [a for name, value in recipe.class_bias for a in ("--class-bias", f"{name}={value:g}")]
-    lines.append(shlex.join(["geopix", "export", *final, *_option_args(_export_options(recipe, run)), *bias, *half]))
+    lines.append(shlex.join(["geopix", "export", *final, *_option_args(options), *bias, *half]))
     return lines
 
 
 def _export_options(recipe: Recipe, run_dir: str | Path) -> dict[str, object]:
-    """The final export's settings: the recipe's, and the weights it averages in (``export_checkpoint``)."""
+    """The final export's settings (``export_checkpoint`` keywords): the recipe's, the weights it
+    averages in, the class offsets."""
     options = dict(recipe.export)
     if recipe.average_with is not None:
         options["average_with"] = f"{run_dir}/{recipe.average_with}/{HANDOVER}"
         options["average_weight"] = recipe.average_weight
+    if recipe.class_bias:
+        options["class_bias"] = dict(recipe.class_bias)
     return options
 
 
@@ -187,7 +192,6 @@ def train_recipe(
     """
     from geopix.errors import OutputExistsError
     from geopix.models.checkpoint import export_checkpoint, load_checkpoint
-    from geopix.style import palette_bias
     from geopix.train import GENERATOR, claim_run_dir, train
 
     recipe = get_recipe(name)
@@ -234,8 +238,6 @@ def train_recipe(
         "recipe": name,
         "command": overrides.get("command"),
         "recipe_commands": recipe_commands(name, str(data), str(run_dir)),
-        "export": options | {"half": recipe.half, "class_bias": dict(recipe.class_bias)},
+        "export": options | {"half": recipe.half},
     }
-    if recipe.class_bias:
-        options["palette_bias"] = palette_bias(load_checkpoint(generator).spec.palette, dict(recipe.class_bias))
     return export_checkpoint(generator, final, half=recipe.half, training=json.dumps(training, default=str), **options)

@@ -282,6 +282,14 @@ def test_palette_bias_shifts_the_decision_and_travels_in_the_checkpoint(tmp_path
     owner = palette_classes(spec.palette)
     assert [b for b, o in zip(spec.palette_bias, owner, strict=True) if b] == [0.75] * sum(o in roads for o in owner)
     assert sum(o in roads for o in owner) >= 3
+    # The library call the CLI and the recipes share; an RGB head has no colours to offset.
+    from geopix.models.checkpoint import export_checkpoint
+    from geopix.models.registry import resolve_model
+
+    lib = export_checkpoint(resolve_model("sat2map"), tmp_path / "lib.safetensors", class_bias={"road": 0.75})
+    assert load_model(lib).spec.palette_bias == spec.palette_bias
+    with pytest.raises(OptionError, match="need a palette-head checkpoint"):
+        export_checkpoint(resolve_model("map2sat"), tmp_path / "bad.safetensors", class_bias={"building": 1.0})
     bad = tmp_path / "bad.safetensors"
     assert main(["export", "sat2map", str(bad), "--class-bias", "roof=1"]) == OptionError.exit_code
     assert main(["export", "sat2map", str(bad), "--class-bias", "building=lots"]) == OptionError.exit_code

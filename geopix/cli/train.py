@@ -133,12 +133,8 @@ def train_cmd(
     typer.echo(f"generator checkpoint: {path}")
 
 
-def _palette_bias(palette: tuple[tuple[int, int, int], ...], items: list[str]) -> tuple[float, ...]:
-    """``["building=1"]`` → one logit offset per palette colour (every colour that draws the class)."""
-    from geopix.style import palette_bias
-
-    if not palette:
-        raise OptionError("--class-bias needs a palette-head checkpoint; this one draws RGB")
+def _class_offsets(items: list[str]) -> dict[str, float]:
+    """``["building=1", "road=0.5"]`` → ``{"building": 1.0, "road": 0.5}`` (a repeated class adds up)."""
     offsets: dict[str, float] = {}
     for item in items:
         name, sep, raw = item.partition("=")
@@ -148,10 +144,7 @@ def _palette_bias(palette: tuple[tuple[int, int, int], ...], items: list[str]) -
             offsets[name] = offsets.get(name, 0.0) + float(raw)
         except ValueError:
             raise OptionError(f"--class-bias {item!r}: {raw!r} is not a number") from None
-    try:
-        return palette_bias(palette, offsets)
-    except ValueError as exc:
-        raise OptionError(f"--class-bias: {exc}") from None
+    return offsets
 
 
 @app.command("export")
@@ -197,7 +190,6 @@ def export_cmd(
     source = resolve_model(src)
     if dst.exists() and not overwrite:
         raise OutputExistsError(f"{dst} already exists; pass --overwrite to replace it or choose another DST")
-    spec = load_checkpoint(source).spec
     overrides: dict[str, object] = {}
     if ground_resolution is not None:
         overrides["ground_resolution_m"] = ground_resolution
@@ -207,17 +199,22 @@ def export_cmd(
         overrides["palette_sharpness"] = palette_sharpness
     if keep_class is not None:
         overrides["palette_keep_class"] = keep_class
-    if class_bias:
-        overrides["palette_bias"] = _palette_bias(spec.palette, class_bias)
     if input_stats is not None:
         from geopix.data.pairs import find_pairs, input_statistics
 
-        overrides["input_stats"] = input_statistics(find_pairs(input_stats, "train"), direction or spec.direction)
+        pairs = find_pairs(input_stats, "train")
+        overrides["input_stats"] = input_statistics(pairs, direction or load_checkpoint(source).spec.direction)
     if note is not None:
-        training = json.loads(spec.training or "{}")
+        training = json.loads(load_checkpoint(source).spec.training or "{}")
         training["note"] = json.loads(note.read_text())
         overrides["training"] = json.dumps(training)
     path = export_checkpoint(
-        source, dst, half=half, average_with=average_with, average_weight=average_weight, **overrides
+        source,
+        dst,
+        half=half,
+        average_with=average_with,
+        average_weight=average_weight,
+        class_bias=_class_offsets(class_bias) if class_bias else None,
+        **overrides,
     )
     typer.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")

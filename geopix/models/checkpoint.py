@@ -12,6 +12,7 @@ import dataclasses
 import json
 import re
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from geopix import __version__
-from geopix.errors import CheckpointError
+from geopix.errors import CheckpointError, OptionError
 from geopix.models.generator import HEADS, NORMS, UnetGenerator
 from geopix.output import written_whole
 
@@ -291,6 +292,7 @@ def export_checkpoint(
     half: bool = True,
     average_with: str | Path | None = None,
     average_weight: float = 0.5,
+    class_bias: Mapping[str, float] | None = None,
     **overrides: object,
 ) -> Path:
     """Re-save a checkpoint for shipping: fp16 weights (BatchNorm statistics stay fp32) and
@@ -298,13 +300,22 @@ def export_checkpoint(
 
     ``average_with`` (a registry name or a checkpoint of the same architecture) is averaged in with
     ``average_weight`` (``average_states``); the metadata stays ``src``'s, and its ``training`` JSON
-    records the average."""
+    records the average.  ``class_bias`` ({class or group: logit offset}, e.g. ``{"road": 0.5}``)
+    replaces the palette decoding's offsets, resolved against ``src``'s own palette."""
     from geopix.models.registry import resolve_model  # the registry imports this module
+    from geopix.style import palette_bias
 
     model = load_checkpoint(src)
     unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelSpec)}
     if unknown:
         raise CheckpointError(f"cannot set {sorted(unknown)} on a checkpoint; known fields: ModelSpec")
+    if class_bias is not None:
+        if not model.spec.palette:
+            raise OptionError(f"class offsets need a palette-head checkpoint; {src} draws RGB")
+        try:
+            overrides["palette_bias"] = palette_bias(model.spec.palette, class_bias)
+        except ValueError as exc:
+            raise OptionError(f"class offset (--class-bias): {exc}") from None
     spec = dataclasses.replace(model.spec, **overrides)
     if average_with is not None:
         other = load_checkpoint(resolve_model(average_with))

@@ -156,3 +156,23 @@ def test_tile_size_message_names_a_setting_that_works(
     assert main([*base, *suggestion, "--no-progress"]) == 0
     assert main([*base[:3], str(tmp_path / "p"), *base[4:], "--tile-size", "300"]) == errors.TilingError.exit_code
     assert "try --tile-size 512 --overlap 32" in capsys.readouterr().err
+
+
+def test_info_describes_a_model_from_its_checkpoint(capsys: pytest.CaptureFixture[str]) -> None:
+    """`geopix info MODEL`: what a self-describing checkpoint says, with no raster to give."""
+    import json
+
+    from geopix.recipes import RECIPES
+    from geopix.style import ROAD_CLASSES
+
+    assert main(["info", "sat2map", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    offsets = dict(RECIPES["sat2map"].class_bias)
+    want = {"building": offsets["building"]} | {c: offsets["road"] for c in ROAD_CLASSES}
+    assert data["class_offsets"] == want and data["ground_resolution_m"] == 1.0 and data["direction"] == "AtoB"
+    assert data["parameters"] > 10**6 and data["keep_class"] is True and data["path"].endswith("sat2map.safetensors")
+    assert main(["info", "map2sat", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["direction"] == "BtoA" and "class_offsets" not in data and "tanh head" in data["architecture"]
+    assert main(["info", "missing.safetensors"]) == errors.CheckpointError.exit_code
+    assert "missing.safetensors" in capsys.readouterr().err

@@ -160,7 +160,11 @@ def predict_cmd(
 
 @app.command("info")
 def info_cmd(
-    input: str = typer.Argument(..., help="A raster: a path, URL, /vsi… name or STAC Item."),
+    input: str = typer.Argument(
+        ...,
+        help="A raster: a path, URL, /vsi… name or STAC Item; or a model (sat2map, a .safetensors "
+        "checkpoint) to show what its checkpoint says of itself.",
+    ),
     model: Model = "sat2map",
     tile_size: TileSize = 256,
     overlap: Overlap = _TILES.overlap,
@@ -168,11 +172,16 @@ def info_cmd(
     resample: Resample = True,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Show size, CRS, ground resolution, tile count and an estimated render time."""
-    from geopix.describe import info
-    from geopix.source import resolve_input
+    """Show size, CRS, ground resolution, tile count and an estimated render time (or describe a model)."""
+    from geopix.models.registry import describe_model, is_model_name
 
-    data = info(resolve_input(input), model, TileConfig(tile_size, overlap, 1024), parse_bands(bands), resample)
+    if is_model_name(input):
+        data = describe_model(input)
+    else:
+        from geopix.describe import info
+        from geopix.source import resolve_input
+
+        data = info(resolve_input(input), model, TileConfig(tile_size, overlap, 1024), parse_bands(bands), resample)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return

@@ -94,6 +94,43 @@ class ModelSpec:
             head=self.head,
         )
 
+    def summary(self) -> dict[str, object]:
+        """What the checkpoint says of itself, for people (``geopix info MODEL``): the metadata that
+        changes a render, with the decoding's offsets by style class rather than by colour."""
+        from geopix.style import CLASS_NAMES, palette_classes
+
+        out: dict[str, object] = {
+            "direction": self.direction,
+            "architecture": f"unet, {self.num_downs} down-samplings, ngf {self.ngf}, {self.norm} norm, "
+            f"{'dropout in training' if self.use_dropout else 'no dropout'}, {self.head} head",
+            "ground_resolution_m": self.ground_resolution_m,
+            "bands": list(self.band_order),
+            "input_scaling": self.input_scaling,
+            "colour_matching": "to its training photos' per-band mean/std" if self.input_stats else "none",
+        }
+        if self.head == "palette":
+            offsets: dict[str, float] = {}
+            if any(self.palette_bias):
+                for cls, bias in zip(palette_classes(self.palette), self.palette_bias, strict=True):
+                    if bias:
+                        offsets.setdefault(CLASS_NAMES[cls], float(bias))
+                offsets = {name: offsets[name] for name in CLASS_NAMES if name in offsets}
+            out |= {
+                "palette_colours": len(self.palette),
+                "palette_sharpness": self.palette_sharpness,
+                "keep_class": self.palette_keep_class,
+                "class_offsets": offsets,
+            }
+        training = json.loads(self.training or "{}")
+        for key in ("recipe", "epochs", "averaged_with"):
+            if training.get(key) is not None:
+                out[f"training_{key}"] = training[key]
+        metrics = (training.get("note") or {}).get("metrics") if isinstance(training.get("note"), dict) else None
+        if metrics:
+            out["training_note_metrics"] = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+        out["written_by"] = f"{self.source} {self.geopix_version}"
+        return out
+
     def to_metadata(self) -> dict[str, str]:
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION}
         for f in dataclasses.fields(self):

@@ -54,3 +54,16 @@ def resolve_model(name_or_path: str | Path) -> Path:
 def load_model(name_or_path: str | Path) -> LoadedModel:
     """Load a generator by registry name or path, ready for inference (eval mode)."""
     return load_checkpoint(resolve_model(name_or_path))
+
+
+def is_model_name(text: str) -> bool:
+    """A registry name or a checkpoint file name (not a raster): what ``geopix info`` describes as a model."""
+    return text in REGISTRY or text.lower().endswith((".safetensors", ".pt", ".pth"))
+
+
+def describe_model(name_or_path: str | Path) -> dict[str, object]:
+    """A model as ``geopix info MODEL`` shows it: its file, size and what its checkpoint says of itself."""
+    from geopix.models.generator import count_parameters
+
+    loaded = load_model(name_or_path)
+    return {"path": loaded.path, "parameters": count_parameters(loaded.net), **loaded.spec.summary()}

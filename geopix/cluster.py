@@ -95,10 +95,15 @@ def version_mismatches(versions: dict) -> list[str]:
     return problems
 
 
+def _worker_wait_s() -> float:
+    """How long to wait for workers to join: ``$GEOPIX_WORKER_WAIT`` seconds, else 120."""
+    return float(os.environ.get(WORKER_WAIT_ENV, "120"))
+
+
 def check_cluster(client, wait_s: float | None = None) -> None:
     """Fail early and clearly instead of hanging (no workers) or failing in a task (version skew)."""
     if wait_s is None:
-        wait_s = float(os.environ.get(WORKER_WAIT_ENV, "120"))
+        wait_s = _worker_wait_s()
     try:
         client.wait_for_workers(1, timeout=wait_s)
     except TimeoutError as exc:
@@ -189,7 +194,7 @@ def connect(scheduler: str | None, workers: int | None):
         # LocalCluster returns once its worker processes are spawned, not once each has joined
         # the scheduler; a job sized by the workers seen (2 tasks in flight per task thread)
         # would otherwise start with fewer on a busy machine.
-        wait_s = float(os.environ.get(WORKER_WAIT_ENV, "120"))
+        wait_s = _worker_wait_s()
         try:
             client.wait_for_workers(len(cluster.workers), timeout=wait_s)
         except TimeoutError as exc:

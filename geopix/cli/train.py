@@ -190,6 +190,9 @@ def export_cmd(
     source = resolve_model(src)
     if dst.exists() and not overwrite:
         raise OutputExistsError(f"{dst} already exists; pass --overwrite to replace it or choose another DST")
+    # SRC's own metadata, read here only where an option builds on it (export_checkpoint reads it too).
+    needs_spec = (input_stats is not None and direction is None) or note is not None
+    spec = load_checkpoint(source).spec if needs_spec else None
     overrides: dict[str, object] = {}
     if ground_resolution is not None:
         overrides["ground_resolution_m"] = ground_resolution
@@ -203,9 +206,9 @@ def export_cmd(
         from geopix.data.pairs import find_pairs, input_statistics
 
         pairs = find_pairs(input_stats, "train")
-        overrides["input_stats"] = input_statistics(pairs, direction or load_checkpoint(source).spec.direction)
+        overrides["input_stats"] = input_statistics(pairs, direction or spec.direction)
     if note is not None:
-        training = json.loads(load_checkpoint(source).spec.training or "{}")
+        training = json.loads(spec.training or "{}")
         training["note"] = json.loads(note.read_text())
         overrides["training"] = json.dumps(training)
     path = export_checkpoint(

@@ -125,7 +125,8 @@ class ModelSpec:
         for key in ("recipe", "epochs", "averaged_with"):
             if training.get(key) is not None:
                 out[f"training_{key}"] = training[key]
-        metrics = (training.get("note") or {}).get("metrics") if isinstance(training.get("note"), dict) else None
+        note = training.get("note")
+        metrics = note.get("metrics") if isinstance(note, dict) else None
         if metrics:
             out["training_note_metrics"] = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
         out["written_by"] = f"{self.source} {self.geopix_version}"

@@ -102,7 +102,12 @@ class Predictor:
         out = out.float()
         if self.palette is not None:
             rgb = palette_to_rgb(
-                out, self.palette, self.spec.palette_sharpness, self.spec.palette_bias, self.class_colours
+                out,
+                self.palette,
+                self.spec.palette_sharpness,
+                self.spec.palette_bias,
+                self.class_colours,
+                bias_decides=self.spec.palette_bias_decides,
             )
         else:
             rgb = (out.clamp(-1, 1) + 1.0) * 127.5

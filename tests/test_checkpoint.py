@@ -333,6 +333,59 @@ def test_keep_class_only_stops_blends_that_cross_a_class() -> None:
     )
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), scale=st.floats(0.1, 8.0), offset=st.floats(0.05, 2.0))
+def test_offsets_that_decide_change_the_class_not_the_drawn_confidence(seed: int, scale: float, offset: float) -> None:
+    """With ``bias_decides`` every pixel still reads as the class of its *shifted* argmax, but the
+    colours are the unshifted blend's, kept in that class: identical wherever the offset changed no
+    class; argmax decoding has no blend, so the mode does not change it."""
+    from geopix.models.generator import palette_to_rgb
+    from geopix.style import COLOURS, classify, palette_bias, palette_classes
+
+    palette = load_model("sat2map").spec.palette
+    bias = palette_bias(palette, {"building": offset, "road": offset / 2})
+    logits = torch.randn(2, len(palette), 16, 16, generator=torch.Generator().manual_seed(seed)) * scale
+    shifted = logits + torch.tensor(bias).view(1, -1, 1, 1)
+    classes = torch.as_tensor(COLOURS)
+    decided = palette_to_rgb(logits, palette, 8.0, bias, classes, bias_decides=True)
+    plain = palette_to_rgb(logits, palette, 8.0, (), classes)
+    want = palette_classes(palette)[shifted.argmax(1).numpy()]
+    assert (classify(decided.round().permute(0, 2, 3, 1).numpy()) == want).all()
+    same = torch.as_tensor(want == palette_classes(palette)[logits.argmax(1).numpy()])[:, None]
+    torch.testing.assert_close(decided * same, plain * same)
+    argmax = palette_to_rgb(logits, palette, 0.0, bias, classes)  # nothing to blend: the same either way
+    torch.testing.assert_close(palette_to_rgb(logits, palette, 0.0, bias, classes, bias_decides=True), argmax)
+
+
+def test_offsets_that_decide_need_the_class_kept(tmp_path: Path) -> None:
+    from geopix.cli import main
+
+    dst = tmp_path / "decides.safetensors"
+    argv = ["export", "sat2map", str(dst), "--class-bias", "road=0.2", "--class-bias-decides"]
+    assert main(argv) == 0
+    spec = load_model(dst).spec
+    assert spec.palette_bias_decides and spec.summary()["class_offsets_affect"] == "the class only"
+    assert load_model("sat2map").spec.summary()["class_offsets_affect"] == "class and colour"
+    bad = tmp_path / "bad.safetensors"
+    assert main([*argv[:2], str(bad), *argv[3:], "--no-keep-class"]) == CheckpointError.exit_code
+    assert not bad.exists()
+    with pytest.raises(CheckpointError, match="needs palette_keep_class"):
+        dataclasses.replace(spec, palette_keep_class=False)
+    # A doubtful pixel the road offset moves across is drawn at the edge of the road's colours.
+    from geopix.models.generator import palette_to_rgb
+    from geopix.style import BY_NAME, COLOURS, classify
+
+    palette = ((232, 229, 222), (253, 253, 251))  # background, minor road
+    logits, bias = torch.tensor([1.0, 0.9]).view(1, 2, 1, 1), (0.0, 0.2)
+    beige, white = torch.tensor(palette[0], dtype=torch.float32), torch.tensor(palette[1], dtype=torch.float32)
+    shifted = palette_to_rgb(logits, palette, 8.0, bias, torch.as_tensor(COLOURS)).flatten()
+    decided = palette_to_rgb(logits, palette, 8.0, bias, torch.as_tensor(COLOURS), bias_decides=True).flatten()
+    assert classify(shifted.round().numpy()) == classify(decided.round().numpy()) == BY_NAME["minor_road"].index
+    assert (decided - beige).norm() < (shifted - beige).norm() <= (white - beige).norm()
+    inward = (beige - decided) / (beige - decided).norm()
+    assert classify((decided + 2.0 * inward).numpy()) != BY_NAME["minor_road"].index  # just inside the road
+
+
 def test_checkpoints_get_the_umask_mode(tmp_path: Path) -> None:
     """0644 under the usual umask: cluster workers running as another user can read them."""
     umask = os.umask(0o022)

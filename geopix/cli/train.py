@@ -171,6 +171,13 @@ def export_cmd(
         help="Palette decoding: add VALUE to the logits of CLASS's colours, CLASS=VALUE (repeat; e.g. building=1; "
         "road = every road class); replaces SRC's offsets.",
     ),
+    class_bias_decides: bool = typer.Option(
+        None,
+        "--class-bias-decides/--no-class-bias-decides",
+        help="Palette decoding with --keep-class: the offsets choose each pixel's class only; its colour "
+        "blends the unshifted logits within that class (drawn just inside it, not in its full colour; "
+        "default: as in SRC).",
+    ),
     average_with: str = typer.Option(
         None,
         help="Average the weights with this checkpoint or registry name of the same architecture "
@@ -202,6 +209,8 @@ def export_cmd(
         overrides["palette_sharpness"] = palette_sharpness
     if keep_class is not None:
         overrides["palette_keep_class"] = keep_class
+    if class_bias_decides is not None:
+        overrides["palette_bias_decides"] = class_bias_decides
     if input_stats is not None:
         from geopix.data.pairs import find_pairs, input_statistics
 

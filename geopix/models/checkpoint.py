@@ -64,6 +64,11 @@ class ModelSpec:
     #: Palette decoding: blends (sharpness > 0) never cross into another style class's colour,
     #: so each pixel reads as the class of its most likely colour (geopix.style.classify).
     palette_keep_class: bool = False
+    #: Palette decoding with ``palette_keep_class``: ``palette_bias`` chooses each pixel's class
+    #: only, and its colour blends the unshifted logits within that class.  A pixel the offset
+    #: moved across is drawn just inside its new class, not in the class's full colour, so a prior
+    #: shift costs about half the squared error on maps like the training ones.
+    palette_bias_decides: bool = False
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -75,6 +80,11 @@ class ModelSpec:
         if self.palette_bias and len(self.palette_bias) != len(self.palette):
             raise CheckpointError(
                 f"palette_bias has {len(self.palette_bias)} values for {len(self.palette)} palette colours"
+            )
+        if self.palette_bias_decides and not self.palette_keep_class:
+            raise CheckpointError(
+                "palette_bias_decides needs palette_keep_class: without it a blend is not kept in the "
+                "class the offsets chose (export with --keep-class, or without --class-bias-decides)"
             )
         if self.direction not in ("AtoB", "BtoA"):
             raise CheckpointError(f"direction {self.direction!r} must be 'AtoB' or 'BtoA'")
@@ -121,6 +131,8 @@ class ModelSpec:
                 "keep_class": self.palette_keep_class,
                 "class_offsets": offsets,
             }
+            if offsets:
+                out["class_offsets_affect"] = "the class only" if self.palette_bias_decides else "class and colour"
         training = json.loads(self.training or "{}")
         for key in ("recipe", "epochs", "averaged_with"):
             if training.get(key) is not None:

@@ -181,6 +181,8 @@ def palette_to_rgb(
     sharpness: float = 0.0,
     bias: Sequence[float] = (),
     class_colours: torch.Tensor | None = None,
+    *,
+    bias_decides: bool = False,
 ) -> torch.Tensor:
     """Palette logits (N,K,H,W) → RGB (N,3,H,W) in 0..255; a pure per-pixel function.
 
@@ -192,14 +194,19 @@ def palette_to_rgb(
     ``class_colours`` (C,3): the style's class colours.  A blend then stops short of the
     colours of another class (:func:`keep_class`), so every pixel still reads as the class of
     its most likely colour: half road, half background would otherwise be the building colour.
+    ``bias_decides`` (with ``class_colours``): the offsets choose the class only; the blend uses
+    the unshifted logits, so a pixel the offset moved into a class is drawn just inside that
+    class's colours, not in its full colour — the class changes, the drawn confidence does not.
     """
     pal = torch.as_tensor(palette, dtype=torch.float32, device=logits.device)
+    shifted = logits
     if len(bias):
-        logits = logits.float() + torch.as_tensor(bias, dtype=torch.float32, device=logits.device)[None, :, None, None]
-    idx = logits.argmax(1)  # N,H,W
+        shifted = logits.float() + torch.as_tensor(bias, dtype=torch.float32, device=logits.device)[None, :, None, None]
+    idx = shifted.argmax(1)  # N,H,W
     if sharpness <= 0:
         return pal[idx].permute(0, 3, 1, 2)
-    weights = torch.softmax(sharpness * logits.float(), 1)
+    blend = logits if bias_decides and class_colours is not None else shifted
+    weights = torch.softmax(sharpness * blend.float(), 1)
     expected = torch.einsum("nkhw,kc->nchw", weights, pal)
     if class_colours is None:
         return expected

@@ -155,6 +155,19 @@ def test_the_command_is_recorded_in_the_checkpoint(data: Path, tmp_path: Path) -
     assert "--epochs 1 --epochs-decay 0" in training["command"] and "--no-progress" in training["command"]
 
 
+def test_replay_reaches_the_training(data: Path, tmp_path: Path) -> None:
+    """``--replay``/``--replay-ratio`` were once parsed and then dropped on the way to the config
+    (a fine-tune silently ran without the maps): every epoch must hold the replayed samples."""
+    one = ["--preset", "palette", "--epochs", "1", "--epochs-decay", "0", "--batch-size", "4"]
+    # 4 pairs give one batch of 4; with 4 more replayed (ratio 0.5) the epoch has two.
+    assert _run(data, tmp_path / "mixed", *one, "--replay", str(data), "--replay-ratio", "0.5") == 0
+    config = json.loads(load_model(tmp_path / "mixed" / "generator.safetensors").spec.training)["config"]
+    assert (config["replay"], config["replay_ratio"]) == (str(data), 0.5)
+    assert main(["train", str(data), "--run-dir", str(tmp_path / "bad"), *TINY, "--replay-ratio", "1"]) == (
+        OptionError.exit_code
+    )
+
+
 def test_export_takes_a_registry_name(tmp_path: Path) -> None:
     dst = tmp_path / "sat2map_0.9.safetensors"
     assert main(["export", "sat2map", str(dst), "--ground-resolution", "0.9"]) == 0

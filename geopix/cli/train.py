@@ -99,6 +99,8 @@ def train_cmd(
         "sharpness_jitter": sharpness_jitter,
         "rotate": rotate,
         "max_images": max_images,
+        "replay": replay,
+        "replay_ratio": replay_ratio,
         "seed": seed,
         "init_from": init_from,
         "device": device,

@@ -312,8 +312,15 @@ class RealEvalConfig:
 
     def __post_init__(self) -> None:
         # The renders check these too, but only once the first one starts, after out_dir is made.
-        TileConfig(overlap=self.overlap)
-        InferConfig(device=self.device)
+        self.tile_config()
+        self.infer_config()
+
+    def tile_config(self) -> TileConfig:
+        return TileConfig(overlap=self.overlap)
+
+    def infer_config(self) -> InferConfig:
+        """fp32: the scores compare models, so they must not move with the device's default precision."""
+        return InferConfig(device=self.device, precision="fp32")
 
 
 def _check_cutting(tile: int, stride: int, resolution_m: float | None) -> None:

@@ -27,7 +27,7 @@ from PIL import Image
 from pyproj import CRS
 
 from geopix import style
-from geopix.config import InferConfig, RealEvalConfig, RenderConfig, TileConfig, resolve_config
+from geopix.config import RealEvalConfig, RenderConfig, resolve_config
 from geopix.data.rasterize import Labels, rasterize_labels
 from geopix.data.vectors import LayerSpec, read_layers
 from geopix.errors import GeopixError, LabelCoverageError
@@ -155,8 +155,8 @@ def evaluate_sets(config: RealEvalConfig | None = None, /, **kwargs) -> RealEval
                 input=Path(raster),
                 output_dir=run_dir,
                 model=str(config.model),
-                tiles=TileConfig(overlap=config.overlap),
-                infer=InferConfig(device=config.device, precision="fp32"),
+                tiles=config.tile_config(),
+                infer=config.infer_config(),
                 output_resolution="model",
                 scheduler="sync",
                 overwrite=True,

@@ -30,14 +30,19 @@ if [ -n "${MAPS:-}" ]; then replay=(--replay "$MAPS" --replay-ratio 0.5); per_ep
 bs=$(( per_epoch < 8 ? per_epoch : 8 ))  # a small region: smaller batches rather than none
 epochs=$(( (steps * bs + per_epoch - 1) / per_epoch ))
 half=$(( (epochs + 1) / 2 ))
+every=$(( epochs / 10 > 1 ? epochs / 10 : 1 ))  # about ten sample grids, however small the region
 resume=(); [ -f "$out/model/state.pt" ] && resume=(--resume)
 geopix train "$out/pairs" --preset palette --init-from sat2map "${replay[@]}" \
     --load-size-max 600 --colour-jitter 0.3 --lr 1e-4 --epochs "$half" --epochs-decay $((epochs - half)) \
-    --batch-size "$bs" -o "$out/model" "${resume[@]}"
+    --batch-size "$bs" --sample-every "$every" -o "$out/model" "${resume[@]}"
 
-# 4. The same scene, scored with the fine-tuned model; compare with eval_before/report.json.
+# 4. The same scene, scored with the fine-tuned model and with its average with sat2map (a guard
+#    against forgetting: docs/vectors.md, step 5); compare with eval_before/report.json.
 geopix eval "$out/model/generator.safetensors" --raster "$score" --layer "$labels" -o "$out/eval_after"
+geopix export "$out/model/generator.safetensors" "$out/model/averaged.safetensors" --average-with sat2map --overwrite
+geopix eval "$out/model/averaged.safetensors" --raster "$score" --layer "$labels" -o "$out/eval_averaged"
 
 # 5. The map, and web tiles to look at it (geopix serve "$out/map/tiles.pmtiles").
 geopix render "$ortho" -o "$out/map" --model "$out/model/generator.safetensors" --xyz tiles.pmtiles --overwrite
-echo "map: $out/map/map.tif; before/after: $out/eval_before/report.json $out/eval_after/report.json"
+echo "map: $out/map/map.tif; scores: $out/eval_before/report.json (sat2map), $out/eval_after/report.json" \
+    "(fine-tuned), $out/eval_averaged/report.json (averaged; render with it if it scores higher)"

@@ -219,6 +219,8 @@ class Trainer:
             # logits become colours).
             palette_sharpness=init.spec.palette_sharpness if init is not None else 0.0,
             palette_keep_class=init.spec.palette_keep_class if init is not None else False,
+            palette_bias=init.spec.palette_bias if init is not None else (),
+            palette_bias_decides=init.spec.palette_bias_decides if init is not None else False,
         )
         common = {
             "direction": cfg.direction,

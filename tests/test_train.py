@@ -135,7 +135,14 @@ def test_checkpoint_records_the_recipe(data: Path, tmp_path: Path) -> None:
 def test_init_from_starts_at_those_weights_and_checks_the_architecture(data: Path, tmp_path: Path) -> None:
     first = tmp_path / "first"
     train(_cfg(data, first, "palette", epochs=1, epochs_decay=0, load_size=256))
-    export_checkpoint(first / GENERATOR, first / "decoded.safetensors", palette_sharpness=4.0, palette_keep_class=True)
+    export_checkpoint(
+        first / GENERATOR,
+        first / "decoded.safetensors",
+        palette_sharpness=4.0,
+        palette_keep_class=True,
+        class_bias={"road": 0.25},
+        palette_bias_decides=True,
+    )
     start = load_model(first / "decoded.safetensors")
     tuned = Trainer(
         _cfg(data, tmp_path / "tuned", "palette", init_from=str(start.path), load_size=256, load_size_max=400)
@@ -143,7 +150,9 @@ def test_init_from_starts_at_those_weights_and_checks_the_architecture(data: Pat
     for key, value in start.net.state_dict().items():
         torch.testing.assert_close(tuned.G.state_dict()[key], value)
     assert tuned.spec.palette == start.spec.palette  # the classes keep their meaning
-    assert (tuned.spec.palette_sharpness, tuned.spec.palette_keep_class) == (4.0, True)  # and their decoding
+    assert (tuned.spec.palette_sharpness, tuned.spec.palette_keep_class) == (4.0, True)  # and their decoding,
+    assert tuned.spec.palette_bias == start.spec.palette_bias and any(start.spec.palette_bias)  # offsets too
+    assert tuned.spec.palette_bias_decides
     assert tuned.spec.ground_resolution_m == pytest.approx(256 / (256 * 400) ** 0.5)  # geometric middle
     with pytest.raises(GeopixError, match="ngf"):
         Trainer(_cfg(data, tmp_path / "bad", "palette", ngf=8, init_from=str(first / GENERATOR)))

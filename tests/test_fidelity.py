@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,18 +58,26 @@ def test_load_sets_resolves_paths(tmp_path: Path) -> None:
     assert s.rasters == (tmp_path / "a.tif",) and s.layers[0].cls == "building" and s.value_map == {"F": "park"}
 
 
+def _tiny_osm(
+    path: Path, origin: tuple[float, float], *, width_m: float, roads: int, houses: int, road_step_m: float = 100
+) -> Path:
+    """An OSM-tagged GeoJSON (EPSG:4326) of east-west residential roads and a row of 20 m houses."""
+    x0, y0 = origin
+    lines = [
+        shapely.LineString([(x0, y0 - road_step_m * k), (x0 + width_m, y0 - road_step_m * k)])
+        for k in range(1, roads + 1)
+    ]
+    boxes = [shapely.box(x0 + 40 * k, y0 - 60, x0 + 40 * k + 20, y0 - 40) for k in range(1, houses + 1)]
+    tags = [{"highway": "residential"}] * roads + [{"building": "yes"}] * houses
+    return write_geojson(path, [to_wgs84(g) for g in lines + boxes], tags)
+
+
 def test_vectors_to_fine_tuned_model_to_render_to_eval(tmp_path: Path) -> None:
     """The tutorial's workflow on tiny data: dataset vectors → train --init-from → render → eval."""
     x0, y0, res = 500000.0, 5300000.0, 2.0
     aerial = synthetic_aerial(tmp_path / "ortho.tif", (384, 384), res=res, origin=(x0, y0))
     init = random_checkpoint(tmp_path / "init.safetensors", head="palette", ground_resolution_m=res)
-    roads = [to_wgs84(shapely.LineString([(x0, y0 - 100 * k), (x0 + 800, y0 - 100 * k)])) for k in range(1, 7)]
-    houses = [to_wgs84(shapely.box(x0 + 40 * k, y0 - 60, x0 + 40 * k + 20, y0 - 40)) for k in range(1, 15)]
-    osm = write_geojson(
-        tmp_path / "osm.geojson",
-        roads + houses,
-        [{"highway": "residential"}] * len(roads) + [{"building": "yes"}] * len(houses),
-    )
+    osm = _tiny_osm(tmp_path / "osm.geojson", (x0, y0), width_m=800, roads=6, houses=14)
     pairs = tmp_path / "pairs"
     args = ["dataset", "vectors", str(pairs), "--raster", str(aerial), "--layer", str(osm), "--model", str(init)]
     assert main(args) == 0
@@ -89,6 +100,36 @@ def test_vectors_to_fine_tuned_model_to_render_to_eval(tmp_path: Path) -> None:
     for g in ("building", "road"):
         assert 0.0 <= (scores[g]["iou"] or 0.0) <= 1.0 and scores[g]["pixels"] > 0
     assert (out / "ortho" / "ortho" / "side_by_side.png").exists()
+
+
+@pytest.mark.slow
+def test_vectors_workflow_renders_with_the_best_model_on_the_held_out_scene(tmp_path: Path) -> None:
+    """workflows/vectors_to_model.sh end to end (sat2map, one epoch): the map is drawn by whichever
+    of sat2map, the fine-tune and their average scores best on the held-out scene."""
+    x0, y0 = 500000.0, 5300000.0
+    ortho = synthetic_aerial(tmp_path / "ortho.tif", (192, 192), res=2.0, origin=(x0, y0))
+    held = synthetic_aerial(tmp_path / "held.tif", (192, 192), res=2.0, origin=(x0, y0), seed=1)
+    osm = _tiny_osm(tmp_path / "osm.geojson", (x0, y0), width_m=400, roads=4, houses=8, road_step_m=90)
+    out = tmp_path / "region"
+    env = {k: v for k, v in os.environ.items() if k != "MAPS"}
+    env |= {"STEPS": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    script = Path(__file__).parents[1] / "workflows" / "vectors_to_model.sh"
+    run = subprocess.run(["bash", str(script), str(ortho), str(osm), str(held), str(out)], env=env,
+                         capture_output=True, text=True, timeout=1200)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    def held_out_mean(folder: str) -> float:
+        means = [v for v in json.loads((out / folder / "report.json").read_text())["mean"].values() if v is not None]
+        return sum(means) / len(means) if means else 0.0
+
+    ranked = [  # ties go to the model that changes least
+        ("sat2map", "eval_before"),
+        (str(out / "model" / "averaged.safetensors"), "eval_averaged"),
+        (str(out / "model" / "generator.safetensors"), "eval_after"),
+    ]
+    best = max(ranked, key=lambda c: held_out_mean(c[1]))[0]
+    assert f"rendering with {best} " in run.stdout
+    assert (out / "map" / "map.tif").exists() and (out / "map" / "tiles.pmtiles").exists()
 
 
 @pytest.mark.slow

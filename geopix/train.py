@@ -215,12 +215,7 @@ class Trainer:
             direction=cfg.direction,
             ground_resolution_m=self.ground_resolution_m,
             input_stats=stats,
-            # The decoding of the model it starts from (a fine-tune changes the weights, not how
-            # logits become colours).
-            palette_sharpness=init.spec.palette_sharpness if init is not None else 0.0,
-            palette_keep_class=init.spec.palette_keep_class if init is not None else False,
-            palette_bias=init.spec.palette_bias if init is not None else (),
-            palette_bias_decides=init.spec.palette_bias_decides if init is not None else False,
+            **(init.spec.decoding() if init is not None else {}),  # a fine-tune decodes as its start
         )
         common = {
             "direction": cfg.direction,

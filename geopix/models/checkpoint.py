@@ -15,6 +15,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -30,6 +31,10 @@ FORMAT = "geopix-generator"
 FORMAT_VERSION = "1"
 #: The official recipe resizes the maps' 600 px (0.90 m/px, see docs/model-card) to 286 px.
 OFFICIAL_GROUND_RESOLUTION_M = 600 / 286 * 0.9
+
+
+#: The ModelSpec fields of the palette decoding (see ModelSpec.decoding).
+DECODING_FIELDS = ("palette_sharpness", "palette_bias", "palette_keep_class", "palette_bias_decides")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,11 @@ class ModelSpec:
     @property
     def multiple(self) -> int:
         return 2**self.num_downs
+
+    def decoding(self) -> dict[str, Any]:
+        """How the palette logits become colours: the fields a fine-tune keeps from the model it
+        starts from (it changes the weights, not the decoding), named once so none is left behind."""
+        return {name: getattr(self, name) for name in DECODING_FIELDS}
 
     def build(self) -> UnetGenerator:
         return UnetGenerator(

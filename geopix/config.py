@@ -6,7 +6,7 @@ nothing patches a config after it is built (``dataclasses.replace`` makes a new 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
@@ -200,6 +200,9 @@ class TrainConfig:
     source_resolution_m: float | None = None
     replay: Path | None = None  # a second dataset (e.g. the maps) mixed into every epoch
     replay_ratio: float = 0.5  # share of each epoch's samples drawn from ``replay``
+    #: A folder of places (geopix.data.pairs.find_places): samples drawn from each place per epoch;
+    #: None: the pairs' count divided among the places.
+    place_samples: int | None = None
     # run
     seed: int = 0
     init_from: str | None = None  # start from these weights (a registry name or checkpoint path)
@@ -230,6 +233,8 @@ class TrainConfig:
             )
         if not 0.0 <= self.replay_ratio < 1.0:
             raise OptionError(f"--replay-ratio {self.replay_ratio} must be in [0, 1), e.g. 0.5 (half of each epoch)")
+        if self.place_samples is not None and self.place_samples < 1:
+            raise OptionError(f"--place-samples {self.place_samples} must be at least 1")
         if self.batch_size < 1 or self.epochs + self.epochs_decay < 1:
             raise OptionError("--batch-size and --epochs + --epochs-decay must be at least 1")
         if self.lr != self.lr:  # NaN
@@ -345,6 +350,38 @@ class CutConfig:
 
     def __post_init__(self) -> None:
         _check_cutting(self.tile, self.stride, self.resolution_m)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelPairsConfig:
+    """Pairs from aerial images and class rasters (``geopix dataset labels``); see
+    ``geopix.data.label_pairs.make_label_pairs``."""
+
+    images: Sequence[str | Path]
+    labels: Sequence[str | Path]  # label files or folders, matched to images by file stem
+    codes: str | Path | Mapping[str, str]  # a code-table JSON file, or label value → style class/group/unknown
+    out_dir: str | Path
+    covers: tuple[str, ...] | None = None  # classes the labels cover; None: those the code table names
+    incomplete: bool = False  # the background code means unknown (covered classes only partly traced)
+    source_resolution_m: float | None = None  # metres per pixel of images without georeferencing
+    model: str = "sat2map"  # whose ground resolution and colour statistics the pairs take
+    resolution_m: float | None = None  # None: the model's
+    tile: int = 256
+    stride: int | None = None  # None: half a tile
+    match_colors: bool = True
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        _check_cutting(self.tile, self.step, self.resolution_m)
+        if self.source_resolution_m is not None and not self.source_resolution_m > 0:
+            raise DatasetError(
+                f"--source-resolution {self.source_resolution_m} must be a positive number of metres per pixel"
+            )
+
+    @property
+    def step(self) -> int:
+        """Pixels between tile origins: ``stride``, or half a tile."""
+        return self.tile // 2 if self.stride is None else self.stride
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,14 +33,16 @@ from geopix.config import ProgressFn, TrainConfig
 from geopix.data.pairs import (
     MixedDataset,
     PairDataset,
+    PlacesDataset,
     default_source_resolution,
     find_pairs,
+    find_places,
     fit_palette,
     input_statistics,
     read_pair,
     resize_square,
 )
-from geopix.errors import CheckpointError, GeopixError, Interrupted, OutputExistsError, ResumeError
+from geopix.errors import CheckpointError, DatasetError, GeopixError, Interrupted, OutputExistsError, ResumeError
 from geopix.infer import resolve_device
 from geopix.models.checkpoint import ModelSpec, save_checkpoint
 from geopix.models.generator import NLayerDiscriminator, init_weights
@@ -125,12 +127,19 @@ def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
-def _manifest_resolution(data: Path) -> float | None:
-    """The metres per pixel ``geopix dataset vectors`` wrote its pairs at (its dataset.json)."""
-    path = Path(data) / "dataset.json"
-    if not path.is_file():
-        return None
-    return float(json.loads(path.read_text())["resolution_m"])
+def _manifest_resolution(data: Path, places: dict[str, list] | None = None) -> float | None:
+    """The metres per pixel ``geopix dataset vectors/labels`` wrote its pairs at (their dataset.json);
+    every place of a places folder must agree."""
+    folders = [Path(data) / name for name in places] if places else [Path(data)]
+    found = {}
+    for folder in folders:
+        path = folder / "dataset.json"
+        if path.is_file():
+            found[folder.name] = float(json.loads(path.read_text())["resolution_m"])
+    if len(set(found.values())) > 1:
+        listed = ", ".join(f"{k} {v} m" for k, v in found.items())
+        raise DatasetError(f"the places in {data} were cut at different resolutions ({listed}); remake them at one")
+    return next(iter(found.values()), None)
 
 
 def partial_label_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -177,8 +186,11 @@ class Trainer:
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
 
-        pairs = find_pairs(cfg.data, "train")
-        if cfg.max_images:
+        places = find_places(cfg.data)
+        if places is not None and cfg.max_images:
+            places = {k: v[: cfg.max_images] for k, v in places.items()}
+        pairs = [ref for refs in places.values() for ref in refs] if places else find_pairs(cfg.data, "train")
+        if cfg.max_images and places is None:
             pairs = pairs[: cfg.max_images]
         self.pairs = pairs
         if cfg.source_resolution_m is None:  # recorded resolved, so the checkpoint says what was used
@@ -188,7 +200,7 @@ class Trainer:
         # model's ground resolution (their dataset.json says which): no rescaling, no scale jitter.
         self.partial = any(p.m is not None for p in pairs)
         if self.partial:
-            self.ground_resolution_m = _manifest_resolution(cfg.data) or cfg.source_resolution_m
+            self.ground_resolution_m = _manifest_resolution(cfg.data, places) or cfg.source_resolution_m
         else:
             # With scale jitter the model sees a range of resolutions; declare the geometric middle.
             seen = cfg.load_size if not cfg.load_size_max else (cfg.load_size * cfg.load_size_max) ** 0.5
@@ -227,11 +239,20 @@ class Trainer:
             "colour_jitter": cfg.colour_jitter,
             "sharpness_jitter": cfg.sharpness_jitter,
         }
-        if self.partial:
+        if places is not None:
+            main = PlacesDataset(
+                [
+                    PairDataset(refs, load_size=max(cfg.crop_size, src_a.shape[1]), partial=self.partial, **common)
+                    for refs in places.values()
+                ],
+                seed=cfg.seed,
+                per_place=cfg.place_samples,
+            )
+        elif self.partial:
             main = PairDataset(pairs, load_size=max(cfg.crop_size, src_a.shape[1]), partial=True, **common)
         else:
             main = PairDataset(pairs, load_size=cfg.load_size, load_size_max=cfg.load_size_max, **common)
-        self.dataset: PairDataset | MixedDataset = main
+        self.dataset: PairDataset | PlacesDataset | MixedDataset = main
         if cfg.replay is not None:
             replay = PairDataset(
                 find_pairs(cfg.replay, "train"),

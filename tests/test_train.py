@@ -277,3 +277,67 @@ def test_fine_tune_on_vector_pairs_with_replay(data: Path, tmp_path: Path) -> No
     spec = load_model(path).spec
     assert spec.ground_resolution_m == 1.25
     assert spec.palette == load_model(init / GENERATOR).spec.palette
+
+
+def _place(root: Path, name: str, n: int, resolution: float = 1.25, seed: int = 0) -> Path:
+    """A pairs folder as ``geopix dataset vectors/labels`` writes it: A, B, M and dataset.json."""
+    import numpy as np
+    from PIL import Image
+
+    place = root / name
+    for d in ("A", "B", "M"):
+        (place / d).mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(place / "A" / f"{name}{i}.png")
+        Image.fromarray(np.full((256, 256, 3), 232, np.uint8)).save(place / "B" / f"{name}{i}.png")
+        Image.fromarray(np.full((256, 256), 0b1110111, np.uint8)).save(place / "M" / f"{name}{i}.png")
+    (place / "dataset.json").write_text(json.dumps({"resolution_m": resolution}))
+    return place
+
+
+def test_places_are_drawn_equally_often_whatever_their_size(data: Path, tmp_path: Path) -> None:
+    from geopix.data.pairs import MixedDataset, PlacesDataset
+
+    init = tmp_path / "init"
+    train(_cfg(data, init, "palette", epochs=1, epochs_decay=0))
+    places = tmp_path / "places"
+    _place(places, "big", 9)
+    _place(places, "small", 1, seed=1)
+    cfg = _cfg(
+        places,
+        tmp_path / "run",
+        "palette",
+        init_from=str(init / GENERATOR),
+        replay=data,
+        replay_ratio=0.5,
+        place_samples=3,
+        epochs=1,
+        epochs_decay=1,
+    )
+    trainer = Trainer(cfg)
+    assert isinstance(trainer.dataset, MixedDataset) and isinstance(trainer.dataset.main, PlacesDataset)
+    main = trainer.dataset.main
+    assert len(main) == 6 and len(trainer.dataset) == 12  # 3 per place, and as many replayed
+    for epoch in (0, 1):
+        main.set_epoch(epoch)
+        assert sorted(p for p, _ in main._index) == [0, 0, 0, 1, 1, 1]
+        assert len({j for p, j in main._index if p == 0}) == 3  # without replacement where it can
+    main.set_epoch(1)
+    again = list(main._index)
+    main.set_epoch(0)
+    main.set_epoch(1)
+    assert main._index == again  # a pure function of (seed, epoch): resume draws the same samples
+    assert {trainer.dataset[i]["index"].item() for i in range(3, 6)} == {0}  # the small place's one pair
+    spec = load_model(trainer.fit()).spec
+    assert spec.ground_resolution_m == 1.25
+
+
+def test_places_cut_at_different_resolutions_are_refused(tmp_path: Path) -> None:
+    from geopix.errors import DatasetError
+
+    places = tmp_path / "places"
+    _place(places, "a", 2, resolution=1.0)
+    _place(places, "b", 2, resolution=0.5)
+    with pytest.raises(DatasetError, match=r"different resolutions \(a 1.0 m, b 0.5 m\)"):
+        Trainer(_cfg(places, tmp_path / "run", "palette"))

@@ -1,4 +1,4 @@
-"""The dataset commands: ``geopix dataset make/vectors`` build paired data, ``geopix eval`` scores a model on it
+"""The dataset commands: ``geopix dataset make/vectors/labels`` build paired data, ``geopix eval`` scores a model on it
 (or on labelled rasters)."""
 
 from __future__ import annotations
@@ -8,7 +8,20 @@ from pathlib import Path
 import typer
 
 from geopix.cli import app, interrupted_says
-from geopix.cli.options import BatchSize, Device, Layers, Model, Overwrite, ShowProgress, SourceResolution, ValueMap
+from geopix.cli.options import (
+    BatchSize,
+    Device,
+    Layers,
+    MatchColors,
+    Model,
+    Overwrite,
+    PairResolution,
+    PairStride,
+    PairTile,
+    ShowProgress,
+    SourceResolution,
+    ValueMap,
+)
 from geopix.cli.progress import progress_bar
 from geopix.errors import GeopixError, OptionError
 
@@ -88,6 +101,47 @@ def _eval_real(
     typer.echo(f"report: {report.files['report']}")
 
 
+def _has_known_masks(data: Path) -> bool:
+    """Pairs made by ``geopix dataset vectors/labels`` (known masks), or a folder of such places."""
+    from geopix.data.pairs import find_places
+
+    return (data / "M").is_dir() or find_places(data) is not None
+
+
+def _eval_pairs(model: str, data: Path, out: Path | None, device: str, batch_size: int, progress: bool) -> None:
+    """``geopix eval`` on labelled pairs: IoU per class group from the known masks, per place."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from geopix.output import written_whole
+    from geopix.pair_fidelity import GROUPS, evaluate_pairs
+
+    with progress_bar(progress) as bar, interrupted_says("no report written; rerun the same command"):
+        report = evaluate_pairs(model, data, device=device, batch_size=batch_size, on_progress=bar)
+    out = out if out is not None else _default_out(model, "pairs")
+    out.mkdir(parents=True, exist_ok=True)
+    with written_whole(out / "report.json") as tmp:
+        tmp.write_text(report.to_json() + "\n")
+    table = Table(title=f"{model}: IoU / precision / recall per place (labelled pairs, {sum(report.pairs.values())})")
+    table.add_column("place")
+    groups = [g for g in GROUPS if g in report.mean]
+    for g in groups:
+        table.add_column(g, justify="right")
+    for name, scores in report.places.items():
+        table.add_row(
+            name,
+            *[
+                f"{scores[g]['iou']:.3f} / {scores[g]['precision']:.2f} / {scores[g]['recall']:.2f}"
+                if g in scores
+                else "–"
+                for g in groups
+            ],
+        )
+    table.add_row("mean IoU", *[f"{report.mean[g]:.3f}" for g in groups])
+    Console().print(table)
+    typer.echo(f"report: {out / 'report.json'}")
+
+
 @app.command("eval")
 def eval_cmd(
     model: str = typer.Argument(..., help="Registry name or checkpoint path (.safetensors or the authors' .pth)."),
@@ -122,6 +176,9 @@ def eval_cmd(
         return
     if data is None:
         raise GeopixError("pass DATA (a paired dataset folder or a sets .json) or --raster with --layer")
+    if _has_known_masks(data):
+        _eval_pairs(model, data, out, device, batch_size, progress)
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -183,10 +240,10 @@ def dataset_vectors_cmd(
         None, help="Classes the layers label completely, comma-separated (default: those they contain)."
     ),
     model: Model = "sat2map",
-    resolution: float = typer.Option(None, help="Metres per pixel of the pairs (default: the model's)."),
-    tile: int = typer.Option(256, help="Tile side in pixels."),
-    stride: int = typer.Option(None, help="Step between tiles (default: half a tile)."),
-    match_colors: bool = typer.Option(True, "--match-colors/--no-match-colors", help="Colour-match as render does."),
+    resolution: PairResolution = None,
+    tile: PairTile = 256,
+    stride: PairStride = None,
+    match_colors: MatchColors = True,
     overwrite: Overwrite = False,
 ) -> None:
     """Turn aerial rasters plus vector layers (GeoJSON, GPKG, Shapefile, .osm.pbf) into training pairs."""
@@ -215,4 +272,66 @@ def dataset_vectors_cmd(
     typer.echo(
         f"{result.pairs} pairs at {result.resolution_m:.2f} m/px written to {out} "
         f"({result.known_share:.0%} of pixels labelled; covers {', '.join(result.covers)}; pixels: {drawn})"
+    )
+
+
+@dataset_app.command("labels")
+def dataset_labels_cmd(
+    out: Path = typer.Argument(..., help="Output folder; pairs go to OUT/A, OUT/B and OUT/M (known masks)."),
+    images: list[Path] = typer.Argument(
+        ..., help="Aerial images (GeoTIFF, or plain TIFF/PNG/JPEG with --source-resolution)."
+    ),
+    labels: list[Path] = typer.Option(
+        ..., "--labels", help="Class raster files or folders, matched to the images by file stem (repeat)."
+    ),
+    codes: Path = typer.Option(
+        ...,
+        "--codes",
+        help='Code table JSON: {"codes": {"0": "background", "1": "building", "255": "unknown"}} '
+        '(optional "covers" and "incomplete"); see docs/vectors.md.',
+    ),
+    covers: str = typer.Option(
+        None, help="Classes the labels cover, comma-separated (default: those the code table names)."
+    ),
+    incomplete: bool = typer.Option(
+        False,
+        "--incomplete",
+        help="The covered classes are only partly traced: the background code means unknown, not 'none of these'.",
+    ),
+    source_resolution: float = typer.Option(
+        None, "--source-resolution", help="Metres per pixel of images without georeferencing (needed for them)."
+    ),
+    model: Model = "sat2map",
+    resolution: PairResolution = None,
+    tile: PairTile = 256,
+    stride: PairStride = None,
+    match_colors: MatchColors = True,
+    overwrite: Overwrite = False,
+) -> None:
+    """Turn aerial images plus class rasters (a segmentation data set) into training pairs."""
+    from geopix.config import LabelPairsConfig
+    from geopix.data.label_pairs import make_label_pairs
+
+    cfg = LabelPairsConfig(
+        tuple(images),
+        tuple(labels),
+        codes,
+        out,
+        covers=tuple(c.strip() for c in covers.split(",")) if covers else None,
+        incomplete=incomplete,
+        source_resolution_m=source_resolution,
+        model=model,
+        resolution_m=resolution,
+        tile=tile,
+        stride=stride,
+        match_colors=match_colors,
+        overwrite=overwrite,
+    )
+    with interrupted_says(f"no pairs written ({out} untouched); rerun the same command"):
+        result = make_label_pairs(cfg)
+    drawn = ", ".join(f"{k} {v}" for k, v in result.class_pixels.items() if v)
+    typer.echo(
+        f"{result.pairs} pairs at {result.resolution_m:.2f} m/px written to {out} "
+        f"({result.known_share:.0%} of pixels labelled; covers {', '.join(result.covers)}"
+        f"{'; incomplete: background is unknown' if result.incomplete else ''}; pixels: {drawn})"
     )

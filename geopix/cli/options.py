@@ -67,3 +67,12 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
         return tuple(int(b) for b in text.split(","))
     except ValueError:
         raise BandError(f"--bands {text!r} must be comma-separated band numbers, e.g. --bands 1,2,3") from None
+
+
+# The options both dataset builders (dataset vectors, dataset labels) cut their pairs by.
+PairResolution = Annotated[
+    float | None, typer.Option("--resolution", help="Metres per pixel of the pairs (default: the model's).")
+]
+PairTile = Annotated[int, typer.Option("--tile", help="Tile side in pixels.")]
+PairStride = Annotated[int | None, typer.Option("--stride", help="Step between tiles (default: half a tile).")]
+MatchColors = Annotated[bool, typer.Option("--match-colors/--no-match-colors", help="Colour-match as render does.")]

@@ -67,6 +67,9 @@ def train_cmd(
     max_images: int = typer.Option(None, help="Use only the first N training pairs."),
     replay: Path = typer.Option(None, help="A second dataset (e.g. ../shared/data/maps) mixed into every epoch."),
     replay_ratio: float = typer.Option(None, help="Share of each epoch's samples drawn from --replay (0..1)."),
+    place_samples: int = typer.Option(
+        None, help="DATA holds places (one pairs folder each): samples drawn from every place per epoch."
+    ),
     seed: int = typer.Option(None, help="Random seed."),
     init_from: str = typer.Option(None, help="Start from these weights (registry name or checkpoint): fine-tuning."),
     device: Device = None,
@@ -101,6 +104,7 @@ def train_cmd(
         "max_images": max_images,
         "replay": replay,
         "replay_ratio": replay_ratio,
+        "place_samples": place_samples,
         "seed": seed,
         "init_from": init_from,
         "device": device,

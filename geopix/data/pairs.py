@@ -191,7 +191,7 @@ class MixedDataset(Dataset):
     the model knows of New York (and the classes a region's labels do not cover).
     """
 
-    def __init__(self, main: PairDataset, replay: PairDataset, ratio: float, seed: int = 0) -> None:
+    def __init__(self, main: PairDataset | PlacesDataset, replay: PairDataset, ratio: float, seed: int = 0) -> None:
         if not 0.0 <= ratio < 1.0:
             raise DatasetError(f"--replay-ratio {ratio} must be in [0, 1)")
         self.main, self.replay, self.seed = main, replay, seed
@@ -212,6 +212,54 @@ class MixedDataset(Dataset):
         if index < len(self.main):
             return self.main[index]
         return self.replay[int(self._pick[index - len(self.main)])]
+
+
+def find_places(root: str | Path) -> dict[str, list[PairRef]] | None:
+    """A folder of *places*: sub-folders (or links) that each hold pairs made by ``geopix dataset``
+    (``A/``, ``B/``, ``M/`` and ``dataset.json``), trained on with each place drawn equally often.
+
+    None when ``root`` is an ordinary dataset folder."""
+    root = Path(root)
+    if not root.is_dir() or (root / "A").is_dir() or (root / "train").is_dir():
+        return None
+    places = {d.name: d for d in sorted(root.iterdir()) if d.is_dir() and (d / "dataset.json").is_file()}
+    if not places:
+        return None
+    return {name: find_pairs(d, "train") for name, d in places.items()}
+
+
+class PlacesDataset(Dataset):
+    """Every place in equal share: each epoch draws ``len(self) / places`` samples from each place.
+
+    Big sets (Massachusetts' 100 tiles) would otherwise drown small ones (New Brunswick's 2).
+    Draws are a pure function of ``(seed, epoch)``, without replacement while a place has enough
+    pairs, so a resumed run sees the same samples.
+    """
+
+    def __init__(self, places: Sequence[PairDataset], seed: int = 0, per_place: int | None = None) -> None:
+        if not places:
+            raise DatasetError("no places to train on")
+        self.places, self.seed = list(places), seed
+        total = sum(len(p) for p in self.places)
+        self.per_place = per_place or max(1, round(total / len(self.places)))
+        self.pairs = [ref for p in self.places for ref in p.pairs]
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        rng = np.random.default_rng(sample_seed(self.seed, epoch, -2))
+        self._index: list[tuple[int, int]] = []
+        for i, place in enumerate(self.places):
+            place.set_epoch(epoch)
+            n = len(place)
+            pick = rng.choice(n, size=self.per_place, replace=self.per_place > n)
+            self._index += [(i, int(j)) for j in pick]
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        place, j = self._index[index]
+        return self.places[place][j]
 
 
 class PairDataset(Dataset):

@@ -21,11 +21,13 @@ real=$SHARED/data/real
 real2=$SHARED/data/real2
 here=$(cd "$(dirname "$0")" && pwd)
 
+# One place's pairs into $dir/PLACE unless already there (geopix dataset writes a folder only whole).
+v() { local place=$1; shift; [ -d "$dir/$place" ] || geopix dataset vectors "$dir/$place" $res --stride "$stride" "$@"; }
+l() { local place=$1; shift; [ -d "$dir/$place" ] || geopix dataset labels "$dir/$place" $res --stride "$stride" "$@"; }
+
 make_pairs() {  # $1: train or eval, $2: stride
-  local dir=$out/$1 stride=$2
+  dir=$out/$1 stride=$2
   mkdir -p "$dir"
-  v() { local name=$1; shift; [ -d "$dir/$name" ] || geopix dataset vectors "$dir/$name" $res --stride "$stride" "$@"; }
-  l() { local name=$1; shift; [ -d "$dir/$name" ] || geopix dataset labels "$dir/$name" $res --stride "$stride" "$@"; }
   v zanzibar --raster "$real/zanzibar_oam/aerial_1.tif" --raster "$real/zanzibar_oam/aerial_2.tif" \
     --layer "$real/zanzibar_oam/buildings.geojson=building"
   v nairobi --raster "$real/nairobi_oam/aerial_1.tif" --raster "$real/nairobi_oam/aerial_2.tif" \

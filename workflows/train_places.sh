@@ -8,7 +8,8 @@
 #
 # Environment: SHARED (default ../shared), RES (metres per pixel of the pairs, default the model's),
 # STEPS (optimizer steps per run, default 240), THREADS (torch threads, default 2), PLACE_SAMPLES
-# (samples of each place per epoch, default 16: an epoch of 8 places is 32 steps, the unit a run resumes by).
+# (samples of each place per epoch, default 16: an epoch of 8 places is 32 steps), SAVE_EVERY (epochs
+# between checkpoints, the unit a run resumes by; each save recalibrates BatchNorm, default 1).
 set -euo pipefail
 what=${1:?pairs, fold or all}
 out=${2:?output folder}
@@ -16,6 +17,7 @@ SHARED=${SHARED:-../shared}
 STEPS=${STEPS:-240}
 THREADS=${THREADS:-2}
 PLACE_SAMPLES=${PLACE_SAMPLES:-16}
+SAVE_EVERY=${SAVE_EVERY:-1}
 res=${RES:+--resolution $RES}
 real=$SHARED/data/real
 real2=$SHARED/data/real2
@@ -58,7 +60,7 @@ train() {  # $1: places folder, $2: run folder
   local decay=$(( epochs / 2 )) constant=$(( epochs - epochs / 2 ))
   geopix train "$data" -o "$run" --preset palette --init-from sat2map --replay "$SHARED/data/maps" \
     --replay-ratio 0.5 --load-size 414 --load-size-max 900 --colour-jitter 0.3 --lr 2e-4 --batch-size 8 \
-    --place-samples "$PLACE_SAMPLES" --epochs "$constant" --epochs-decay "$decay" --threads "$THREADS" --sample-every 1000 --no-progress "${resume[@]}"
+    --place-samples "$PLACE_SAMPLES" --epochs "$constant" --epochs-decay "$decay" --threads "$THREADS" --save-every "$SAVE_EVERY" --sample-every 1000 --no-progress "${resume[@]}"
 }
 
 case $what in

@@ -3,8 +3,12 @@ CORS preflight, 204 vs 404, the Host allow-list, HEAD, traversal attempts."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,9 +19,11 @@ import numpy as np
 import pytest
 
 from geopix.cli import main
-from geopix.errors import PortInUseError, TilesetError
+from geopix.errors import OptionError, PortInUseError, TilesetError
 from geopix.pyramid import PyramidConfig, build_pyramid
-from geopix.serve import ServeConfig, bind, make_app
+from geopix.serve import ServeConfig, bind, close_app, make_app, uvicorn_config
+from geopix.testing import versioned_tileset
+from geopix.tilesets import open_tileset
 from geopix.tilesets.codec import decode_tile
 from tests.test_pyramid import lonlat_bounds, make_map
 
@@ -36,6 +42,33 @@ def tilesets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
+def http_get(
+    port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None, host: str = "127.0.0.1"
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on a new connection: (status, lower-cased headers, body)."""
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn.request(method, path, headers=headers or {})  # the path goes as is: no normalisation of ../ or %2e
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+
+
+@contextlib.contextmanager
+def cli_server(*args: object) -> Iterator[tuple[subprocess.Popen, int]]:
+    """``geopix serve ARGS --port 0`` in a subprocess (a crash there cannot take pytest down): (process, port)."""
+    cmd = [sys.executable, "-m", "geopix", "serve", *map(str, args), "--port", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert " at " in line, line + proc.stderr.read()
+        yield proc, int(line.split(" at ", 1)[1].split()[0].rstrip("/").rsplit(":", 1)[1])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
 class Server:
     """``geopix serve``'s app on uvicorn in a thread, on a free port."""
 
@@ -45,8 +78,8 @@ class Server:
         self.config = ServeConfig(path=path, port=0, **kwargs)
         self.sock = bind("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
-        cfg = uvicorn.Config(make_app(self.config), log_level="warning", access_log=False, lifespan="off")
-        self.uv = uvicorn.Server(cfg)
+        self.app = make_app(self.config)
+        self.uv = uvicorn.Server(uvicorn_config(self.app, self.config))  # the settings `geopix serve` runs with
         self.thread = threading.Thread(target=self.uv.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 10
@@ -56,16 +89,12 @@ class Server:
     def get(
         self, path: str, method: str = "GET", headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        conn.request(method, path, headers=headers or {})  # the path goes as is: no normalisation of ../ or %2e
-        r = conn.getresponse()
-        body = r.read()
-        conn.close()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+        return http_get(self.port, path, method, headers)
 
     def close(self) -> None:
         self.uv.should_exit = True
         self.thread.join(10)
+        close_app(self.app)
 
 
 @pytest.fixture
@@ -269,7 +298,7 @@ def test_geotiff_served_dynamically_with_source(tilesets: dict[str, Path]) -> No
 def test_config_errors_and_busy_port(tilesets: dict[str, Path]) -> None:
     with pytest.raises(TilesetError, match="--source"):
         ServeConfig(path=tilesets["dir"], source=tilesets["pmtiles"])
-    with pytest.raises(TilesetError, match="--cors"):
+    with pytest.raises(OptionError, match="--cors"):
         ServeConfig(path=tilesets["dir"], cors=("example.org",))
     busy = bind("127.0.0.1", 0)
     try:
@@ -385,3 +414,52 @@ def test_remote_serve_errors(http_server, s3_bucket: str, capsys: pytest.Capture
         err = capsys.readouterr().err.strip()
         assert words in err and len(err.splitlines()) == 1, err
         assert "hunter2" not in err and "alice" not in err
+
+
+# ---- issue 26: a tile source that cannot lie ----------------------------------------------------
+def tile_url(zxy: tuple[int, int, int]) -> str:
+    return "/tiles/{}/{}/{}.png".format(*zxy)
+
+
+def assert_unavailable(answer: tuple[int, dict[str, str], bytes]) -> None:
+    """The documented answer while a tile set is being replaced or cut: 503, retry soon, not cached."""
+    status, headers, _ = answer
+    assert status == 503 and headers["retry-after"] == "1" and headers["cache-control"] == "no-store"
+
+
+def test_archive_cut_in_place_while_served(tmp_path: Path) -> None:
+    """#4: an archive truncated, then rewritten in place under ``geopix serve`` (truncate, cp, rsync --inplace):
+    no SIGBUS; 503 on every route while it is cut, its tiles again once it is whole."""
+    path = tmp_path / "t.pmtiles"
+    tiles = versioned_tileset(path, "pmtiles", 1)
+    whole = path.read_bytes()
+    with cli_server(path) as (proc, port):
+        assert all(http_get(port, tile_url(k))[2] == v for k, v in tiles.items())
+        os.truncate(path, len(whole) // 2)  # the same inode, half its bytes: a partial sync
+        for zxy in tiles:
+            assert_unavailable(http_get(port, tile_url(zxy)))
+        assert_unavailable(http_get(port, "/tilejson.json"))
+        assert_unavailable(http_get(port, "/tiles.pmtiles", headers={"Range": "bytes=0-126"}))
+        with open(path, "r+b") as f:  # the copy goes on, in place, until the file is whole again
+            f.write(whole)
+        for zxy, data in tiles.items():
+            status, _, body = http_get(port, tile_url(zxy))
+            assert (status, body) == (200, data)
+        assert proc.poll() is None
+
+
+def test_cut_archive_refused_at_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """#5: a partial download is refused with its name and exit code 21, not served as empty tiles."""
+    path = tmp_path / "partial.pmtiles"
+    versioned_tileset(path, "pmtiles", 1)
+    os.truncate(path, path.stat().st_size - 5000)
+    with pytest.raises(TilesetError, match=r"partial\.pmtiles is cut short"):
+        open_tileset(path)
+    busy = bind("127.0.0.1", 0)  # were the archive accepted, the server would stop here (35), not serve forever
+    try:
+        assert main(["serve", str(path), "--port", str(busy.getsockname()[1])]) == TilesetError.exit_code
+    finally:
+        busy.close()
+    err = capsys.readouterr().err
+    assert "partial.pmtiles is cut short" in err and "tile data up to byte" in err
+    assert len(err.strip().splitlines()) == 1

@@ -463,3 +463,43 @@ def test_cut_archive_refused_at_start(tmp_path: Path, capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert "partial.pmtiles is cut short" in err and "tile data up to byte" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["pmtiles", "mbtiles", "dir"])
+def test_replaced_tileset_switches_every_route(kind: str, tmp_path: Path) -> None:
+    """#6: a tile set replaced atomically while served (a rename, as ``geopix tiles --overwrite`` publishes;
+    a folder by switching a symlink): TileJSON, tiles and the archive itself all answer the new one."""
+    name = {"pmtiles": "t.pmtiles", "mbtiles": "t.mbtiles", "dir": "tiles"}[kind]
+    served = tmp_path / name
+
+    def publish(version: int) -> dict[tuple[int, int, int], bytes]:
+        new = tmp_path / f"v{version}-{name}"
+        tiles = versioned_tileset(new, kind, version)
+        if kind == "dir":
+            (tmp_path / "link").symlink_to(new)
+            new = tmp_path / "link"
+        os.replace(new, served)
+        return tiles
+
+    tiles = publish(1)
+    s = Server(served)
+    etags: list[str] = []
+    try:
+        for version in (1, 2, 3):
+            if version > 1:
+                tiles = publish(version)
+            tj = json.loads(s.get("/tilejson.json")[2])
+            assert (tj["name"], tj["attribution"]) == (f"v{version}", f"version {version}")
+            for zxy, data in tiles.items():
+                assert s.get(tile_url(zxy))[2] == data
+            if kind == "pmtiles":
+                status, headers, body = s.get("/tiles.pmtiles")
+                assert status == 200 and body == served.read_bytes() and headers["etag"] not in etags
+                for old in etags:  # a client holding an older version gets this one whole
+                    answer = s.get("/tiles.pmtiles", headers={"Range": "bytes=0-126", "If-Range": old})
+                    assert (answer[0], answer[2]) == (200, body)
+                etags.append(headers["etag"])
+                answer = s.get("/tiles.pmtiles", headers={"Range": "bytes=0-126", "If-Range": headers["etag"]})
+                assert (answer[0], answer[2]) == (206, body[:127])
+    finally:
+        s.close()

@@ -23,7 +23,7 @@ from geopix.errors import OptionError, PortInUseError, TilesetError
 from geopix.pyramid import PyramidConfig, build_pyramid
 from geopix.serve import ServeConfig, bind, close_app, make_app, uvicorn_config
 from geopix.testing import versioned_tileset
-from geopix.tilesets import open_tileset
+from geopix.tilesets import TileSet, open_tileset
 from geopix.tilesets.codec import decode_tile
 from tests.test_pyramid import lonlat_bounds, make_map
 
@@ -43,10 +43,15 @@ def tilesets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def http_get(
-    port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None, host: str = "127.0.0.1"
+    port: int,
+    path: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    timeout: float = 30,
 ) -> tuple[int, dict[str, str], bytes]:
     """One request on a new connection: (status, lower-cased headers, body)."""
-    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     conn.request(method, path, headers=headers or {})  # the path goes as is: no normalisation of ../ or %2e
     r = conn.getresponse()
     body = r.read()
@@ -72,13 +77,13 @@ def cli_server(*args: object) -> Iterator[tuple[subprocess.Popen, int]]:
 class Server:
     """``geopix serve``'s app on uvicorn in a thread, on a free port."""
 
-    def __init__(self, path: Path, **kwargs: object) -> None:
+    def __init__(self, path: Path, tiles: TileSet | None = None, **kwargs: object) -> None:
         import uvicorn
 
         self.config = ServeConfig(path=path, port=0, **kwargs)
         self.sock = bind("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
-        self.app = make_app(self.config)
+        self.app = make_app(self.config, tiles)
         self.uv = uvicorn.Server(uvicorn_config(self.app, self.config))  # the settings `geopix serve` runs with
         self.thread = threading.Thread(target=self.uv.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
@@ -502,4 +507,65 @@ def test_replaced_tileset_switches_every_route(kind: str, tmp_path: Path) -> Non
                 answer = s.get("/tiles.pmtiles", headers={"Range": "bytes=0-126", "If-Range": headers["etag"]})
                 assert (answer[0], answer[2]) == (206, body[:127])
     finally:
+        s.close()
+
+
+@pytest.mark.parametrize("signum", [2, 15])
+def test_named_pipe_in_folder_hangs_nothing(signum: int, tmp_path: Path) -> None:
+    """#7: a named pipe at a tile's path answers 500 at once; other requests go on; SIGINT/SIGTERM stop the server."""
+    import signal
+
+    root = tmp_path / "tiles"
+    tiles = versioned_tileset(root, "dir", 1)
+    pipe, *others = tiles
+    path = root / "{}/{}/{}.png".format(*pipe)
+    path.unlink()
+    os.mkfifo(path)
+    with cli_server(root) as (proc, port):
+        status, headers, _ = http_get(port, tile_url(pipe), timeout=10)
+        assert status == 500 and headers["cache-control"] == "no-store"
+        for zxy in others:
+            assert http_get(port, tile_url(zxy), timeout=10)[2] == tiles[zxy]
+        proc.send_signal(signum)
+        assert proc.wait(timeout=20) == 128 + signum
+    err = proc.stderr.read()
+    assert "is not a regular file" in err and "Traceback" not in err
+
+
+class StalledTiles(TileSet):
+    """A tile set whose reads wait until ``release`` (a stalled network mount)."""
+
+    kind, format, minzoom, maxzoom = "dir", "png", 0, 20
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.path = Path("stalled")
+
+    def get(self, z: int, x: int, y: int) -> bytes | None:
+        self.release.wait(60)
+        return None
+
+    def about(self):
+        from geopix.tilesets.base import About
+
+        return About(name="stalled")
+
+
+def test_slow_read_times_out_alone(tmp_path: Path) -> None:
+    """#7: a read slower than ``read_timeout_s`` answers 503 (retry, not cached) while other requests are served."""
+    stalled = StalledTiles()
+    s = Server(tmp_path, tiles=stalled, read_timeout_s=0.5)
+    try:
+        results: list[tuple[int, dict[str, str], bytes]] = []
+        clients = [threading.Thread(target=lambda: results.append(s.get(f"/tiles/3/{i}/0.png"))) for i in range(4)]
+        for c in clients:
+            c.start()
+        assert s.get("/viewer.json")[0] == 200  # the event loop is free while the reads wait
+        for c in clients:
+            c.join(20)
+        assert len(results) == 4
+        for answer in results:
+            assert_unavailable(answer)
+    finally:
+        stalled.release.set()
         s.close()

@@ -513,8 +513,6 @@ def test_replaced_tileset_switches_every_route(kind: str, tmp_path: Path) -> Non
 @pytest.mark.parametrize("signum", [2, 15])
 def test_named_pipe_in_folder_hangs_nothing(signum: int, tmp_path: Path) -> None:
     """#7: a named pipe at a tile's path answers 500 at once; other requests go on; SIGINT/SIGTERM stop the server."""
-    import signal
-
     root = tmp_path / "tiles"
     tiles = versioned_tileset(root, "dir", 1)
     pipe, *others = tiles
@@ -557,7 +555,7 @@ def test_slow_read_times_out_alone(tmp_path: Path) -> None:
     s = Server(tmp_path, tiles=stalled, read_timeout_s=0.5)
     try:
         results: list[tuple[int, dict[str, str], bytes]] = []
-        clients = [threading.Thread(target=lambda: results.append(s.get(f"/tiles/3/{i}/0.png"))) for i in range(4)]
+        clients = [threading.Thread(target=lambda i=i: results.append(s.get(f"/tiles/3/{i}/0.png"))) for i in range(4)]
         for c in clients:
             c.start()
         assert s.get("/viewer.json")[0] == 200  # the event loop is free while the reads wait
@@ -568,4 +566,48 @@ def test_slow_read_times_out_alone(tmp_path: Path) -> None:
             assert_unavailable(answer)
     finally:
         stalled.release.set()
+        s.close()
+
+
+@pytest.mark.parametrize("kind", ["dir", "pmtiles", "mbtiles"])
+@pytest.mark.parametrize("damage", ["empty", "cut"])
+def test_empty_or_cut_tile_is_never_served_as_good(kind: str, damage: str, tmp_path: Path) -> None:
+    """#8 (and #5's tile across a cut): a 0-byte tile (an interrupted copy) or a PNG cut short answers 500,
+    not cached, without an ETag; the set's other tiles are served."""
+    import sqlite3
+
+    from geopix.tilesets import Tile, mbtiles, pmtiles
+
+    name = {"pmtiles": "t.pmtiles", "mbtiles": "t.mbtiles", "dir": "tiles"}[kind]
+    whole = versioned_tileset(tmp_path / "whole", "dir", 1)
+    bad, *good = whole
+    broken = b"" if damage == "empty" else whole[bad][: len(whole[bad]) // 2]
+    if kind == "dir":
+        versioned_tileset(tmp_path / name, "dir", 1)
+        (tmp_path / name / "{}/{}/{}.png".format(*bad)).write_bytes(broken)
+    elif kind == "pmtiles":
+        tiles = [Tile(*zxy, broken if zxy == bad else data) for zxy, data in whole.items()]
+        pmtiles.write(tmp_path / name, tiles, json.loads((tmp_path / "whole" / "tilejson.json").read_text()))
+        if damage == "empty":  # an entry of 0 bytes in the root directory: the archive is refused at open
+            with pytest.raises(TilesetError, match="directory has a bad entry: 0 bytes"):
+                open_tileset(tmp_path / name)
+            return
+    else:
+        tj = json.loads((tmp_path / "whole" / "tilejson.json").read_text())
+        mbtiles.write(tmp_path / name, [Tile(*zxy, data) for zxy, data in whole.items()], tj)
+        con = sqlite3.connect(tmp_path / name)
+        con.execute(
+            "UPDATE tiles SET tile_data=? WHERE zoom_level=? AND tile_column=? AND tile_row=?",
+            (broken, bad[0], bad[1], mbtiles.tms_row(bad[0], bad[2])),
+        )
+        con.commit()
+        con.close()
+    s = Server(tmp_path / name)
+    try:
+        status, headers, body = s.get(tile_url(bad))
+        assert (status, headers["cache-control"], "etag" in headers) == (500, "no-store", False)
+        assert body == b"error\n"
+        for zxy in good:
+            assert s.get(tile_url(zxy))[2] == whole[zxy]
+    finally:
         s.close()

@@ -159,14 +159,11 @@ class PMTilesTileSet(TileSet):
             raise TileReadError(f"{self.name}: a directory at byte {offset} is damaged ({exc})") from exc
         tile_end, leaf_end = h["tile_data_length"], h["leaf_directory_length"]
         for i in range(len(d)):
-            if d.run_lengths[i] == 0:
-                bad = d.offsets[i] + d.lengths[i] > leaf_end or d.lengths[i] == 0
-            else:
-                bad = d.offsets[i] + d.lengths[i] > tile_end or d.lengths[i] == 0
-            if bad:
+            end = leaf_end if d.run_lengths[i] == 0 else tile_end  # a leaf pointer, or tile data
+            if d.lengths[i] == 0 or d.offsets[i] + d.lengths[i] > end:
                 raise TileReadError(
-                    f"{self.name}: {'a leaf' if leaf else 'the root'} directory points past its section "
-                    f"(entry {i}: {d.lengths[i]} bytes at {d.offsets[i]}); the archive is damaged"
+                    f"{self.name}: {'a leaf' if leaf else 'the root'} directory has a bad entry: {d.lengths[i]} "
+                    f"bytes at {d.offsets[i]} of a {end}-byte section; the archive is damaged"
                 )
         return d
 

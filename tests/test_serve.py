@@ -611,3 +611,189 @@ def test_empty_or_cut_tile_is_never_served_as_good(kind: str, damage: str, tmp_p
             assert s.get(tile_url(zxy))[2] == whole[zxy]
     finally:
         s.close()
+
+
+# ---- issue 26 #10: HTTP by the book -------------------------------------------------------------
+@pytest.mark.parametrize("server", [("pmtiles", {})], indirect=True)
+def test_addresses_outside_the_grid_however_spelled(server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    """#10: a coordinate of 5000 digits, 20 digits, Unicode digits, signs or spaces is no address: 404, no traceback."""
+    huge = "9" * 5000
+    paths = [
+        f"/tiles/16/1/{huge}.png",
+        f"/tiles/{'1' * 4301}/0/0.png",
+        f"/tiles/16/{huge}/1.png",
+        f"/source/{huge}/0/0.png",
+        "/tiles/16/99999999999999999999/0.png",
+        "/tiles/%D9%A1%D9%A6/0/0.png",  # Arabic-Indic "16": str.isdigit() says yes, the grid says no
+        "/tiles/+1/0/0.png",
+        "/tiles/1/%200/0.png",
+        "/tiles/1/0/0.5.png",
+        "/tiles/16/0x10/0.png",
+    ]
+    with caplog.at_level("WARNING"):
+        for path in paths:
+            status, headers, body = server.get(path)
+            assert (status, body, headers["cache-control"]) == (404, b"not found\n", "no-cache"), path
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+@pytest.mark.parametrize("server", [("pmtiles", {})], indirect=True)
+def test_method_not_allowed_says_allow(server: Server, tilesets: dict[str, Path]) -> None:
+    """#10: 405 answers carry ``Allow`` (RFC 9110 §15.5.6), on the routes and the static files."""
+    (t, *_), _ = some_tiles(tilesets)
+    for method, path in [
+        ("POST", f"/tiles/{t.z}/{t.x}/{t.y}.png"),
+        ("DELETE", "/tilejson.json"),
+        ("PUT", "/tiles.pmtiles"),
+        ("POST", "/static/viewer.js"),
+        ("PATCH", "/"),
+    ]:
+        status, headers, _ = server.get(path, method)
+        assert status == 405 and set(headers["allow"].replace(" ", "").split(",")) >= {"GET", "HEAD"}, path
+
+
+@pytest.mark.parametrize("server", [("pmtiles", {})], indirect=True)
+@pytest.mark.parametrize(
+    "value", ["bytes=abc", "bytes=5-2", "items=0-9", "bytes=0-" + "9" * 30, "bytes=--1", "bytes=", "bytes 0-9", "=0-9"]
+)
+def test_invalid_range_is_ignored(server: Server, tilesets: dict[str, Path], value: str) -> None:
+    """#10: a ``Range`` that is not a valid byte range set is ignored: 200 with the whole body (RFC 9110 §14.2)."""
+    from importlib import resources
+
+    viewer_js = Path(str(resources.files("geopix").joinpath("serve_static/viewer.js"))).read_bytes()
+    for path, whole in (("/tiles.pmtiles", tilesets["pmtiles"].read_bytes()), ("/static/viewer.js", viewer_js)):
+        status, headers, body = server.get(path, headers={"Range": value})
+        assert (status, body) == (200, whole), (path, value)
+        assert "content-range" not in headers
+
+
+@pytest.mark.parametrize("server", [("pmtiles", {})], indirect=True)
+def test_several_ranges_get_the_whole_archive(server: Server, tilesets: dict[str, Path]) -> None:
+    """The documented rule for /tiles.pmtiles: one range 206, several ranges the whole archive (200)."""
+    blob = tilesets["pmtiles"].read_bytes()
+    status, _, body = server.get("/tiles.pmtiles", headers={"Range": "bytes=0-9, 20-29"})
+    assert (status, body) == (200, blob)
+    status, headers, body = server.get("/tiles.pmtiles", headers={"Range": "bytes=-10"})
+    assert (status, body, headers["content-range"]) == (
+        206,
+        blob[-10:],
+        f"bytes {len(blob) - 10}-{len(blob) - 1}/{len(blob)}",
+    )
+
+
+def test_cors_origins_normalised_or_refused(tilesets: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """#10: ``--cors`` origins are spelled as browsers send them, or refused (exit 25) if they could never match."""
+    cfg = ServeConfig(
+        path=tilesets["dir"], cors=("https://App.Example.org/", "https://x.org:443", "http://h:8080", "*")
+    )
+    assert cfg.cors == ("https://app.example.org", "https://x.org", "http://h:8080", "*")
+    for bad in ("https://*.x.org", "http://", "*.x.org", "https://x.org/maps", "ftp://x.org", "https://u@x.org", "x"):
+        with pytest.raises(OptionError, match="--cors"):
+            ServeConfig(path=tilesets["dir"], cors=(bad,))
+        assert main(["serve", str(tilesets["dir"]), "--cors", bad, "--port", "0"]) == OptionError.exit_code
+        err = capsys.readouterr().err
+        assert bad in err and len(err.strip().splitlines()) == 1
+    s = Server(tilesets["dir"], cors=("https://maps.example.org/",))
+    try:
+        status, headers, _ = s.get("/tilejson.json", headers={"Origin": "https://maps.example.org"})
+        assert status == 200 and headers["access-control-allow-origin"] == "https://maps.example.org"
+    finally:
+        s.close()
+
+
+def closed_within(sock, seconds: float, drip: bytes = b"") -> bool:
+    """Whether the server closes ``sock`` within ``seconds`` (sending ``drip`` every 0.2 s meanwhile)."""
+    import select
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if drip:
+            try:
+                sock.sendall(drip)
+            except OSError:
+                return True
+        if select.select([sock], [], [], 0.2)[0]:
+            try:
+                if sock.recv(65536) == b"":
+                    return True
+            except OSError:
+                return True
+    return False
+
+
+def test_idle_and_slow_connections_are_closed(tilesets: dict[str, Path]) -> None:
+    """#10: a connection that sends nothing, one that drips its headers (slowloris) and an idle keep-alive one
+    are closed; past ``max_connections`` a request is answered 503 at once."""
+    import socket
+
+    s = Server(tilesets["dir"], header_timeout_s=1, keep_alive_s=1, max_connections=4)
+    try:
+        idle = socket.create_connection(("127.0.0.1", s.port))
+        slow = socket.create_connection(("127.0.0.1", s.port))
+        slow.sendall(b"GET /tilejson.json HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        assert closed_within(idle, 10) and closed_within(slow, 10, drip=b"X-Slow: 1\r\n")
+        kept = socket.create_connection(("127.0.0.1", s.port))
+        kept.sendall(b"GET /viewer.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert kept.recv(65536).startswith(b"HTTP/1.1 200") and closed_within(kept, 10)
+        held = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(3)]
+        time.sleep(0.2)
+        assert s.get("/viewer.json")[0] == 503  # 3 held + this one reach the limit of 4
+        for sock in held:
+            sock.close()
+        time.sleep(0.2)
+        assert s.get("/viewer.json")[0] == 200
+        for sock in (idle, slow, kept):
+            sock.close()
+    finally:
+        s.close()
+
+
+def test_directory_bombs_are_refused(tmp_path: Path) -> None:
+    """#10: PMTiles directories are inflated with a limit: a crafted root directory is refused at open, a crafted
+    leaf directory is a 500 for the request that reaches it (not 60 MB of RAM, nor a 204 for a damaged archive)."""
+    import gzip
+
+    from pmtiles.tile import Compression, Entry, TileType, serialize_directory, serialize_header
+
+    bomb = gzip.compress(bytes(64 << 20), compresslevel=9)  # 64 MiB of zeros in ~64 KB
+
+    def archive(path: Path, root: bytes, leaves: bytes) -> Path:
+        tile_data = b"x"
+        h = {
+            "root_offset": 127, "root_length": len(root), "metadata_offset": 127 + len(root), "metadata_length": 0,
+            "leaf_directory_offset": 127 + len(root), "leaf_directory_length": len(leaves),
+            "tile_data_offset": 127 + len(root) + len(leaves), "tile_data_length": len(tile_data),
+            "addressed_tiles_count": 1, "tile_entries_count": 1, "tile_contents_count": 1, "clustered": True,
+            "internal_compression": Compression.GZIP, "tile_compression": Compression.NONE,
+            "tile_type": TileType.PNG, "min_zoom": 0, "max_zoom": 4, "min_lon_e7": 0, "min_lat_e7": 0,
+            "max_lon_e7": 10_000_000, "max_lat_e7": 10_000_000, "center_zoom": 2, "center_lon_e7": 0,
+            "center_lat_e7": 0,
+        }  # fmt: skip
+        path.write_bytes(serialize_header(h) + root + leaves + tile_data)
+        return path
+
+    with pytest.raises(TilesetError, match="decompresses to over"):
+        open_tileset(archive(tmp_path / "root.pmtiles", bomb, b""))
+    leaf = archive(tmp_path / "leaf.pmtiles", serialize_directory([Entry(0, 0, len(bomb), 0)]), bomb)
+    s = Server(leaf)
+    try:
+        status, headers, _ = s.get("/tiles/2/1/1.png")
+        assert (status, headers["cache-control"]) == (500, "no-store")
+        assert s.get("/tilejson.json")[0] == 200
+    finally:
+        s.close()
+
+
+def test_ipv6_host_prints_a_url_it_accepts(tilesets: dict[str, Path]) -> None:
+    """#10: ``geopix serve --host ::1`` prints ``http://[::1]:PORT/``, and its Host check accepts that URL."""
+    import socket
+
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with cli_server(tilesets["dir"], "--host", "::1") as (_, port):
+        url = f"http://[::1]:{port}"
+        status, _, body = http_get(port, "/tilejson.json", headers={"Host": f"[::1]:{port}"}, host="::1")
+        assert status == 200 and json.loads(body)["tiles"][0].startswith(f"{url}/tiles/")
+        assert http_get(port, "/tilejson.json", headers={"Host": f"[::2]:{port}"}, host="::1")[0] == 400

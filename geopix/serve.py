@@ -191,12 +191,15 @@ def _coord(value: str) -> int | None:
 
 
 def _read_tile(layer: LiveTileSet, z: int, x: int, y: int) -> tuple[TileSet, bytes | None]:
-    """A whole tile (or ``None``) from one version of ``layer``; a write in place during the read is a 503."""
-    with layer.lease() as lease:
-        data = lease.tileset.read(z, x, y)
-        if not lease.unchanged():
-            raise TilesetChangedError(f"{layer.path} changed while tile {z}/{x}/{y} was read")
-        return lease.tileset, data
+    """A whole tile (or ``None``) from one version of ``layer``.  A read that a change of the file overtook
+    (a set read by path, such as MBTiles, renamed over; a write in place) is read again from the new
+    version, once; overtaken again, it is a :class:`TilesetChangedError` (503)."""
+    for _ in range(2):
+        with layer.lease() as lease:
+            data = lease.tileset.read(z, x, y)
+            if lease.unchanged():
+                return lease.tileset, data
+    raise TilesetChangedError(f"{layer.path} kept changing while tile {z}/{x}/{y} was read")
 
 
 def _tilejson(layer: LiveTileSet, url: str) -> dict:

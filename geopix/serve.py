@@ -120,13 +120,23 @@ class ReadPool:
 
     def _worker(self) -> None:
         while True:
-            future, fn, args = self._jobs.get()
+            job = self._jobs.get()
+            if job is None:
+                return
+            future, fn, args = job
             if not future.set_running_or_notify_cancel():
                 continue
             try:
                 future.set_result(fn(*args))
             except BaseException as exc:  # handed to the awaiting request
                 future.set_exception(exc)
+
+    def close(self) -> None:
+        """Let idle threads end (a thread still in a read ends when the read returns)."""
+        with self._lock:
+            for _ in range(self._started):
+                self._jobs.put(None)
+            self._started = 0
 
     async def run(self, timeout_s: float, fn: Callable, *args: object):
         """``fn(*args)`` on a pool thread; ``TimeoutError`` after ``timeout_s``."""
@@ -383,13 +393,15 @@ def make_app(config: ServeConfig, tiles: TileSet | None = None, source: TileSet 
         )
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={404: http_error, 405: http_error})
     app.state.layers = [layer for layer in layers.values() if layer is not None]
+    app.state.pool = pool
     return app
 
 
 def close_app(app) -> None:
-    """Close the tile sets ``make_app`` opened (every version still open)."""
+    """Close the tile sets ``make_app`` opened (every version still open) and end its read threads."""
     for layer in app.state.layers:
         layer.close()
+    app.state.pool.close()
 
 
 def uvicorn_config(app, config: ServeConfig):

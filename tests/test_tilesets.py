@@ -314,3 +314,38 @@ def test_folder_tilejson_checked_at_open(change: dict, words: str, tmp_path: Pat
     tj_path.write_text(json.dumps({**json.loads(tj_path.read_text()), **change}))
     with pytest.raises(TilesetError, match=re.escape(f"{tj_path}: ") + ".*" + re.escape(words)):
         open_tileset(tmp_path / "d")
+
+
+def test_live_tileset_keeps_a_replaced_version_for_its_readers(tmp_path: Path) -> None:
+    """A version renamed over stays readable (its own file) until its last lease ends, then it is closed."""
+    import os
+
+    from geopix.testing import versioned_tileset
+    from geopix.tilesets.live import LiveTileSet
+
+    path = tmp_path / "t.pmtiles"
+    v1 = versioned_tileset(path, "pmtiles", 1)
+    zxy = next(iter(v1))
+    live = LiveTileSet(path, open_tileset)
+    old = live.lease()
+    v2 = versioned_tileset(tmp_path / "new.pmtiles", "pmtiles", 2)
+    os.replace(tmp_path / "new.pmtiles", path)
+    with live.lease() as new:
+        assert (new.number, new.tileset.get(*zxy)) == (2, v2[zxy])
+    assert old.tileset.get(*zxy) == v1[zxy] and old.unchanged()
+    old.release()
+    with pytest.raises(OSError):  # closed with its last reader
+        old.tileset.get(*zxy)
+    live.close()
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+def test_damage_spots_empty_cut_and_foreign_tiles(fmt: str) -> None:
+    from geopix.tilesets.codec import damage
+
+    rgba = np.random.default_rng(0).integers(0, 256, (4, 32, 32), dtype=np.uint8)
+    data = encode_tile(rgba, fmt)
+    assert damage(data, fmt) is None
+    assert "empty" in damage(b"", fmt)
+    assert "cut-short" in damage(data[: len(data) - 20], fmt)
+    assert "is not a" in damage(encode_tile(rgba, "png" if fmt != "png" else "jpg"), fmt)

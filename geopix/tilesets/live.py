@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from geopix.errors import GeopixError, TilesetChangedError
+from geopix.errors import TilesetChangedError
 from geopix.tilesets.base import TileSet
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class LiveTileSet:
             try:
                 tileset = self._opener(self.path)
                 identity = tileset.snapshot()
-            except (GeopixError, OSError) as exc:
+            except Exception as exc:  # whatever the new file is, the server answers 503 and keeps running
                 why = f"{self.path} changed and does not open as a tile set: {exc}"
                 if self._failed is None or self._failed[1] != why:
                     log.warning("%s; answering 503 until it does", why)

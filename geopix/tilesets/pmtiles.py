@@ -75,6 +75,7 @@ class PMTilesTileSet(TileSet):
             self._header, self._meta = self._check_header()
             h = self._header
             self._root = self._checked_directory(h["root_offset"], h["root_length"])
+            self._about = self._read_about()
         except TileReadError as exc:  # at open, damage is the archive's: refused with exit code 21
             source.close()
             raise TilesetError(str(exc)) from exc
@@ -205,6 +206,9 @@ class PMTilesTileSet(TileSet):
         return self.source.snapshot() if hasattr(self.source, "snapshot") else None
 
     def about(self) -> About:
+        return self._about
+
+    def _read_about(self) -> About:
         h, m = self._header, self._meta
         where = f"{self.name} header"
         bounds = parse_bounds([h[k] / 1e7 for k in ("min_lon_e7", "min_lat_e7", "max_lon_e7", "max_lat_e7")], where)

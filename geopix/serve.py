@@ -244,9 +244,8 @@ class _ArchiveBytes:
                 await send({"type": "http.response.body", "body": chunk, "more_body": pos < stop})
             if stop == 0:
                 await send({"type": "http.response.body", "body": b""})
-        except (TileReadError, TimeoutError) as exc:  # headers are out: all that is left is to cut the body
-            log.error("/tiles.pmtiles cut off: %s", exc)
-            raise
+        except (TileReadError, TimeoutError, OSError) as exc:  # the headers are out: the body can only stop short
+            log.error("/tiles.pmtiles cut off: %s", exc or "a read took too long")  # (uvicorn then closes it)
         finally:
             self.lease.release()
 

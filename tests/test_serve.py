@@ -797,3 +797,39 @@ def test_ipv6_host_prints_a_url_it_accepts(tilesets: dict[str, Path]) -> None:
         status, _, body = http_get(port, "/tilejson.json", headers={"Host": f"[::1]:{port}"}, host="::1")
         assert status == 200 and json.loads(body)["tiles"][0].startswith(f"{url}/tiles/")
         assert http_get(port, "/tilejson.json", headers={"Host": f"[::2]:{port}"}, host="::1")[0] == 400
+
+
+def test_archive_download_cut_mid_body(tmp_path: Path) -> None:
+    """#4 during a transfer: /tiles.pmtiles sent whole while the file is cut stops short (its length was
+    promised), with one log line and no traceback; the server answers the next request."""
+    import socket
+
+    from geopix.tilesets import Tile, pmtiles
+    from geopix.tilesets.codec import encode_tile
+
+    rng = np.random.default_rng(0)
+    tiles = [Tile(12, x, 0, encode_tile(rng.integers(0, 256, (4, 256, 256), dtype=np.uint8), "png")) for x in range(16)]
+    from pmtiles.tile import zxy_to_tileid
+
+    tiles.sort(key=lambda t: zxy_to_tileid(t.z, t.x, t.y))
+    path = tmp_path / "big.pmtiles"
+    tj = {"name": "big", "format": "png", "bounds": [-180, 80, 180, 85], "center": [0, 82, 12]}
+    pmtiles.write(path, tiles, {**tj, "minzoom": 12, "maxzoom": 12, "attribution": "", "description": ""})
+    size = path.stat().st_size
+    assert size > 3 * (1 << 20)  # several of the server's 1 MiB read steps
+    with cli_server(path) as (proc, port):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /tiles.pmtiles HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        got = sock.recv(4096)
+        assert got.startswith(b"HTTP/1.1 200") and f"content-length: {size}".encode() in got.lower()
+        os.truncate(path, size // 8)
+        sock.settimeout(30)
+        while chunk := sock.recv(1 << 16):
+            got += chunk
+        sock.close()
+        assert len(got) < size  # cut short: the client sees a body shorter than promised
+        assert_unavailable(http_get(port, "/tilejson.json"))
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert "/tiles.pmtiles cut off" in err and "Traceback" not in err, err

@@ -102,6 +102,18 @@ class TilesetError(GeopixError, ValueError):
     exit_code = 21
 
 
+class TileReadError(TilesetError):
+    """A tile that cannot be served whole: an empty or cut-short file, or bytes past the end of its archive.
+
+    Raised per request while serving (the server answers 500, not cached); never at open.
+    """
+
+
+class TilesetChangedError(TilesetError):
+    """The file under a served tile set changed and does not open as a tile set (yet): being copied
+    in place, truncated, or replaced by something else (the server answers 503 until it is whole)."""
+
+
 class MemoryBudgetError(GeopixError, MemoryError):
     """A render whose plan needs more memory than its budget (``--memory-budget``)."""
 

@@ -164,3 +164,42 @@ def random_checkpoint(
         torch.save(state, path)
         return path
     return save_checkpoint(net, spec, path)
+
+
+#: Where ``versioned_tileset`` puts its tiles (a few km² in Austria), and at which zooms.
+VERSIONED_BOUNDS = (15.0, 47.84, 15.02, 47.86)
+VERSIONED_ZOOMS = (14, 16)
+
+
+def versioned_tileset(dst: str | Path, kind: str, version: int) -> dict[tuple[int, int, int], bytes]:
+    """A tile set of ``kind`` (``dir``, ``pmtiles``, ``mbtiles``) at ``dst`` (which must not exist) named
+    ``v{version}``, each tile's pixels drawn from its address and the version; returns ``{(z, x, y): bytes}``.
+
+    Two versions share no tile bytes, so whoever reads one can tell which version answered.
+    """
+    import mercantile
+
+    from geopix.tilesets import Tile, folder, mbtiles, pmtiles
+    from geopix.tilesets.codec import encode_tile
+    from geopix.tilesets.tilejson import make_tilejson
+
+    tiles = []
+    for t in mercantile.tiles(*VERSIONED_BOUNDS, list(range(VERSIONED_ZOOMS[0], VERSIONED_ZOOMS[1] + 1))):
+        # noise (~16 KB a tile: an archive spans many memory pages), seeded by the address and version
+        rgba = np.random.default_rng((version, t.z, t.x, t.y)).integers(0, 256, (4, 64, 64), dtype=np.uint8)
+        rgba[3] = 255
+        rgba[3, 0, 0] = version % 255  # not opaque: the PNG keeps its alpha
+        tiles.append(Tile(t.z, t.x, t.y, encode_tile(rgba, "png")))
+    from pmtiles.tile import zxy_to_tileid
+
+    tiles.sort(key=lambda t: zxy_to_tileid(t.z, t.x, t.y))
+    tj = make_tilejson(
+        name=f"v{version}",
+        tiles_url="{z}/{x}/{y}.png",
+        bounds=VERSIONED_BOUNDS,
+        minzoom=VERSIONED_ZOOMS[0],
+        maxzoom=VERSIONED_ZOOMS[1],
+        attribution=f"version {version}",
+    )
+    {"dir": folder, "pmtiles": pmtiles, "mbtiles": mbtiles}[kind].write(dst, iter(tiles), tj)
+    return {(t.z, t.x, t.y): t.data for t in tiles}

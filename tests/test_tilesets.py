@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import mercantile
@@ -92,7 +93,6 @@ def test_pmtiles_reads_through_any_byte_source(tmp_path: Path) -> None:
             calls.append("closed")
 
     ts = pmtiles.PMTilesTileSet(Remote(), name="remote")
-    assert not ts.inline_reads  # a server must not wait on a remote read on its event loop
     assert all(ts.get(t.z, t.x, t.y) == t.data for t in tiles)
     ts.close()
     assert calls[-1] == "closed" and len(calls) > len(tiles)
@@ -194,7 +194,7 @@ def test_remote_pmtiles_reads_the_local_bytes_with_few_requests(http_server, htt
     with open_tileset(f"{http_server.url}/remote.pmtiles") as ts, open_tileset(http_root / "remote.pmtiles") as local:
         opened = http_server.requests
         assert opened <= 2  # the first 16 KiB (header, root directory), perhaps the metadata
-        assert ts.kind == "pmtiles" and not ts.inline_reads
+        assert ts.kind == "pmtiles"
         assert ts.tilejson("x/{z}/{x}/{y}.png") == local.tilejson("x/{z}/{x}/{y}.png")
         for t in tiles:
             assert ts.get(t.z, t.x, t.y) == t.data
@@ -253,3 +253,99 @@ def test_remote_archive_errors(http_server, http_root: Path, s3_endpoint: str) -
         open_tileset(f"{http_server.url}/t.mbtiles")
     with pytest.raises(TilesetError, match=r"\.pmtiles archives and GeoTIFFs"):
         open_tileset(f"{http_server.url}/tiles/")
+
+
+@pytest.mark.parametrize(
+    "key,value,words",
+    [
+        ("bounds", "a,b", "bounds = 'a,b' must be four numbers"),
+        ("bounds", "15,47", "bounds = '15,47' must be four numbers"),
+        ("bounds", "15,47,14,48", "is not a box on the globe"),
+        ("minzoom", "x", "minzoom = 'x' must be a whole number 0-30"),
+        ("maxzoom", "99", "maxzoom = '99' must be a whole number 0-30"),
+        ("minzoom", "17", "minzoom 17 is above maxzoom 16"),
+        ("center", "15.01", "center = '15.01' must be lon,lat or lon,lat,zoom"),
+        ("center", "15,47,z", "center = '15,47,z' must be lon,lat or lon,lat,zoom"),
+        ("tileSize", "big", "tileSize = 'big' must be a whole number"),
+    ],
+)
+def test_mbtiles_metadata_checked_at_open(
+    key: str, value: str, words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#9: a bad metadata row is refused when the file is opened, naming the file, the row and the value
+    (exit 21 from ``geopix serve``), instead of a 500 per TileJSON or an "unexpected ValueError"."""
+    import sqlite3
+
+    from geopix.cli import main
+    from geopix.serve import bind
+
+    path = tmp_path / "bad.mbtiles"
+    mbtiles.write(path, sample_tiles(), tilejson_for())
+    con = sqlite3.connect(path)
+    con.execute("UPDATE metadata SET value=? WHERE name=?", (value, key))
+    if key == "tileSize" or con.total_changes == 0:
+        con.execute("INSERT OR REPLACE INTO metadata VALUES (?, ?)", (key, value))
+    con.commit()
+    con.close()
+    with pytest.raises(TilesetError, match=re.escape(f"{path} metadata: ") + ".*" + re.escape(words)):
+        open_tileset(path)
+    busy = bind("127.0.0.1", 0)  # were the file accepted, the server would stop at the port (35), not serve forever
+    try:
+        assert main(["serve", str(path), "--port", str(busy.getsockname()[1])]) == TilesetError.exit_code
+    finally:
+        busy.close()
+    err = capsys.readouterr().err
+    assert str(path) in err and words in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        ({"bounds": [15, 47]}, "bounds = [15, 47] must be four numbers"),
+        ({"minzoom": "x"}, "minzoom = 'x' must be a whole number"),
+        ({"center": [15, "n", 3]}, "center = [15, 'n', 3]"),
+        ({"tileSize": 1.5}, "tileSize = 1.5 must be a whole number"),
+    ],
+)
+def test_folder_tilejson_checked_at_open(change: dict, words: str, tmp_path: Path) -> None:
+    """#9 for folders: the same checks on ``tilejson.json``, naming it."""
+    folder.write(tmp_path / "d", sample_tiles(), tilejson_for())
+    tj_path = tmp_path / "d" / "tilejson.json"
+    tj_path.write_text(json.dumps({**json.loads(tj_path.read_text()), **change}))
+    with pytest.raises(TilesetError, match=re.escape(f"{tj_path}: ") + ".*" + re.escape(words)):
+        open_tileset(tmp_path / "d")
+
+
+def test_live_tileset_keeps_a_replaced_version_for_its_readers(tmp_path: Path) -> None:
+    """A version renamed over stays readable (its own file) until its last lease ends, then it is closed."""
+    import os
+
+    from geopix.testing import versioned_tileset
+    from geopix.tilesets.live import LiveTileSet
+
+    path = tmp_path / "t.pmtiles"
+    v1 = versioned_tileset(path, "pmtiles", 1)
+    zxy = next(iter(v1))
+    live = LiveTileSet(path, open_tileset)
+    old = live.lease()
+    v2 = versioned_tileset(tmp_path / "new.pmtiles", "pmtiles", 2)
+    os.replace(tmp_path / "new.pmtiles", path)
+    with live.lease() as new:
+        assert (new.number, new.tileset.get(*zxy)) == (2, v2[zxy])
+    assert old.tileset.get(*zxy) == v1[zxy] and old.unchanged()
+    old.release()
+    with pytest.raises(OSError):  # closed with its last reader
+        old.tileset.get(*zxy)
+    live.close()
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+def test_damage_spots_empty_cut_and_foreign_tiles(fmt: str) -> None:
+    from geopix.tilesets.codec import damage
+
+    rgba = np.random.default_rng(0).integers(0, 256, (4, 32, 32), dtype=np.uint8)
+    data = encode_tile(rgba, fmt)
+    assert damage(data, fmt) is None
+    assert "empty" in damage(b"", fmt)
+    assert "cut-short" in damage(data[: len(data) - 20], fmt)
+    assert "is not a" in damage(encode_tile(rgba, "png" if fmt != "png" else "jpg"), fmt)

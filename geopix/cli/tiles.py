@@ -61,7 +61,10 @@ def serve_cmd(
         "machine that can reach this one: use it only on a network you trust, with --allowed-host NAME.",
     ),
     cors: list[str] = typer.Option(
-        None, "--cors", help="Origin allowed to fetch tiles from its pages (repeatable; * for any), with preflight."
+        None,
+        "--cors",
+        help="Origin allowed to fetch tiles from its pages, as browsers send it (https://app.example.org; "
+        "repeatable; * for any), with preflight.",
     ),
     allowed_host: list[str] = typer.Option(
         None,

@@ -3,12 +3,15 @@ and the byte sources archives are read through (a local file, or a URL read with
 
 from __future__ import annotations
 
-import mmap
+import math
+import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar, NamedTuple, Protocol
 
-from geopix.tilesets.codec import media_type
+from geopix.errors import TileReadError, TilesetError
+from geopix.tilesets.codec import damage, media_type
 from geopix.tilesets.tilejson import make_tilejson
 
 #: Cache lifetimes (seconds) a server may give a tile set's answers.
@@ -40,13 +43,13 @@ class About(NamedTuple):
     center: tuple[float, float, int] | None = None  # None: the bounds' middle
 
     @classmethod
-    def from_meta(cls, meta: Mapping, **decoded: object) -> About:
+    def from_meta(cls, meta: Mapping, where: str, **decoded: object) -> About:
         """The fields every format stores under TileJSON's own keys (attribution, description,
-        tileSize) from ``meta``; ``decoded`` gives the others (and may override these)."""
+        tileSize) from ``meta`` (checked; ``where`` names it in errors); ``decoded`` gives the others."""
         common = {
             "attribution": str(meta.get("attribution", "")),
             "description": str(meta.get("description", "")),
-            "tile_size": int(meta.get("tileSize", 256)),
+            "tile_size": parse_int(meta.get("tileSize", 256), "tileSize", where, 1, 4096),
         }
         return cls(**{**common, **decoded})  # type: ignore[arg-type]
 
@@ -60,19 +63,54 @@ class ByteSource(Protocol):
 
 
 class FileByteSource:
-    """A local file, memory-mapped: range reads are slices, with no system call per tile."""
+    """A local file read with ``pread`` on one descriptor: a read past the end is a
+    :class:`TileReadError`, never a crash.
+
+    (A memory map was quicker by a system call per tile, but a file cut short while mapped kills
+    the process with SIGBUS at the first access past the new end.)  The descriptor keeps reading the
+    file that was opened even when a new one is renamed over its path.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        with open(self.path, "rb") as f:
-            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.path.stat().st_size else None
+        self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+        st = os.fstat(self._fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(self._fd)
+            raise TilesetError(f"{self.path} is not a regular file; pass the archive itself")
+        self.size = st.st_size
 
     def read(self, offset: int, length: int) -> bytes:
-        return self._map[offset : offset + length] if self._map is not None else b""
+        data = os.pread(self._fd, length, offset)
+        while 0 < len(data) < length:  # a regular file answers short only at its end; make sure
+            more = os.pread(self._fd, length - len(data), offset + len(data))
+            if not more:
+                break
+            data += more
+        if len(data) < length:
+            raise TileReadError(f"{self.path} is cut short: {length} bytes asked at offset {offset}, {len(data)} there")
+        return data
+
+    def snapshot(self) -> tuple[int, int, int, int]:
+        """The open file's identity now (device, inode, size, mtime): it changes when the file is written in place."""
+        return _identity(os.fstat(self._fd))
 
     def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def file_identity(path: str | Path) -> tuple[int, int, int, int] | None:
+    """The identity of the file at ``path`` now (device, inode, size, mtime), ``None`` if there is none."""
+    try:
+        return _identity(os.stat(path))
+    except OSError:
+        return None
 
 
 class URLByteSource:
@@ -88,7 +126,6 @@ class URLByteSource:
     HEAD_BYTES = 16384
 
     def __init__(self, url: str, role: str = "tile archive") -> None:
-        from geopix.errors import TilesetError
         from geopix.remote import filesystem, read_error
         from geopix.source import redact
 
@@ -101,6 +138,7 @@ class URLByteSource:
             ) from exc
         self._error = read_error
         self._head = self._get(0, self.HEAD_BYTES)
+        self.size: int | None = None  # unknown without another request; reads past the end raise instead
 
     def _get(self, offset: int, length: int) -> bytes:
         try:
@@ -112,7 +150,14 @@ class URLByteSource:
             from geopix.source import gdal_name
 
             raise remote_error(RuntimeError("Range downloading not supported"), gdal_name(self.url), self.role)
+        if len(data) < length and offset > 0:  # (the first read may ask past the end of a small archive)
+            from geopix.source import redact
+
+            raise TileReadError(f"{redact(self.url)}: {length} bytes asked at offset {offset}, {len(data)} sent")
         return data
+
+    def snapshot(self) -> None:
+        return None
 
     def read(self, offset: int, length: int) -> bytes:
         if offset + length <= len(self._head):
@@ -129,14 +174,33 @@ class TileSet:
     kind: ClassVar[str] = ""
     format: str = "png"  # png | webp | jpg
     cache_seconds: int = CACHE_TILE_S
-    #: Whether ``get`` is quick local I/O (a small file, an mmap slice, an indexed SQLite row) that a
-    #: server may call on its event loop instead of paying a thread hand-off per tile.
-    inline_reads: bool = False
     minzoom: int = 0
     maxzoom: int = 24
 
     def get(self, z: int, x: int, y: int) -> bytes | None:
         raise NotImplementedError
+
+    def read(self, z: int, x: int, y: int) -> bytes | None:
+        """``get``, refusing bytes that are not a whole tile (:class:`TileReadError`) instead of passing them on."""
+        data = self.get(z, x, y)
+        if data is not None and (why := damage(data, self.format)) is not None:
+            raise TileReadError(f"tile {z}/{x}/{y} of {self.label} {why}")
+        return data
+
+    @property
+    def label(self) -> str:
+        """The set's file, folder or URL, for messages."""
+        return str(getattr(self, "path", self.kind))
+
+    def snapshot(self) -> object:
+        """What identifies the bytes this set reads now (device, inode, size, mtime of its files); ``None`` for
+        a remote set.  A server compares it with the path's own to notice a file changed or replaced."""
+        return None
+
+    @classmethod
+    def identity_of(cls, path: str | Path) -> object:
+        """The on-disk identity of a set of this kind at ``path`` (as ``snapshot`` gives it once opened)."""
+        return file_identity(path)
 
     def about(self) -> About:
         """The set's name, bounds, credits … as its format stores them."""
@@ -174,4 +238,61 @@ class TileSet:
 
 def in_world(z: int, x: int, y: int) -> bool:
     """Whether ``z/x/y`` is a tile address at all (inside the 2**z × 2**z grid)."""
-    return 0 <= z <= 30 and 0 <= x < (1 << z) and 0 <= y < (1 << z)
+    return 0 <= z <= MAX_ZOOM and 0 <= x < (1 << z) and 0 <= y < (1 << z)
+
+
+# ---- metadata a set states about itself, checked once at open -------------------------------------
+MAX_ZOOM = 30
+
+
+def _numbers(value: object, n: tuple[int, ...], what: str, where: str, shape: str) -> list[float]:
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        nums = [float(v) for v in items]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        nums = []
+    if len(nums) not in n or not all(math.isfinite(v) for v in nums):
+        raise TilesetError(f"{where}: {what} = {value!r} must be {shape}; fix or remove it")
+    return nums
+
+
+def parse_bounds(value: object, where: str) -> tuple[float, float, float, float]:
+    """``west,south,east,north`` in degrees (a string or a list), checked to be a box on the globe."""
+    w, s, e, n = _numbers(value, (4,), "bounds", where, "four numbers west,south,east,north (degrees)")
+    if not (-180 <= w <= e <= 180 and -90 <= s <= n <= 90):
+        raise TilesetError(
+            f"{where}: bounds = {value!r} is not a box on the globe "
+            "(west <= east within ±180, south <= north within ±90)"
+        )
+    return (w, s, e, n)
+
+
+def parse_center(value: object, where: str) -> tuple[float, float, int] | None:
+    """``lon,lat[,zoom]`` (a string or a list); ``None`` when absent."""
+    if value is None:
+        return None
+    nums = _numbers(value, (2, 3), "center", where, "lon,lat or lon,lat,zoom")
+    zoom = nums[2] if len(nums) == 3 else 0
+    if not (-180 <= nums[0] <= 180 and -90 <= nums[1] <= 90 and zoom == int(zoom) and 0 <= zoom <= MAX_ZOOM):
+        raise TilesetError(f"{where}: center = {value!r} is not a place on the globe with a zoom 0-{MAX_ZOOM}")
+    return (nums[0], nums[1], int(zoom))
+
+
+def parse_int(value: object, what: str, where: str, low: int, high: int) -> int:
+    """A whole number in ``low..high`` (from a string, or a JSON number without a fraction)."""
+    try:
+        number = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or not low <= number <= high:
+        raise TilesetError(f"{where}: {what} = {value!r} must be a whole number {low}-{high}; fix or remove it")
+    return number
+
+
+def parse_zooms(minzoom: object, maxzoom: object, where: str) -> tuple[int, int]:
+    """``minzoom, maxzoom`` as whole numbers in 0..30, ``minzoom <= maxzoom``."""
+    lo = parse_int(minzoom, "minzoom", where, 0, MAX_ZOOM)
+    hi = parse_int(maxzoom, "maxzoom", where, 0, MAX_ZOOM)
+    if lo > hi:
+        raise TilesetError(f"{where}: minzoom {lo} is above maxzoom {hi}; fix one of them")
+    return lo, hi

@@ -51,3 +51,37 @@ def decode_tile(data: bytes) -> np.ndarray:
 
     with Image.open(io.BytesIO(data)) as im:
         return np.asarray(im.convert("RGBA")).transpose(2, 0, 1).copy()
+
+
+#: Bytes a whole tile file of each format ends with (or carries near its end).
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last 8 bytes of every PNG
+_TAIL = 64  # bytes searched for an end marker (a few writers pad after it)
+
+
+def damage(data: bytes, fmt: str) -> str | None:
+    """Why ``data`` is not a whole ``fmt`` tile (empty, another format, cut short), or ``None`` when it is.
+
+    Only the first and last bytes are looked at: cheap enough for every tile a server sends, and
+    enough for what interrupted copies and cut archives leave (an empty file, a file ending mid-image).
+    """
+    if not data:
+        return "is empty (0 bytes)"
+    tail = data[-_TAIL:]
+    if fmt == "png":
+        if not data.startswith(_PNG_SIGNATURE):
+            return "is not a PNG image"
+        if _PNG_END not in tail:
+            return f"is a cut-short PNG image ({len(data)} bytes, no IEND chunk at its end)"
+    elif fmt == "jpg":
+        if not data.startswith(b"\xff\xd8\xff"):
+            return "is not a JPEG image"
+        if b"\xff\xd9" not in tail:
+            return f"is a cut-short JPEG image ({len(data)} bytes, no end-of-image marker)"
+    elif fmt == "webp":
+        if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+            return "is not a WebP image"
+        declared = int.from_bytes(data[4:8], "little") + 8
+        if len(data) < declared:
+            return f"is a cut-short WebP image ({len(data)} of {declared} bytes)"
+    return None

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from geopix.errors import TilesetError
-from geopix.tilesets.base import WORLD, About, Tile, TileSet
+from geopix.errors import TileReadError, TilesetError
+from geopix.tilesets.base import WORLD, About, Tile, TileSet, file_identity, parse_bounds, parse_center, parse_zooms
 from geopix.tilesets.codec import TILE_FORMATS
 
 TILEJSON_NAME = "tilejson.json"
+MAX_TILE_BYTES = 16 << 20  # larger is not a web tile: refused rather than read into memory
 RELATIVE_NOTE = (
     "The tile URL below is relative to this file, which TileJSON 3.0.0 does not allow and map "
     "libraries resolve against the page instead: serve the folder with `geopix serve FOLDER`, or "
@@ -65,24 +68,39 @@ def write(dst: str | Path, tiles: Iterable[Tile], tilejson: dict) -> None:
 
 
 class FolderTileSet(TileSet):
-    """A folder written by ``geopix tiles`` (or ``write``)."""
+    """A folder written by ``geopix tiles`` (or ``write``); its ``tilejson.json`` is checked at open.
+
+    A tile is read only if it is a regular file of at most :data:`MAX_TILE_BYTES`, opened without
+    blocking: a named pipe or device at a tile's path is an error for that request, not a hang.
+    """
 
     kind = "dir"
-    inline_reads = True
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).resolve()
+        self.path = Path(root)
+        self.root = self.path.resolve()
         tj_path = self.root / TILEJSON_NAME
         if not tj_path.is_file():
             raise TilesetError(f"{root} has no {TILEJSON_NAME}; is it a folder written by `geopix tiles`?")
         try:
-            self._tj = json.loads(tj_path.read_text())
-            self.format = self._tj.get("format", "png")
-            self.minzoom, self.maxzoom = int(self._tj["minzoom"]), int(self._tj["maxzoom"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TilesetError(f"{tj_path} is not a TileJSON with minzoom and maxzoom ({exc})") from exc
+            tj = json.loads(tj_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise TilesetError(f"{tj_path} is not JSON ({exc})") from exc
+        if not isinstance(tj, dict) or "minzoom" not in tj or "maxzoom" not in tj:
+            raise TilesetError(f"{tj_path} is not a TileJSON with minzoom and maxzoom")
+        self.format = tj.get("format", "png")
         if self.format not in TILE_FORMATS:
             raise TilesetError(f"{tj_path} names tile format {self.format!r}; expected png, webp or jpg")
+        where = str(tj_path)
+        self.minzoom, self.maxzoom = parse_zooms(tj["minzoom"], tj["maxzoom"], where)
+        self._about = About.from_meta(
+            tj,
+            where,
+            name=str(tj.get("name", self.root.name)),
+            bounds=parse_bounds(tj["bounds"], where) if "bounds" in tj else WORLD,
+            description=str(tj.get("description", "")).split(". " + RELATIVE_NOTE)[0].removesuffix(RELATIVE_NOTE),
+            center=parse_center(tj.get("center"), where),
+        )
 
     def get(self, z: int, x: int, y: int) -> bytes | None:
         path = tile_path(self.root, z, x, y, self.format)
@@ -90,16 +108,25 @@ class FolderTileSet(TileSet):
         try:
             if not path.resolve().is_relative_to(self.root):
                 return None
-            return path.read_bytes()
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting for a writer
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise TileReadError(f"{path} is not a regular file; a tile folder holds image files only")
+            if st.st_size > MAX_TILE_BYTES:
+                raise TileReadError(f"{path} has {st.st_size} bytes, over the {MAX_TILE_BYTES} a tile may have")
+            return f.read(MAX_TILE_BYTES + 1)
+
+    def snapshot(self) -> object:
+        return self.identity_of(self.path)
+
+    @classmethod
+    def identity_of(cls, path: str | Path) -> object:
+        """The folder's and its ``tilejson.json``'s identities: a folder renamed over the path, or a rewritten
+        TileJSON, changes it; tile files written one by one do not (they are read afresh on each request)."""
+        return (file_identity(path), file_identity(Path(path) / TILEJSON_NAME))
 
     def about(self) -> About:
-        tj = self._tj
-        return About.from_meta(
-            tj,
-            name=tj.get("name", self.root.name),
-            bounds=tuple(tj.get("bounds", WORLD)),
-            description=tj.get("description", "").split(". " + RELATIVE_NOTE)[0].removesuffix(RELATIVE_NOTE),
-            center=tuple(tj["center"]) if "center" in tj else None,
-        )
+        return self._about

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from geopix.tilesets.base import CACHE_DYNAMIC_S, About, TileSet
+from geopix.tilesets.base import CACHE_DYNAMIC_S, About, TileSet, file_identity
 
 
 class GeoTIFFTileSet(TileSet):
@@ -55,6 +55,17 @@ class GeoTIFFTileSet(TileSet):
         if not img.mask.any():
             return None
         return img.render(img_format="PNG", add_mask=True)
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def snapshot(self) -> object:
+        return file_identity(self.path) if Path(self.path).is_file() else None  # a /vsi… name: not watched
+
+    @classmethod
+    def identity_of(cls, path: str | Path) -> object:
+        return file_identity(path) if Path(path).is_file() else None
 
     def about(self) -> About:
         from geopix.tilesets.tilejson import attribution_for

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from geopix.errors import TilesetError
-from geopix.tilesets.base import WORLD, About, Tile, TileSet
+from geopix.tilesets.base import WORLD, About, Tile, TileSet, file_identity, parse_bounds, parse_center, parse_zooms
 from geopix.tilesets.codec import TILE_FORMATS
 
 BATCH = 500
@@ -57,10 +57,10 @@ def write(dst: str | Path, tiles: Iterable[Tile], tilejson: dict) -> None:
 
 
 class MBTilesTileSet(TileSet):
-    """Read-only; one SQLite connection per thread."""
+    """Read-only; one SQLite connection per thread.  The metadata is checked at open (zooms, bounds,
+    center, format, tile size), so a bad row is refused with the file named instead of failing later."""
 
     kind = "mbtiles"
-    inline_reads = True
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -71,13 +71,24 @@ class MBTilesTileSet(TileSet):
         try:
             meta = dict(self._db().execute("SELECT name, value FROM metadata").fetchall())
         except sqlite3.DatabaseError as exc:
+            self.close()
             raise TilesetError(f"{path} is not an MBTiles file ({exc})") from exc
-        self._meta = meta
-        fmt = meta.get("format", "png")
+        try:
+            self._about = self._read_meta(meta)
+        except TilesetError:
+            self.close()
+            raise
+
+    def _read_meta(self, m: dict) -> About:
+        where = f"{self.path} metadata"
+        fmt = m.get("format", "png")
         self.format = {"jpeg": "jpg"}.get(fmt, fmt)
         if self.format not in TILE_FORMATS:
-            raise TilesetError(f"{path} holds {self.format!r} tiles; geopix serves png, webp and jpg")
-        self.minzoom, self.maxzoom = int(meta.get("minzoom", 0)), int(meta.get("maxzoom", 22))
+            raise TilesetError(f"{self.path} holds {self.format!r} tiles; geopix serves png, webp and jpg")
+        self.minzoom, self.maxzoom = parse_zooms(m.get("minzoom", 0), m.get("maxzoom", 22), where)
+        bounds = parse_bounds(m["bounds"], where) if "bounds" in m else WORLD
+        center = parse_center(m.get("center"), where)
+        return About.from_meta(m, where, name=str(m.get("name", self.path.stem)), bounds=bounds, center=center)
 
     def _db(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
@@ -96,16 +107,13 @@ class MBTilesTileSet(TileSet):
             )
             .fetchone()
         )
-        return bytes(row[0]) if row else None
+        return bytes(row[0]) if row and row[0] is not None else (b"" if row else None)
+
+    def snapshot(self) -> object:
+        return file_identity(self.path)
 
     def about(self) -> About:
-        m = self._meta
-        bounds = tuple(float(v) for v in m["bounds"].split(",")) if "bounds" in m else WORLD
-        center = None
-        if "center" in m:
-            cx, cy, cz = m["center"].split(",")
-            center = (float(cx), float(cy), int(cz))
-        return About.from_meta(m, name=m.get("name", self.path.stem), bounds=bounds, center=center)
+        return self._about
 
     def close(self) -> None:
         with self._lock:

@@ -39,12 +39,13 @@ from geopix.execute import BlockJob, close_readers
 from geopix.models.checkpoint import LoadedModel
 from geopix.models.distribute import fetch_checkpoint, send_to_workers, sha256_file
 from geopix.models.registry import REGISTRY, load_model, resolve_model
+from geopix.mosaic import resolve_input
 from geopix.output import check_output, claim_output
 from geopix.plan import Block, RenderPlan, cache_friendly_order, check_tiling
 from geopix.process import configure_gdal
 from geopix.read import RasterInfo, colour_match, inspect_raster, work_grid
 from geopix.remote import is_url, join, upload_atomic
-from geopix.source import VRT_PREFIX, is_remote, redact, resolve_input
+from geopix.source import VRT_PREFIX, is_remote, redact
 from geopix.write import StoreSpec, finalize_geotiff, open_store, remove_store, write_manifest
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from rasterio.vrt import WarpedVRT
 from geopix import style
 from geopix.config import VectorPairsConfig, resolve_config
 from geopix.data.rasterize import ALL_CLASSES, Labels, rasterize_labels
-from geopix.data.vectors import LayerSpec, read_layers
+from geopix.data.vectors import LayerSpec, layer_specs, read_layers
 from geopix.errors import DatasetError, OutputExistsError
 from geopix.read import RasterInfo, colour_match, inspect_raster, to_unit, work_grid
 
@@ -97,11 +97,12 @@ def features_for(
 def make_vector_pairs(config: VectorPairsConfig | None = None, /, **kwargs) -> VectorPairsResult:
     """Write ``out_dir/{A,B,M}/NAME.png`` pairs for every raster (see the module docstring).
 
-    Also callable as ``make_vector_pairs(rasters=[...], layers=[LayerSpec.parse(...)], out_dir="pairs")``."""
+    Also callable as ``make_vector_pairs(rasters=[...], layers=["roads.gpkg:kind"], out_dir="pairs")``
+    (``layers`` as typed after ``--layer``; parsed ``LayerSpec`` objects pass as they are)."""
     from geopix.models.registry import load_model
 
     config = resolve_config(VectorPairsConfig, config, kwargs, "make_vector_pairs")
-    rasters, layers, tile, stride = config.rasters, list(config.layers), config.tile, config.step
+    rasters, layers, tile, stride = config.rasters, layer_specs(config.layers), config.tile, config.step
     out = Path(config.out_dir)
     if out.exists() and not config.overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite or choose another folder")

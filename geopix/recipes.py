@@ -192,7 +192,8 @@ def train_recipe(
     """
     from geopix.errors import OutputExistsError
     from geopix.models.checkpoint import export_checkpoint, load_checkpoint
-    from geopix.train import GENERATOR, claim_run_dir, train
+    from geopix.train import train
+    from geopix.train_state import GENERATOR, claim_run_dir
 
     recipe = get_recipe(name)
     overrides = dict(overrides or {})

@@ -36,6 +36,7 @@ from geopix.errors import GeopixError, LabelCoverageError
 from geopix.evaluate import _finite
 from geopix.output import written_whole
 from geopix.pipeline import render
+from geopix.read import inspect_raster, to_unit
 
 REPORT = "report.json"
 
@@ -219,8 +220,6 @@ def _side_by_side(raster: str | Path, rgb: np.ndarray, labels: Labels, out: Path
     """aerial | truth (unknown grey) | map, on the model's grid."""
     h, w = rgb.shape[:2]
     with rasterio.open(raster) as src:
-        from geopix.read import inspect_raster, to_unit
-
         info = inspect_raster(raster)
         data = src.read(list(info.bands), out_shape=(3, h, w), resampling=rasterio.enums.Resampling.average)
     aerial = np.clip(np.rint((to_unit(data, info) + 1.0) * 127.5), 0, 255).astype(np.uint8).transpose(1, 2, 0)

@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 
 from geopix.errors import PortInUseError, TilesetError
+from geopix.process import configure_gdal
 from geopix.source import redact
 from geopix.tilesets import GEOTIFF_SUFFIXES, TileSet, open_tileset
 from geopix.tilesets.base import CACHE_EMPTY_S, in_world
@@ -232,8 +233,6 @@ def serve(config: ServeConfig, on_ready: Callable[[str], None] | None = None) ->
     import warnings
 
     import uvicorn
-
-    from geopix.process import configure_gdal
 
     configure_gdal()  # remote GeoTIFFs: GDAL's settings for reads over HTTP
     # rio-tiler warns on every tile of a GeoTIFF without overviews; the server's log is for errors.

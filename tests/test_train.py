@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from geopix.config import PRESETS, TrainConfig
 from geopix.errors import GeopixError, Interrupted, ResumeError
-from geopix.models.checkpoint import export_checkpoint
+from geopix.models.export import export_checkpoint
 from geopix.models.registry import load_model
 from geopix.testing import synthetic_maps_dataset
 from geopix.train import Trainer, train

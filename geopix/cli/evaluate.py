@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from geopix.cli import app, interrupted_says
+from geopix.cli.app import app, interrupted_says
 from geopix.cli.options import BatchSize, Device, Layers, Model, Overwrite, ShowProgress, SourceResolution, ValueMap
 from geopix.cli.progress import progress_bar
 from geopix.errors import GeopixError, OptionError

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from geopix.cli import app, interrupted_says
+from geopix.cli.app import app, interrupted_says
 from geopix.cli.options import (
     Bands,
     BatchSize,

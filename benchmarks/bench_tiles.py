@@ -167,7 +167,8 @@ def main() -> None:
         tmp = Path(tmp)
         src = args.input or synthetic_map(tmp / "map.tif", args.size)
         if args.zoom is None:
-            from geopix.pyramid import PyramidConfig, inspect_map, zoom_range
+            from geopix.pyramid import PyramidConfig, zoom_range
+            from geopix.zooms import inspect_map
 
             lo, hi = zoom_range(inspect_map(src), PyramidConfig())
             args.zoom = f"{lo}-{hi}"

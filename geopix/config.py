@@ -2,6 +2,9 @@
 
 The CLI builds one of these from its options and hands it to one library function;
 nothing patches a config after it is built (``dataclasses.replace`` makes a new one).
+A config holds plain values only (paths, names, numbers, tuples, dicts): the library
+function it is handed loads the model, reads the sets and parses the layers it names, so
+this module imports nothing from geopix but ``errors``.
 """
 
 from __future__ import annotations
@@ -9,14 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 from geopix.errors import DatasetError, GeopixError, OptionError, TilingError
-
-if TYPE_CHECKING:  # heavy modules (torch, GDAL); only their types are needed here
-    from geopix.data.vectors import LayerSpec
-    from geopix.fidelity import RealSet
-    from geopix.models.checkpoint import LoadedModel
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 OutputResolution = Literal["source", "model"]
@@ -276,8 +274,8 @@ DEFAULT_BASELINE_COLOR = (232, 229, 222)
 class EvalConfig:
     """Scoring on a paired split (``geopix eval MODEL DATA``); see ``geopix.evaluate.evaluate``."""
 
-    #: A registry name or checkpoint path, or a model already loaded (scored as it is, not reloaded).
-    model: str | Path | LoadedModel
+    #: A registry name or checkpoint path (``evaluate(..., loaded=...)`` scores a model already loaded).
+    model: str | Path
     data: str | Path  # a dataset folder: the maps layout, or A/ and B/
     split: str = "val"
     direction: Direction | None = None  # None: the checkpoint's
@@ -310,7 +308,9 @@ class RealEvalConfig:
     ``geopix.fidelity.evaluate_sets``."""
 
     model: str | Path
-    sets: Sequence[RealSet]
+    #: A sets .json file, or its ``"sets"`` list: ``{"name", "rasters", "layers", "map", "covers"}``
+    #: each (``geopix.fidelity.read_sets``; paths as given, a file's relative to it).
+    sets: str | Path | Sequence[Mapping[str, Any]]
     out_dir: str | Path
     device: str = "auto"
     overlap: int = 64  # of the render's tiles
@@ -390,7 +390,8 @@ class VectorPairsConfig:
     ``geopix.data.vector_pairs.make_vector_pairs``."""
 
     rasters: Sequence[str | Path]
-    layers: Sequence[LayerSpec]
+    #: ``PATH`` (classes from known tags), ``PATH=CLASS`` or ``PATH:FIELD`` each (``data.vectors.LayerSpec``).
+    layers: Sequence[str | Path]
     out_dir: str | Path
     model: str = "sat2map"  # whose ground resolution and colour statistics the pairs take
     resolution_m: float | None = None  # None: the model's

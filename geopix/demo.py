@@ -14,7 +14,8 @@ from pathlib import Path
 
 from geopix.config import ProgressFn, RenderConfig
 from geopix.errors import DemoDataError
-from geopix.pipeline import RenderResult, render
+from geopix.pipeline import render
+from geopix.publish import RenderResult
 
 DEMO_SCENE = "nairobi_oam.tif"
 DEMO_TILES = "tiles.pmtiles"

@@ -38,6 +38,7 @@ from geopix.data.pairs import PairRef, default_source_resolution, find_pairs, re
 from geopix.errors import DatasetError
 from geopix.infer import Predictor
 from geopix.models.checkpoint import LoadedModel
+from geopix.models.registry import load_model
 from geopix.output import written_whole
 
 EVAL_SIZE = 256
@@ -222,24 +223,27 @@ def _batches(
         yield batch
 
 
-def _load(model: str | Path | LoadedModel) -> LoadedModel:
-    if isinstance(model, LoadedModel):
-        return model
-    from geopix.models.registry import load_model
-
-    return load_model(model)
-
-
-def evaluate(config: EvalConfig | None = None, /, *, on_progress: ProgressFn | None = None, **kwargs) -> EvalReport:
+def evaluate(
+    config: EvalConfig | None = None,
+    /,
+    *,
+    loaded: LoadedModel | None = None,
+    on_progress: ProgressFn | None = None,
+    **kwargs,
+) -> EvalReport:
     """Score ``config.model`` on ``config.data``/``split`` (see the module docstring); write files
     to ``config.out_dir``.
 
     Also callable as ``geopix.evaluate(model="sat2map", data="maps", limit=100)``.  Option values
     are checked when the config is built, before anything is loaded (``OptionError``);
-    ``on_progress("eval", pairs done, pairs)`` is called after each batch."""
+    ``on_progress("eval", pairs done, pairs)`` is called after each batch.  ``loaded``: a model
+    already in memory, scored as it is instead of loading ``config.model`` (which may then be
+    left out: the report names its path)."""
+    if loaded is not None and config is None and "model" not in kwargs:
+        kwargs["model"] = loaded.path or "a loaded model"
     config = resolve_config(EvalConfig, config, kwargs, "evaluate")
     t0 = time.perf_counter()
-    loaded = _load(config.model)
+    loaded = loaded if loaded is not None else load_model(config.model)
     spec = loaded.spec
     direction = config.direction or spec.direction
     pairs = find_pairs(config.data, config.split)

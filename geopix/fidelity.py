@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -29,10 +31,12 @@ from pyproj import CRS
 from geopix import style
 from geopix.config import RealEvalConfig, RenderConfig, resolve_config
 from geopix.data.rasterize import Labels, rasterize_labels
-from geopix.data.vectors import LayerSpec, read_layers
+from geopix.data.vectors import LayerSpec, layer_specs, read_layers
 from geopix.errors import GeopixError, LabelCoverageError
 from geopix.evaluate import _finite
 from geopix.output import written_whole
+from geopix.pipeline import render
+from geopix.read import inspect_raster, to_unit
 
 REPORT = "report.json"
 
@@ -48,6 +52,19 @@ class RealSet:
     covers: frozenset[str] | None = None
 
 
+def _real_set(s: Mapping[str, Any] | RealSet, root: Path | None) -> RealSet:
+    """One set from its JSON form (paths relative to ``root`` when given); a ``RealSet`` passes as it is."""
+    if isinstance(s, RealSet):
+        return s
+    return RealSet(
+        name=s["name"],
+        rasters=tuple(root / r if root is not None else Path(r) for r in s["rasters"]),
+        layers=tuple(layer_specs(s["layers"], root)),
+        value_map=dict(s.get("map", {})),
+        covers=frozenset(s["covers"]) if "covers" in s else None,
+    )
+
+
 def load_sets(path: str | Path) -> list[RealSet]:
     """Sets from a JSON file: ``{"sets": [{"name", "rasters": [...], "layers": ["PATH[=CLASS|:FIELD]"], "map": {}}]}``.
 
@@ -56,21 +73,25 @@ def load_sets(path: str | Path) -> list[RealSet]:
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
-        root = path.parent
-        return [
-            RealSet(
-                name=s["name"],
-                rasters=tuple(root / r for r in s["rasters"]),
-                layers=tuple(LayerSpec.parse(str(root / x)) for x in s["layers"]),
-                value_map=dict(s.get("map", {})),
-                covers=frozenset(s["covers"]) if "covers" in s else None,
-            )
-            for s in doc["sets"]
-        ]
+        return [_real_set(s, path.parent) for s in doc["sets"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise GeopixError(
             f"cannot read evaluation sets from {path} ({exc}); expected JSON "
             '{"sets": [{"name": ..., "rasters": [...], "layers": [...]}]}'
+        ) from exc
+
+
+def read_sets(sets: str | Path | Sequence[Mapping[str, Any] | RealSet]) -> list[RealSet]:
+    """The sets a ``RealEvalConfig`` names: a sets .json file (``load_sets``), or its ``"sets"`` list
+    (paths as given)."""
+    if isinstance(sets, str | Path):
+        return load_sets(sets)
+    try:
+        return [_real_set(s, None) for s in sets]
+    except (KeyError, TypeError) as exc:
+        raise GeopixError(
+            f"evaluation set {exc} is missing or malformed; each set is "
+            '{"name": ..., "rasters": [...], "layers": [...]} (optional "map", "covers")'
         ) from exc
 
 
@@ -139,15 +160,15 @@ class RealEvalReport:
 def evaluate_sets(config: RealEvalConfig | None = None, /, **kwargs) -> RealEvalReport:
     """Render every raster of every set with ``config.model`` and score it (see the module docstring).
 
-    Also callable as ``evaluate_sets(model="sat2map", sets=load_sets("sets.json"), out_dir="out")``."""
-    from geopix.pipeline import render
-
+    Also callable as ``evaluate_sets(model="sat2map", sets="sets.json", out_dir="out")``; ``sets``
+    may also be the file's ``"sets"`` list, or sets already read (``load_sets``)."""
     config = resolve_config(RealEvalConfig, config, kwargs, "evaluate_sets")
+    sets = read_sets(config.sets)
     t0 = time.perf_counter()
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     per_set, base, files, notes = {}, {}, {}, []
-    for s in config.sets:
+    for s in sets:
         total, total_base = Counts(), Counts()
         for raster in s.rasters:
             run_dir = out / s.name / Path(raster).stem
@@ -199,8 +220,6 @@ def _side_by_side(raster: str | Path, rgb: np.ndarray, labels: Labels, out: Path
     """aerial | truth (unknown grey) | map, on the model's grid."""
     h, w = rgb.shape[:2]
     with rasterio.open(raster) as src:
-        from geopix.read import inspect_raster, to_unit
-
         info = inspect_raster(raster)
         data = src.read(list(info.bands), out_shape=(3, h, w), resampling=rasterio.enums.Resampling.average)
     aerial = np.clip(np.rint((to_unit(data, info) + 1.0) * 127.5), 0, 255).astype(np.uint8).transpose(1, 2, 0)

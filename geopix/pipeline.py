@@ -3,24 +3,29 @@
 ``render`` is the public entry point (and what ``geopix render`` calls).  *prepare* loads the
 model, inspects the raster, plans the job and checks it against the memory budget, before
 anything runs; *compute* runs the blocks still to do on the cluster (``geopix.cluster``) into
-the zarr store; *finalize* turns the store into ``map.tif``; *publish* adds the web tiles and
-``render.json``.  The whole render holds the lock on its output folder (``geopix.output``).
-With an object-store ``-o`` (``s3://bucket/run``) the block store lives in the bucket, the
-finished files are built in a local temporary folder and each is uploaded atomically.
+the zarr store; *finalize* turns the store into ``map.tif``; *publish* hands the map to
+``geopix.publish`` (``render.json``, the web tiles, uploads).  The whole render holds the lock
+on its output folder (``geopix.output``).  With an object-store ``-o`` (``s3://bucket/run``)
+the block store lives in the bucket and the finished files are built in a local temporary
+folder, then published there.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
 import signal
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rasterio.transform import Affine
 
 from geopix import __version__, execute
 from geopix.aoi import aoi_window
@@ -38,47 +43,31 @@ from geopix.errors import Interrupted
 from geopix.execute import BlockJob, close_readers
 from geopix.models.checkpoint import LoadedModel
 from geopix.models.distribute import fetch_checkpoint, send_to_workers, sha256_file
-from geopix.models.registry import REGISTRY, load_model, resolve_model
+from geopix.models.registry import REGISTRY, load_model
+from geopix.mosaic import resolve_input
 from geopix.output import check_output, claim_output
 from geopix.plan import Block, RenderPlan, cache_friendly_order, check_tiling
 from geopix.process import configure_gdal
+from geopix.publish import (
+    MAP_NAME,
+    Computed,
+    RenderResult,
+    model_path,
+    pending_remote_tiles,
+    pending_web_tiles,
+    publish_remote,
+    publish_tiles,
+    resume_remote_tiles,
+    write_render_manifest,
+)
 from geopix.read import RasterInfo, colour_match, inspect_raster, work_grid
-from geopix.remote import is_url, join, upload_atomic
-from geopix.source import VRT_PREFIX, is_remote, redact, resolve_input
-from geopix.write import StoreSpec, finalize_geotiff, open_store, remove_store, write_manifest
+from geopix.remote import check_remote_output, is_url, join
+from geopix.source import VRT_PREFIX, is_remote, redact
+from geopix.write import StoreSpec, finalize_geotiff, open_store, remove_store
 
 log = logging.getLogger(__name__)
 
-MAP_NAME = "map.tif"
 STORE_NAME = "map.zarr"
-
-
-@dataclass(frozen=True)
-class RenderResult:
-    """What a render produced, and how long it took."""
-
-    map_path: Path | str  # a URL when -o is an object store
-    store_path: Path | str | None
-    width: int
-    height: int
-    tiles: int
-    tiles_run: int
-    tiles_skipped: int
-    blocks: int
-    seconds: float
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    tiles_path: Path | None = None
-    blocks_resumed: int = 0  # blocks found finished by an interrupted earlier run
-    tiles_cached: int = 0  # border tiles read from a neighbouring block instead of recomputed
-    precision: str = "fp32"  # what the generator ran in (``auto`` resolved)
-
-    @property
-    def tiles_per_second(self) -> float:
-        return self.tiles_run / self.seconds if self.seconds else 0.0
-
-    @property
-    def megapixels_per_second(self) -> float:
-        return self.width * self.height / 1e6 / self.seconds if self.seconds else 0.0
 
 
 @dataclass(frozen=True)
@@ -91,16 +80,6 @@ class Prepared:
     job: BlockJob
     plan: RenderPlan
     memory: MemoryEstimate
-
-
-@dataclass(frozen=True)
-class Computed:
-    """The blocks are in the store."""
-
-    job: BlockJob  # as run: precision resolved, colour matched
-    blocks: int
-    blocks_resumed: int
-    stats: dict[str, float]
 
 
 def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | None = None, **kwargs) -> RenderResult:
@@ -120,15 +99,13 @@ def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | N
     xyz = None if config.xyz is None else Path(config.xyz) if Path(config.xyz).is_absolute() else out_dir / config.xyz
     xyz_name = _names_in_output(config)
     with claim_output(out_dir, [], config.overwrite):
-        pending = None if xyz is None or config.overwrite else _pending_web_tiles(config, out_dir, xyz)
+        pending = None if xyz is None or config.overwrite else pending_web_tiles(config, out_dir, xyz)
         if pending is not None:  # an earlier run of this command rendered the map, not its tiles
-            return _publish_tiles(config, out_dir, xyz, pending, t_start, on_progress, resumed=True)
+            return publish_tiles(config, out_dir, xyz, pending, t_start, on_progress, resumed=True)
         check_output(out_dir, [MAP_NAME, *xyz_name], config.overwrite)
         prepared = prepare(config)
         computed = compute(prepared, on_progress)
-        t_write = time.perf_counter()
-        map_path = finalize(prepared, computed)
-        computed.stats["finalize"] = time.perf_counter() - t_write
+        map_path = _finalize_timed(prepared, computed)
         return publish(prepared, computed, map_path, xyz, t_start, on_progress)
 
 
@@ -141,90 +118,20 @@ def _names_in_output(config: RenderConfig) -> list[str]:
 def _render_to_store(config: RenderConfig, t_start: float, on_progress: ProgressFn | None) -> RenderResult:
     """A render whose ``-o`` is an object-store URL: the block store lives there (workers write
     their chunks, resume works against it); ``map.tif``, web tiles and ``render.json`` are built in
-    a local temporary folder and each uploaded atomically once complete.
-
-    With ``--xyz``, ``map.tif`` and a ``render.json`` marking the tiles unfinished are uploaded
-    before the pyramid starts, so a rerun after a failed pyramid downloads the map and builds
-    only the tiles, as a local render does."""
-    import tempfile
-
-    from geopix.remote import check_remote_output, download
-
+    a local temporary folder and published to the bucket (``publish.publish_remote``)."""
     output = str(config.output_dir)
-    xyz_name = _names_in_output(config)
     with tempfile.TemporaryDirectory(prefix="geopix-render-") as tmp:
         out_dir = Path(tmp)
         xyz = None if config.xyz is None else out_dir / Path(config.xyz).name
-        tiles_url = None if xyz is None else join(output, xyz.name)
-        pending = None if tiles_url is None or config.overwrite else _pending_remote_tiles(config, output, tiles_url)
-        if pending is not None:  # an earlier run of this command uploaded the map, not its tiles
-            map_url = join(output, MAP_NAME)
-            download(map_url, out_dir / MAP_NAME)
-            manifest = {**pending, "output": str(out_dir / MAP_NAME)}
-            result = _publish_tiles(config, out_dir, xyz, manifest, t_start, on_progress, resumed=True)
-        else:
-            check_remote_output(output, [MAP_NAME, *xyz_name], config.overwrite)
-            prepared = prepare(config, out_dir)
-            computed = compute(prepared, on_progress)
-            t_write = time.perf_counter()
-            map_path = finalize(prepared, computed)
-            computed.stats["finalize"] = time.perf_counter() - t_write
-            map_url = _publish_file(map_path, output)
-            manifest = write_render_manifest(prepared, computed, map_path, xyz, t_start)
-            if tiles_url is not None:
-                _publish_manifest(out_dir, output, map_url, tiles_url, done=False)
-            result = _publish_tiles(config, out_dir, xyz, manifest, t_start, on_progress)
-        tiles_url = _upload_tiles(result.tiles_path, output) if result.tiles_path else None
-        store = _publish_manifest(out_dir, output, map_url, tiles_url, done=True).get("store")
-    return dataclasses.replace(result, map_path=map_url, tiles_path=tiles_url, store_path=store)
-
-
-def _publish_manifest(out_dir: Path, output: str, map_url: str, tiles_url: str | None, done: bool) -> dict:
-    """Upload the local ``render.json`` with the bucket's URLs in place of the local paths."""
-    manifest = json.loads((out_dir / "render.json").read_text())
-    manifest["output"] = map_url
-    if tiles_url:
-        manifest["web_tiles"] = {"path": tiles_url, "done": done}
-    write_manifest(out_dir / "render.json", manifest)
-    _publish_file(out_dir / "render.json", output)
-    return manifest
-
-
-def _pending_remote_tiles(config: RenderConfig, output: str, tiles_url: str) -> dict | None:
-    """``_pending_web_tiles`` for a bucket: the uploaded ``render.json`` of an earlier render of
-    this input and model whose web tiles at ``tiles_url`` are not finished, or None."""
-    from geopix.remote import exists, read_bytes
-
-    try:
-        manifest = json.loads(read_bytes(join(output, "render.json")))
-    except FileNotFoundError:
-        return None
-    except ValueError:  # not ours, or cut short: not a render to continue
-        return None
-    map_there = exists(join(output, MAP_NAME))
-    return manifest if _unfinished_tiles_of(config, manifest, tiles_url, map_there) else None
-
-
-def _publish_file(local: Path, output: str | Path) -> str | Path:
-    """Put a finished file under its final name: it is there already, or uploaded atomically."""
-    if not is_url(output):
-        return local
-    url = join(str(output), local.name)
-    upload_atomic(local, url)
-    return url
-
-
-def _upload_tiles(local: Path, output: str) -> str:
-    """A tile archive is one atomic upload.  A tile folder cannot be: an earlier attempt's tiles
-    are removed, the tiles go up, and its ``tilejson.json`` last, so a reader that finds the
-    TileJSON finds every tile."""
-    from geopix.remote import upload_tree
-
-    if local.is_file():
-        return str(_publish_file(local, output))
-    url = join(output, local.name)
-    upload_tree(local, url, last="tilejson.json")
-    return url
+        if xyz is not None and not config.overwrite:
+            pending = pending_remote_tiles(config, output, join(output, xyz.name))
+            if pending is not None:  # an earlier run of this command uploaded the map, not its tiles
+                return resume_remote_tiles(config, output, out_dir, xyz, pending, t_start, on_progress)
+        check_remote_output(output, [MAP_NAME, *_names_in_output(config)], config.overwrite)
+        prepared = prepare(config, out_dir)
+        computed = compute(prepared, on_progress)
+        map_path = _finalize_timed(prepared, computed)
+        return publish_remote(config, output, out_dir, computed, map_path, xyz, t_start, on_progress)
 
 
 def source_label(name: str) -> str:
@@ -336,6 +243,14 @@ def _run_blocks(config: RenderConfig, job: BlockJob, plan: RenderPlan, client, o
     return Computed(job, all_blocks, len(done), totals)
 
 
+def _finalize_timed(prepared: Prepared, computed: Computed) -> Path:
+    """``finalize``, its seconds recorded in ``computed.stats``."""
+    t_write = time.perf_counter()
+    map_path = finalize(prepared, computed)
+    computed.stats["finalize"] = time.perf_counter() - t_write
+    return map_path
+
+
 def finalize(prepared: Prepared, computed: Computed) -> Path:
     """The store → ``map.tif`` (a COG unless ``--no-cog``); the store goes unless ``--keep-zarr``."""
     job, info = computed.job, computed.job.info
@@ -365,125 +280,13 @@ def publish(
     on_progress: ProgressFn | None,
 ) -> RenderResult:
     """``render.json``, then the web tiles (``--xyz``); returns what the render produced."""
-    manifest = write_render_manifest(prepared, computed, map_path, xyz, t_start)
-    return _publish_tiles(prepared.config, prepared.out_dir, xyz, manifest, t_start, on_progress)
-
-
-def write_render_manifest(
-    prepared: Prepared, computed: Computed, map_path: Path, xyz: Path | None, t_start: float
-) -> dict:
-    """``OUT/render.json`` as the map is finished: what ran, and (with ``--xyz``) unfinished tiles."""
-    config, job, plan, stats = prepared.config, computed.job, prepared.plan, dict(computed.stats)
-    manifest = {
-        "geopix": __version__,
-        "input": redact(job.info.path),  # a pre-signed URL's signature must not be stored
-        "model": job.model_path,
-        "tile_size": plan.tile,
-        "overlap": plan.overlap,
-        "chunk_size": plan.chunk,
-        "precision": job.infer.precision,
-        "work_grid": [job.grid.height, job.grid.width],
-        "output": str(map_path),
-        "width": job.store.width,
-        "height": job.store.height,
-        "tiles": plan.n_tiles,
-        "tiles_run": int(stats.pop("tiles", 0)),
-        "tiles_skipped": int(stats.pop("skipped", 0)),
-        "tiles_cached": int(stats.pop("cached", 0)),
-        "blocks": computed.blocks,
-        "blocks_resumed": computed.blocks_resumed,
-        "store": str(job.store.path) if config.keep_zarr else None,
-        "seconds": round(time.perf_counter() - t_start, 3),
-        "stage_seconds": {k: round(v, 3) for k, v in stats.items() if k != "pixels"},
-    }
-    if xyz is not None:
-        # Recorded before the pyramid starts: if it fails, the rerun of the same command finds
-        # the map and its manifest and builds only the tiles (instead of "map.tif exists").
-        manifest["web_tiles"] = {"path": str(xyz), "done": False}
-    write_manifest(prepared.out_dir / "render.json", manifest)
-    return manifest
-
-
-def _pending_web_tiles(config: RenderConfig, out_dir: Path, xyz: Path) -> dict | None:
-    """The manifest of an earlier render of this input and model whose web tiles at ``xyz`` are
-    not finished (the pyramid failed or was interrupted), or None."""
-    try:
-        manifest = json.loads((out_dir / "render.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if _unfinished_tiles_of(config, manifest, str(xyz), (out_dir / MAP_NAME).exists()) else None
-
-
-def _unfinished_tiles_of(config: RenderConfig, manifest: dict, tiles: str, map_there: bool) -> bool:
-    """Whether ``manifest`` is a render of ``config``'s input and model, its map there, whose
-    web tiles at ``tiles`` were not finished."""
-    web = manifest.get("web_tiles") or {}
-    if web.get("path") != tiles or web.get("done") or not map_there:
-        return False
-    info = inspect_raster(resolve_input(config.input), config.bands, config.allow_no_crs)
-    return manifest.get("input") == redact(info.path) and manifest.get("model") == model_path(config.model)
-
-
-def model_path(model: str | Path) -> str:
-    """The checkpoint's absolute path, as ``render.json`` and the worker job record it."""
-    return str(Path(resolve_model(model)).resolve())
-
-
-def _publish_tiles(
-    config: RenderConfig,
-    out_dir: Path,
-    xyz: Path | None,
-    manifest: dict,
-    t_start: float,
-    on_progress: ProgressFn | None,
-    resumed: bool = False,
-) -> RenderResult:
-    """Build the web tiles (when asked), complete ``render.json`` and return the result.
-
-    ``resumed``: the map is an earlier run's; tiles that run left at ``xyz`` are unfinished."""
-    map_path = Path(manifest["output"])
-    stage_seconds = dict(manifest["stage_seconds"])
-    pyramid = None
-    if xyz is not None:
-        from geopix.pyramid import PyramidConfig, build_pyramid
-
-        t_pyr = time.perf_counter()
-        pyramid = build_pyramid(
-            map_path,
-            xyz,
-            PyramidConfig(overwrite=config.overwrite or resumed),
-            scheduler=resolve_scheduler(config.scheduler, config.scheduler_file),
-            workers=config.workers,
-            on_progress=on_progress,
-        )
-        stage_seconds["pyramid"] = round(time.perf_counter() - t_pyr, 3)
-        manifest = {**manifest, "web_tiles": {"path": str(pyramid.path), "done": True}}
-    seconds = time.perf_counter() - t_start
-    manifest = {**manifest, "seconds": round(seconds, 3), "stage_seconds": stage_seconds}
-    write_manifest(out_dir / "render.json", manifest)
-    return RenderResult(
-        map_path=map_path,
-        store_path=Path(manifest["store"]) if manifest.get("store") else None,
-        width=manifest["width"],
-        height=manifest["height"],
-        tiles=manifest["tiles"],
-        tiles_run=manifest["tiles_run"],
-        tiles_skipped=manifest["tiles_skipped"],
-        tiles_cached=manifest["tiles_cached"],
-        blocks=manifest["blocks"],
-        blocks_resumed=manifest["blocks_resumed"],
-        seconds=seconds,
-        stage_seconds=stage_seconds,
-        tiles_path=pyramid.path if pyramid else None,
-        precision=manifest["precision"],
-    )
+    manifest = write_render_manifest(prepared.out_dir, prepared.config, computed, map_path, xyz, t_start)
+    return publish_tiles(prepared.config, prepared.out_dir, xyz, manifest, t_start, on_progress)
 
 
 def fingerprint(job: BlockJob) -> str:
     """What makes two renders the same job: input file, model bytes, and every setting that
     changes pixels.  An interrupted render resumes only into a store with this fingerprint."""
-    import hashlib
-
     local = not is_remote(job.info.path) and not job.info.path.startswith(VRT_PREFIX)
     src = Path(job.info.path).stat() if local else None
     doc = {
@@ -507,8 +310,6 @@ def fingerprint(job: BlockJob) -> str:
 
 def build_job(config: RenderConfig, info: RasterInfo, model: LoadedModel) -> tuple[BlockJob, RenderPlan]:
     """The pure part of a render once the inputs are known: grids, plan and the worker job."""
-    from rasterio.transform import Affine
-
     grid = work_grid(info, model.spec.ground_resolution_m, config.resample)
     checkpoint = model_path(config.model)
     on_work = config.output_resolution == "model"
@@ -553,8 +354,6 @@ def build_job(config: RenderConfig, info: RasterInfo, model: LoadedModel) -> tup
 
 
 def _store_transform(job: BlockJob):
-    from rasterio.transform import Affine
-
     base = Affine(*job.out_transform)
     return base @ Affine.translation(job.store.col, job.store.row)
 

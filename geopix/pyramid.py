@@ -1,23 +1,13 @@
-"""Web-Mercator XYZ tile pyramid from a map GeoTIFF: zoom maths and the build.
+"""The web-tile pyramid build: a map GeoTIFF cut into a Web-Mercator XYZ pyramid on the cluster.
 
-The output formats (a tile folder, PMTiles or MBTiles), the tile codecs and the TileJSON live in
-``geopix.tilesets``; this module decides which tiles exist and computes them.  How, and why:
+Which zooms and tiles a map needs is ``geopix.zooms``; cutting a tile is ``geopix.tilecut``; the
+output formats (a tile folder, PMTiles or MBTiles), the tile codecs and the TileJSON live in
+``geopix.tilesets``.  This module runs the build:
 
-* **Max zoom** (unless ``--zoom`` says otherwise): the *smallest* zoom whose tile
-  resolution at the raster's centre latitude is <= the raster's ground resolution, so the
-  top level never throws detail away (it may upsample by less than 2×).  Min zoom: the
-  largest zoom at which the whole raster fits in one tile's width.
-* **Max-zoom tiles** are warped straight from the GeoTIFF with rasterio's ``WarpedVRT``
-  (EPSG:3857, bilinear, the raster's mask/alpha/nodata carried into the tile's alpha).
-  One Dask task per *meta-tile*: the max-zoom tiles under one zoom ``max - 3`` parent
-  (8×8 tiles, 2048² px at 256 px), so a task reads one window and memory stays bounded
-  whatever the raster size.  Workers write their tiles themselves; only tile addresses
-  come back to the client.
-* **Lower zooms** are built level by level from the tiles already written: 2×2 children
-  averaged with their alpha as weights, so nodata never bleeds in as dark fringes and
-  coverage stays exact (alpha is the fraction of valid pixels).
-* Fully transparent tiles are not written.  Tiles are staged as files in
-  ``OUT.partial`` (folder output) or ``OUT.partial.d`` (archives, packed at the end into
+* One Dask task per *meta-tile* at the max zoom: the tiles under one zoom ``max - 3`` parent
+  (8×8 tiles, 2048² px at 256 px), so a task reads one window.
+* **Lower zooms** level by level, each parent from the children the level below wrote.
+* Tiles are staged as files in ``OUT.partial`` (folder output) or ``OUT.partial.d`` (archives, packed at the end into
   ``OUT.partial``); the final name appears only by a rename once everything is complete.
 
 Workers on a remote ``--scheduler`` need the input and output paths on a shared filesystem,
@@ -26,33 +16,38 @@ as for ``geopix render``.
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from geopix.cluster import open_cluster, run_tasks
 from geopix.config import ProgressFn
 from geopix.errors import (
     EmptyRasterError,
-    MissingCRSError,
     TileFormatError,
     ZoomRangeError,
 )
 from geopix.output import check_output
+from geopix.source import url_of
+from geopix.tilecut import TileJob, reduce_group, render_group
 from geopix.tilesets import folder, mbtiles, output_kind, pmtiles
-from geopix.tilesets.base import Tile
-from geopix.tilesets.codec import TILE_FORMATS, TileFormat, decode_tile, encode_tile
+from geopix.tilesets.codec import TILE_FORMATS, TileFormat
 from geopix.tilesets.tilejson import attribution_for, make_tilejson, tiles_template
+from geopix.zooms import (
+    MAX_ZOOM_LIMIT,
+    MapSource,
+    auto_maxzoom,
+    auto_minzoom,
+    group_by_ancestor,
+    has_invalid_pixels,
+    inspect_map,
+    meta_groups,
+    tile_range,
+)
 
 TILE_SIZES = (256, 512)
-MAX_ZOOM_LIMIT = 24
-EARTH_CIRCUMFERENCE_M = 2 * math.pi * 6378137.0
-LL_EPSILON = 1e-11  # as mercantile.tiles: a tile's own bounds select exactly that tile
 WRITERS = {"pmtiles": pmtiles.write, "mbtiles": mbtiles.write}
 
 
@@ -130,105 +125,6 @@ class PyramidResult:
         return sum(self.tiles_per_zoom.values())
 
 
-# ---- the source raster ----------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class MapSource:
-    """What the tiler needs to know about a map GeoTIFF; small and picklable."""
-
-    path: str
-    bounds: tuple[float, float, float, float]  # lon/lat, clamped to Web Mercator
-    ground_resolution_m: float
-    centre_lat: float
-    rgb: tuple[int, int, int]  # 1-based bands
-    alpha: int | None  # 1-based alpha band
-    has_mask: bool  # has a mask, nodata or alpha (some pixels *may* be invalid; see has_invalid_pixels)
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-def inspect_map(path: str | Path) -> MapSource:
-    """Open and check a map raster (a path, URL or ``/vsi…`` name) once on the client."""
-    from rasterio.enums import ColorInterp, MaskFlags
-    from rasterio.warp import transform_bounds
-
-    from geopix.read import ground_resolution, open_raster
-    from geopix.source import gdal_name, url_of
-
-    name = gdal_name(str(path))  # workers open the same name: a URL needs no shared folder
-    path = url_of(name)
-    with open_raster(name, "map raster") as src:
-        if src.crs is None:
-            raise MissingCRSError(f"{path} has no CRS, so it cannot be placed on a web map; assign one first")
-        if src.width < 1 or src.height < 1:
-            raise EmptyRasterError(f"{path} is empty ({src.width}×{src.height})")
-        if src.dtypes[0] != "uint8":
-            raise TileFormatError(f"{path} is {src.dtypes[0]}; web tiles are cut from 8-bit RGB maps")
-        interp = list(src.colorinterp)
-        alpha = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else None
-        colour = [b for b in range(1, src.count + 1) if b != alpha]
-        if len(colour) >= 3:
-            rgb = (colour[0], colour[1], colour[2])
-        elif len(colour) == 1:
-            rgb = (colour[0],) * 3
-        else:
-            raise TileFormatError(f"{path} has {src.count} bands; expected RGB, RGBA or one grey band")
-        flags = src.mask_flag_enums[0]
-        has_mask = alpha is not None or src.nodata is not None or MaskFlags.all_valid not in flags
-        w, s, e, n = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
-        w, s, e, n = max(-180.0, w), max(-85.051129, s), min(180.0, e), min(85.051129, n)
-        if w >= e or s >= n:
-            raise EmptyRasterError(f"{path} does not overlap the Web Mercator world (bounds {w, s, e, n})")
-        res = min(ground_resolution(src))
-        return MapSource(
-            path=name,
-            bounds=(w, s, e, n),
-            ground_resolution_m=res,
-            centre_lat=(s + n) / 2,
-            rgb=rgb,
-            alpha=alpha,
-            has_mask=has_mask,
-            tags={k: v for k, v in src.tags().items() if k.startswith("GEOPIX_") or k == "TIFFTAG_COPYRIGHT"},
-        )
-
-
-def has_invalid_pixels(src: MapSource) -> bool:
-    """Whether any pixel is masked; scanned block by block (bounded memory), stopping at the first."""
-    import rasterio
-
-    if not src.has_mask:
-        return False
-    with rasterio.open(src.path) as ds:
-        for _, win in ds.block_windows(1):
-            mask = ds.read(src.alpha, window=win) if src.alpha else ds.read_masks(src.rgb[0], window=win)
-            if not mask.all():
-                return True
-    return False
-
-
-def tile_resolution(zoom: int, lat: float, tile_size: int = 256) -> float:
-    """Ground metres per tile pixel at ``zoom`` and latitude ``lat``."""
-    return EARTH_CIRCUMFERENCE_M * math.cos(math.radians(lat)) / (tile_size * 2**zoom)
-
-
-def auto_maxzoom(ground_resolution_m: float, lat: float, tile_size: int = 256) -> int:
-    """The smallest zoom whose tile resolution at ``lat`` is <= the raster's (no downsampling)."""
-    z = math.log2(EARTH_CIRCUMFERENCE_M * math.cos(math.radians(lat)) / (tile_size * ground_resolution_m))
-    zoom = math.ceil(z - 1e-9)  # a raster exactly at a zoom's resolution gets that zoom
-    return int(min(MAX_ZOOM_LIMIT, max(0, zoom)))
-
-
-def auto_minzoom(src: MapSource, maxzoom: int, tile_size: int = 256) -> int:
-    """The largest zoom at which the raster's extent is no wider or taller than one tile."""
-    import mercantile
-
-    w, s, e, n = src.bounds
-    x0, y1 = mercantile.xy(w, s)
-    x1, y0 = mercantile.xy(e, n)
-    extent = max(x1 - x0, y0 - y1)
-    world = 2 * math.pi * 6378137.0
-    z = math.floor(math.log2(world / extent)) if extent > 0 else maxzoom
-    return int(max(0, min(maxzoom, z)))
-
-
 def zoom_range(src: MapSource, config: PyramidConfig) -> tuple[int, int]:
     maxz = (
         config.maxzoom
@@ -239,136 +135,6 @@ def zoom_range(src: MapSource, config: PyramidConfig) -> tuple[int, int]:
     if minz > maxz:
         raise ZoomRangeError(f"min zoom {minz} exceeds max zoom {maxz}; pass --zoom MIN-MAX")
     return minz, maxz
-
-
-def tile_range(bounds: tuple[float, float, float, float], zoom: int) -> tuple[int, int, int, int]:
-    """``(xmin, ymin, xmax, ymax)`` inclusive: exactly the tiles ``mercantile.tiles`` yields."""
-    import mercantile
-
-    w, s, e, n = bounds
-    ul = mercantile.tile(w, n, zoom)
-    lr = mercantile.tile(e - LL_EPSILON, s + LL_EPSILON, zoom)
-    return ul.x, ul.y, lr.x, lr.y
-
-
-def meta_groups(
-    bounds: tuple[float, float, float, float], zoom: int, level: int
-) -> Iterator[tuple[tuple[int, int], ...]]:
-    """The tiles of ``zoom`` over ``bounds``, grouped by their ancestor ``level`` zooms up (lazily)."""
-    xmin, ymin, xmax, ymax = tile_range(bounds, zoom)
-    k = 2 ** min(level, zoom)
-    for py in range(ymin // k, ymax // k + 1):
-        for px in range(xmin // k, xmax // k + 1):
-            xs = range(max(xmin, px * k), min(xmax, px * k + k - 1) + 1)
-            ys = range(max(ymin, py * k), min(ymax, py * k + k - 1) + 1)
-            yield tuple((x, y) for y in ys for x in xs)
-
-
-# ---- lower zooms ----------------------------------------------------------------------------
-def downsample2(rgba: np.ndarray) -> np.ndarray:
-    """``(4, 2T, 2T)`` → ``(4, T, T)``: alpha-weighted 2×2 mean; alpha becomes the valid fraction.
-
-    Weighting colour by alpha means invalid (black, transparent) pixels never darken the
-    edge of the data, and a pixel is transparent only when all four children are.
-    """
-    _, h, w = rgba.shape
-    t_h, t_w = h // 2, w // 2
-    a = rgba[3].astype(np.float32).reshape(t_h, 2, t_w, 2)
-    rgb = rgba[:3].astype(np.float32).reshape(3, t_h, 2, t_w, 2)
-    wsum = a.sum(axis=(1, 3))
-    num = (rgb * a[None]).sum(axis=(2, 4))
-    out = np.empty((4, t_h, t_w), np.uint8)
-    alpha = np.round(wsum / 4.0)
-    colour = np.where(wsum > 0, num / np.maximum(wsum, 1e-6), 0.0)
-    out[:3] = np.clip(np.round(colour), 0, 255).astype(np.uint8)
-    out[3] = alpha.astype(np.uint8)
-    out[:3][:, out[3] == 0] = 0
-    return out
-
-
-# ---- worker side ----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class TileJob:
-    """Everything a worker needs besides its tile group; small and picklable."""
-
-    source: MapSource
-    staging: str  # folder of {z}/{x}/{y}.{ext}
-    format: str
-    tile_size: int
-    quality: int
-
-
-def _write(job: TileJob, z: int, x: int, y: int, rgba: np.ndarray) -> int:
-    return folder.write_tile(job.staging, Tile(z, x, y, encode_tile(rgba, job.format, job.quality)), job.format)
-
-
-def render_group(job: TileJob, zoom: int, tiles: tuple[tuple[int, int], ...]) -> tuple[list[tuple[int, int]], int]:
-    """Warp one meta-tile window at ``zoom`` and write its non-empty tiles; return (written, bytes)."""
-    import mercantile
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.transform import from_bounds
-    from rasterio.vrt import WarpedVRT
-
-    t = job.tile_size
-    xs = [x for x, _ in tiles]
-    ys = [y for _, y in tiles]
-    x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
-    left, _, _, top = mercantile.xy_bounds(x0, y0, zoom)
-    _, bottom, right, _ = mercantile.xy_bounds(x1, y1, zoom)
-    width, height = (x1 - x0 + 1) * t, (y1 - y0 + 1) * t
-    src_info = job.source
-    vrt_opts = {
-        "crs": "EPSG:3857",
-        "transform": from_bounds(left, bottom, right, top, width, height),
-        "width": width,
-        "height": height,
-        "resampling": Resampling.bilinear,
-    }
-    if src_info.alpha is not None:
-        vrt_opts.update(src_alpha=src_info.alpha, dst_alpha=src_info.alpha)
-    else:
-        vrt_opts["add_alpha"] = True
-    with rasterio.open(src_info.path) as src, WarpedVRT(src, **vrt_opts) as vrt:
-        alpha_band = src_info.alpha if src_info.alpha is not None else vrt.count
-        data = vrt.read([*src_info.rgb, alpha_band])
-    written, nbytes = [], 0
-    for x, y in tiles:
-        r, c = (y - y0) * t, (x - x0) * t
-        tile = data[:, r : r + t, c : c + t]
-        if not tile[3].any():
-            continue
-        tile = tile.copy()
-        tile[:3][:, tile[3] == 0] = 0
-        nbytes += _write(job, zoom, x, y, tile)
-        written.append((x, y))
-    return written, nbytes
-
-
-def reduce_group(job: TileJob, zoom: int, tiles: tuple[tuple[int, int], ...]) -> tuple[list[tuple[int, int]], int]:
-    """Build ``tiles`` at ``zoom`` from their written children at ``zoom + 1``; return (written, bytes)."""
-    t = job.tile_size
-    written, nbytes = [], 0
-    for x, y in tiles:
-        mosaic = np.zeros((4, 2 * t, 2 * t), np.uint8)
-        found = False
-        for dy in (0, 1):
-            for dx in (0, 1):
-                path = folder.tile_path(job.staging, zoom + 1, 2 * x + dx, 2 * y + dy, job.format)
-                if path.exists():
-                    mosaic[:, dy * t : dy * t + t, dx * t : dx * t + t] = decode_tile(path.read_bytes())
-                    found = True
-        if not found:
-            continue
-        tile = downsample2(mosaic)
-        if not tile[3].any():
-            continue
-        nbytes += _write(job, zoom, x, y, tile)
-        written.append((x, y))
-    return written, nbytes
-
-
-# ---- output ---------------------------------------------------------------------------------
 
 
 def _remove(path: Path) -> None:
@@ -397,8 +163,6 @@ def build_pyramid(
     t0 = time.perf_counter()
     out = Path(out)
     src = inspect_map(map_path)
-    from geopix.source import url_of
-
     shown = url_of(src.path)  # for messages: a URL as typed, credentials redacted
     file_name = src.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     kind = output_kind(out)
@@ -445,7 +209,7 @@ def build_pyramid(
                     run_tasks(render_group, (job, z), groups, on_done, client, label=f"tiles-z{z}")
                 else:
                     parents = sorted({(x // 2, y // 2) for x, y in written_above}, key=lambda p: (p[1], p[0]))
-                    groups = _group_by_ancestor(parents, config.meta_level)
+                    groups = group_by_ancestor(parents, config.meta_level)
                     run_tasks(reduce_group, (job, z), groups, on_done, client, label=f"tiles-z{z}")
                     advance(candidates(z) - len(parents), z)
                 counts[z] = len(written)
@@ -493,13 +257,3 @@ def build_pyramid(
         seconds=time.perf_counter() - t0,
         tilejson=tj,
     )
-
-
-def _group_by_ancestor(tiles: list[tuple[int, int]], level: int) -> Iterator[tuple[tuple[int, int], ...]]:
-    """Consecutive runs of ``tiles`` sharing an ancestor ``level`` zooms up (input sorted by row)."""
-    k = 2**level
-    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for x, y in tiles:
-        groups.setdefault((x // k, y // k), []).append((x, y))
-    for key in sorted(groups, key=lambda p: (p[1], p[0])):
-        yield tuple(groups[key])

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,16 +35,13 @@ from geopix.errors import (
     BandError,
     DtypeError,
     EmptyRasterError,
-    GeopixError,
     InputNotFoundError,
     MissingCRSError,
     NotARasterError,
-    RemoteAccessError,
-    RemoteProtocolError,
-    RemoteUnreachableError,
 )
 from geopix.plan import Window
-from geopix.source import VRT_PREFIX, gdal_name, is_remote, redact, url_of
+from geopix.remote import remote_error
+from geopix.source import VRT_PREFIX, gdal_name, is_remote, url_of
 
 SUPPORTED_DTYPES = ("uint8", "uint16")
 
@@ -140,40 +135,6 @@ def open_raster(path: str | Path, role: str = "raster") -> rasterio.io.DatasetRe
         raise NotARasterError(
             f"{role} {url_of(name)} is not a raster GDAL can read ({str(exc).splitlines()[0]}); pass a GeoTIFF"
         ) from exc
-
-
-def remote_error(exc: Exception, name: str, role: str = "input raster") -> GeopixError:
-    """Map GDAL's message for a failed remote open onto the error class and fix it stands for."""
-    text = str(exc)
-    url = url_of(name)
-    if re.search(r"\b(401|403)\b|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|Forbidden", text):
-        return RemoteAccessError(
-            f"{role} {url}: access denied (HTTP 403); set or fix the credentials (AWS_ACCESS_KEY_ID / "
-            "AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*; AWS_NO_SIGN_REQUEST=YES "
-            "for public buckets)"
-        )
-    if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
-        return InputNotFoundError(f"{role} {url}: the bucket does not exist; check the bucket name")
-    if re.search(r"Range downloading not supported|does not support range|Range.*not supported", text, re.I):
-        return RemoteProtocolError(
-            f"{role} {url}: the server does not support HTTP Range requests, so the raster cannot be read in "
-            "parts; serve it from a server that does (any object store, nginx, Apache) or download it first"
-        )
-    if re.search(r"timed out|Timeout was reached|Operation too slow", text, re.I):
-        return RemoteUnreachableError(
-            f"{role} {url}: the server did not answer in time; check the server, or raise GDAL_HTTP_TIMEOUT "
-            f"(now {os.environ.get('GDAL_HTTP_TIMEOUT', 'unset')} s)"
-        )
-    if re.search(r"Couldn't connect|Could not connect|Connection refused|resolve host|Failed to connect", text, re.I):
-        return RemoteUnreachableError(
-            f"{role} {url}: cannot connect to the server; check the host and port (and AWS_S3_ENDPOINT / "
-            "AWS_HTTPS for an S3-compatible store)"
-        )
-    if re.search(r"\b404\b|No such file|does not exist|NoSuchKey|not recognized as being in a supported", text):
-        if "not recognized as being in a supported" in text:
-            return NotARasterError(f"{role} {url} is not a raster GDAL can read; pass a GeoTIFF, COG or VRT")
-        return InputNotFoundError(f"{role} {url} does not exist (HTTP 404); check the URL")
-    return NotARasterError(f"{role} {url} cannot be read ({redact(text.splitlines()[0])[:200]})")
 
 
 def inspect_raster(path: str | Path, bands: tuple[int, ...] | None = None, allow_no_crs: bool = False) -> RasterInfo:

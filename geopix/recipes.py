@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from geopix.config import PRESETS, ProgressFn, TrainConfig
-from geopix.errors import GeopixError, OptionError
+from geopix.errors import GeopixError, OptionError, OutputExistsError
 
 
 @dataclass(frozen=True)
@@ -190,9 +190,10 @@ def train_recipe(
     ``overrides`` (TrainConfig fields) apply to every stage: ``resume``, ``overwrite``,
     ``max_images``, ``epochs``, ``threads``, ``command`` …
     """
-    from geopix.errors import OutputExistsError
-    from geopix.models.checkpoint import export_checkpoint, load_checkpoint
-    from geopix.train import GENERATOR, claim_run_dir, train
+    from geopix.models.checkpoint import load_checkpoint
+    from geopix.models.export import export_checkpoint
+    from geopix.train import train
+    from geopix.train_state import GENERATOR, claim_run_dir
 
     recipe = get_recipe(name)
     overrides = dict(overrides or {})

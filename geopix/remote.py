@@ -3,8 +3,10 @@
 One set of environment variables configures both GDAL and fsspec: the standard credential
 variables, GDAL's endpoint override ``AWS_S3_ENDPOINT`` / ``AWS_HTTPS`` which this module turns
 into s3fs's ``endpoint_url`` (botocore's own ``AWS_ENDPOINT_URL`` wins when set), and GDAL's
-HTTP timeouts.  fsspec writes outputs, lists remote globs and makes the ranged reads of a remote
-PMTiles archive (``read_error`` maps their failures as GDAL's are).  Finished files are built
+HTTP timeouts.  fsspec writes outputs, lists remote globs (``glob``) and makes the ranged reads
+of a remote PMTiles archive.  Failures map onto one error each: ``remote_error`` reads GDAL's
+message for a failed remote open, ``read_error`` maps an fsspec read failure onto the same error
+(and exit code), ``explain`` a failed write.  Finished files are built
 locally and uploaded with ``upload_atomic``: an object store makes an object visible only when
 its upload completes (a single PUT, or a multipart upload's final *complete* call), so nothing
 partial ever appears under the final key.
@@ -13,10 +15,20 @@ partial ever appears under the final key.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from geopix.errors import OutputExistsError, OutputNotWritableError, RemoteAccessError, RemoteUnreachableError
-from geopix.source import redact
+from geopix.errors import (
+    GeopixError,
+    InputNotFoundError,
+    NotARasterError,
+    OutputExistsError,
+    OutputNotWritableError,
+    RemoteAccessError,
+    RemoteProtocolError,
+    RemoteUnreachableError,
+)
+from geopix.source import gdal_name, redact, url_of
 
 REMOTE_OUTPUT_SCHEMES = ("s3", "gs", "gcs", "az", "abfs", "memory")
 #: What fsspec may read from besides the object stores (ranged GETs through aiohttp).
@@ -89,11 +101,8 @@ def explain(exc: BaseException, url: str) -> Exception:
 
 def read_error(exc: BaseException, url: str, role: str) -> Exception:
     """A ``GeopixError`` for a failed remote *read* (fsspec, aiohttp, botocore), with the message and
-    exit code GDAL's same failure gets (``geopix.read.remote_error``): 404 and a missing bucket 3,
+    exit code GDAL's same failure gets (``remote_error``): 404 and a missing bucket 3,
     403 45, no answer 46, no Range support 47."""
-    from geopix.read import remote_error
-    from geopix.source import gdal_name
-
     text = f"{type(exc).__name__}: {exc}"
     status = getattr(exc, "status", None)  # aiohttp.ClientResponseError
     if isinstance(exc, PermissionError) or status in (401, 403):
@@ -107,6 +116,57 @@ def read_error(exc: BaseException, url: str, role: str) -> Exception:
     elif isinstance(exc, OSError) or "EndpointConnectionError" in text:
         text = "Could not connect"
     return remote_error(RuntimeError(text), gdal_name(url), role)
+
+
+def remote_error(exc: Exception, name: str, role: str = "input raster") -> GeopixError:
+    """Map GDAL's message for a failed remote open onto the error class and fix it stands for."""
+    text = str(exc)
+    url = url_of(name)
+    if re.search(r"\b(401|403)\b|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch|Forbidden", text):
+        return RemoteAccessError(
+            f"{role} {url}: access denied (HTTP 403); set or fix the credentials (AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*; AWS_NO_SIGN_REQUEST=YES "
+            "for public buckets)"
+        )
+    if "NoSuchBucket" in text or "bucket does not exist" in text.lower():
+        return InputNotFoundError(f"{role} {url}: the bucket does not exist; check the bucket name")
+    if re.search(r"Range downloading not supported|does not support range|Range.*not supported", text, re.I):
+        return RemoteProtocolError(
+            f"{role} {url}: the server does not support HTTP Range requests, so the raster cannot be read in "
+            "parts; serve it from a server that does (any object store, nginx, Apache) or download it first"
+        )
+    if re.search(r"timed out|Timeout was reached|Operation too slow", text, re.I):
+        return RemoteUnreachableError(
+            f"{role} {url}: the server did not answer in time; check the server, or raise GDAL_HTTP_TIMEOUT "
+            f"(now {os.environ.get('GDAL_HTTP_TIMEOUT', 'unset')} s)"
+        )
+    if re.search(r"Couldn't connect|Could not connect|Connection refused|resolve host|Failed to connect", text, re.I):
+        return RemoteUnreachableError(
+            f"{role} {url}: cannot connect to the server; check the host and port (and AWS_S3_ENDPOINT / "
+            "AWS_HTTPS for an S3-compatible store)"
+        )
+    if re.search(r"\b404\b|No such file|does not exist|NoSuchKey|not recognized as being in a supported", text):
+        if "not recognized as being in a supported" in text:
+            return NotARasterError(f"{role} {url} is not a raster GDAL can read; pass a GeoTIFF, COG or VRT")
+        return InputNotFoundError(f"{role} {url} does not exist (HTTP 404); check the URL")
+    return NotARasterError(f"{role} {url} cannot be read ({redact(text.splitlines()[0])[:200]})")
+
+
+def glob(pattern: str) -> list[str]:
+    """The objects matching ``pattern`` (``s3://bucket/a/*.tif``), sorted, as URLs."""
+    scheme = pattern.split("://", 1)[0].lower()
+    try:
+        fs, path = filesystem(pattern)
+        hits = sorted(fs.glob(path))
+    except ImportError as exc:  # s3fs, gcsfs or adlfs is not installed
+        raise InputNotFoundError(
+            f"listing {redact(pattern)} needs {exc.name or 'an fsspec backend'}: pip install 'geopix[cloud]'"
+        ) from exc
+    except Exception as exc:
+        raise read_error(exc, pattern, "input pattern") from exc
+    if not hits:
+        raise InputNotFoundError(f"input pattern {redact(pattern)} matches no object; check the pattern")
+    return [f"{scheme}://{hit}" for hit in hits]
 
 
 def check_writable(url: str) -> None:

@@ -48,6 +48,7 @@ from importlib import resources
 from pathlib import Path
 
 from geopix.errors import OptionError, PortInUseError, TileReadError, TilesetChangedError, TilesetError
+from geopix.process import configure_gdal
 from geopix.serve_http import (
     LOOPBACK_HOSTS,
     HostCheck,
@@ -462,8 +463,6 @@ def _announcing_server(url: str, on_ready: Callable[[str], None] | None, config)
 def serve(config: ServeConfig, on_ready: Callable[[str], None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM (in-flight requests finish); ``on_ready(url)`` once the socket listens."""
     import warnings
-
-    from geopix.process import configure_gdal
 
     configure_gdal()  # remote GeoTIFFs: GDAL's settings for reads over HTTP
     # rio-tiler warns on every tile of a GeoTIFF without overviews; the server's log is for errors.

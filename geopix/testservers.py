@@ -21,6 +21,8 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from geopix.remote import storage_options
+
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 
@@ -239,8 +241,6 @@ def moto_s3() -> Iterator[str]:
 def upload_to_s3(path: str | Path, url: str) -> None:
     """Copy a local file to ``s3://bucket/key`` with s3fs (the endpoint from the environment)."""
     import fsspec
-
-    from geopix.remote import storage_options
 
     fs, key = fsspec.core.url_to_fs(url, **storage_options(url))
     fs.put_file(str(path), key)

@@ -1,31 +1,25 @@
-"""Training: the pix2pix recipe (and our palette variant), resumable to the bit.
+"""Training: the loop of a pix2pix run (and our palette variant), resumable to the bit.
 
-A run directory holds everything: ``state.pt`` (weights, optimisers, schedulers, RNG, the
-epoch; loaded with ``weights_only=True``), ``generator.safetensors`` (a self-describing
-checkpoint usable by ``geopix render`` at any time), ``log.csv``, sample grids and a loss
-plot.  Ctrl-C or SIGTERM leaves ``state.pt`` at the last finished epoch (writing it first if
-this run has not) and raises ``Interrupted`` saying so; ``resume=True`` continues exactly.
-Every file a run writes appears complete or not at all (written beside, then renamed).
+``Trainer`` builds a run (its dataset, ``ModelSpec`` and ``train_state.RunState``) and runs the
+remaining epochs: batches through ``train_step``, BatchNorm recalibrated before each save,
+state saved and reported (``train_report``) on schedule.  Ctrl-C or SIGTERM leaves
+``state.pt`` at the last finished epoch (writing it first if this run has not) and raises
+``Interrupted`` saying so; ``resume=True`` continues exactly.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import logging
-import math
 import os
 import random
 import shlex
 import signal
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -40,48 +34,15 @@ from geopix.data.pairs import (
     fit_palette,
     input_statistics,
     read_pair,
-    resize_square,
 )
-from geopix.errors import CheckpointError, DatasetError, GeopixError, Interrupted, OutputExistsError, ResumeError
+from geopix.errors import CheckpointError, DatasetError, GeopixError, Interrupted
 from geopix.infer import resolve_device
-from geopix.models.checkpoint import ModelSpec, save_checkpoint
-from geopix.models.generator import NLayerDiscriminator, init_weights
+from geopix.models.checkpoint import ModelSpec
 from geopix.models.registry import load_model
-from geopix.output import written_whole
 from geopix.process import sigterm_interrupts, torch_threads
-
-log = logging.getLogger(__name__)
-
-STATE = "state.pt"
-GENERATOR = "generator.safetensors"
-LOG = "log.csv"
-#: What a run writes into its folder: ``--overwrite`` removes these and nothing else.
-RUN_FILES = (STATE, GENERATOR, LOG, "losses.png", "samples_epoch*.png", "tb", "*.partial")
-
-
-def run_files(run_dir: Path) -> list[Path]:
-    """The files of an earlier run in ``run_dir`` (empty when there is none)."""
-    return sorted(p for pattern in RUN_FILES for p in Path(run_dir).glob(pattern))
-
-
-def claim_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to train into another run's folder unless told to continue it or replace it.
-
-    Without this a new run overwrote state.pt, appended to the old log.csv (epochs 1, 2, 1) and
-    left stale samples.  ``overwrite`` removes only the run's own files (see ``RUN_FILES``).
-    """
-    import shutil
-
-    existing = run_files(run_dir)
-    if not existing or resume:
-        return
-    if not overwrite:
-        raise OutputExistsError(
-            f"{run_dir} already holds a training run ({', '.join(p.name for p in existing[:3])}); pass --resume to "
-            "continue it, --overwrite to replace it, or choose another --run-dir"
-        )
-    for path in existing:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+from geopix.train_report import log_epoch, plot_losses, sample_grid
+from geopix.train_state import GENERATOR, STATE, RunState, claim_run_dir
+from geopix.train_step import train_step
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -90,41 +51,6 @@ def _dist_info() -> tuple[int, int, int]:
     if world <= 1:
         return 0, 0, 1
     return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world
-
-
-def _lr_lambda(cfg: TrainConfig):
-    def rule(epoch: int) -> float:
-        return 1.0 - max(0, epoch - cfg.epochs + 1) / float(cfg.epochs_decay + 1)
-
-    return rule
-
-
-def _gan_loss(pred: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
-    target = torch.ones_like(pred) if real else torch.zeros_like(pred)
-    if mode == "lsgan":
-        return F.mse_loss(pred, target)
-    return F.binary_cross_entropy_with_logits(pred, target)
-
-
-def _rng_state() -> dict[str, torch.Tensor]:
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": torch.tensor(np.frombuffer(json.dumps(_np_state()).encode(), dtype=np.uint8).copy()),
-        "python": torch.tensor(np.frombuffer(json.dumps(random.getstate()).encode(), dtype=np.uint8).copy()),
-    }
-
-
-def _np_state() -> list:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
-
-
-def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = json.loads(bytes(state["numpy"].numpy()).decode())
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    py = json.loads(bytes(state["python"].numpy()).decode())
-    random.setstate((py[0], tuple(py[1]), py[2]))
 
 
 def _manifest_resolution(data: Path, places: dict[str, list] | None = None) -> float | None:
@@ -142,27 +68,8 @@ def _manifest_resolution(data: Path, places: dict[str, list] | None = None) -> f
     return next(iter(found.values()), None)
 
 
-def partial_label_loss(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against a *set* of allowed palette colours per pixel (N,K,H,W bool).
-
-    Each pixel's loss is ``-log Σ_{k allowed} p_k``: a one-colour set is ordinary cross-entropy,
-    and "not a building" (a building-only layer outside its polygons) pushes only the building
-    colours down.  Pixels whose set is empty (unknown) or full (anything) are left out, and
-    give exactly zero gradient: they are masked *before* the log-sum-exp, so no ``-inf``
-    (whose gradient would be NaN) is ever formed.
-    """
-    logp = logits.float().log_softmax(1)
-    k = allowed.shape[1]
-    n_allowed = allowed.sum(1)
-    known = (n_allowed > 0) & (n_allowed < k)
-    safe = allowed | ~known[:, None]  # unknown pixels: the full set, a finite log-sum-exp of 0
-    ll = logp.masked_fill(~safe, -math.inf).logsumexp(1)
-    weight = known.float()
-    return -(ll * weight).sum() / weight.sum().clamp(min=1.0)
-
-
 class Trainer:
-    """Holds the networks and optimisers of one run; ``fit()`` runs the remaining epochs."""
+    """Holds one run (dataset, spec, ``state``: networks and optimisers); ``fit()`` runs the remaining epochs."""
 
     def __init__(self, cfg: TrainConfig, on_progress: ProgressFn | None = None) -> None:
         self.on_progress = on_progress
@@ -185,6 +92,15 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
+        init = self._build_dataset()
+        self.state = RunState.build(self.cfg, self.spec, self.device, self.world, init.net if init else None)
+        if self.cfg.resume and (self.run_dir / STATE).exists():
+            self.state.load(self.run_dir / STATE, self.cfg, self.device)
+
+    def _build_dataset(self):
+        """The training pairs, the ``ModelSpec`` they make and the dataset (``self.pairs``, ``self.spec``,
+        ``self.dataset``); returns the ``--init-from`` model (``None`` without one)."""
+        cfg = self.cfg
 
         places = find_places(cfg.data)
         if places is not None and cfg.max_images:
@@ -262,38 +178,7 @@ class Trainer:
                 **common,
             )
             self.dataset = MixedDataset(main, replay, cfg.replay_ratio, seed=cfg.seed)
-        self.G: nn.Module = self.spec.build()
-        init_weights(self.G)
-        if init is not None:
-            self.G.load_state_dict(init.net.state_dict())
-        self.G.to(self.device)
-        self.D: nn.Module | None = None
-        self.opt_D = None
-        if cfg.use_gan:
-            self.D = NLayerDiscriminator(6, cfg.ndf, 3, cfg.norm if cfg.norm != "none" else "none")
-            init_weights(self.D)
-            self.D.to(self.device)
-        if self.device.type == "cpu":
-            self.G.to(memory_format=torch.channels_last)
-            if self.D is not None:
-                self.D.to(memory_format=torch.channels_last)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, _lr_lambda(cfg))
-        if self.D is not None:
-            self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-            self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, _lr_lambda(cfg))
-        self.G_train: nn.Module = self.G
-        self.D_train: nn.Module | None = self.D
-        if self.world > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.G_train = nn.parallel.DistributedDataParallel(self.G, device_ids=ids)
-            if self.D is not None:
-                self.D_train = nn.parallel.DistributedDataParallel(self.D, device_ids=ids)
-        self.epoch = 0  # epochs completed
-        self._saved_epoch: int | None = None  # the epoch state.pt holds, once this run wrote or read it
-        self.history: list[dict[str, float]] = []
-        if cfg.resume and (self.run_dir / STATE).exists():
-            self.load_state()
+        return init
 
     def _check_init(self, spec: ModelSpec) -> None:
         """``--init-from`` must have the architecture this run builds, or the weights won't fit."""
@@ -314,125 +199,11 @@ class Trainer:
                     f"{key}={value!r}; pass matching options (e.g. --{key.replace('_', '-')} {getattr(spec, key)})"
                 )
 
-    # ---- persistence -------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        state = {
-            "G": self.G.state_dict(),
-            "opt_G": self.opt_G.state_dict(),
-            "sched_G": self.sched_G.state_dict(),
-            "epoch": self.epoch,
-            "rng": _rng_state(),
-            "config": json.dumps(asdict(self.cfg), default=str),
-            "history": json.dumps(self.history),
-        }
-        if self.D is not None:
-            state |= {"D": self.D.state_dict(), "opt_D": self.opt_D.state_dict(), "sched_D": self.sched_D.state_dict()}
-        return state
-
     def save(self) -> None:
-        if self.rank != 0:
-            self._saved_epoch = self.epoch
-            return
-        with written_whole(self.run_dir / STATE) as tmp:
-            torch.save(self.state_dict(), tmp)
-        self._saved_epoch = self.epoch  # only now does state.pt hold this epoch
-        training = {
-            "epochs": self.epoch,
-            "command": self.cfg.command,
-            "recipe": self.cfg.recipe,
-            "config": asdict(self.cfg),
-            "history_tail": self.history[-1:],
-        }
-        spec = replace(self.spec, training=json.dumps(training, default=str))
-        save_checkpoint(self.G, spec, self.run_dir / GENERATOR)
-
-    def load_state(self) -> None:
-        path = self.run_dir / STATE
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as exc:
-            raise ResumeError(f"cannot resume from {path}: {exc}; delete it or pick another --run-dir") from exc
-        saved = json.loads(state["config"])
-        for key in ("ngf", "num_downs", "norm", "head", "direction", "palette_size", "gan_mode", "crop_size"):
-            if str(saved.get(key)) != str(getattr(self.cfg, key)):
-                was, now = saved.get(key), getattr(self.cfg, key)
-                raise ResumeError(f"cannot resume {path}: it was trained with {key}={was!r}, now {now!r}")
-        self.G.load_state_dict(state["G"])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.sched_G.load_state_dict(state["sched_G"])
-        if self.D is not None:
-            self.D.load_state_dict(state["D"])
-            self.opt_D.load_state_dict(state["opt_D"])
-            self.sched_D.load_state_dict(state["sched_D"])
-        self.epoch = int(state["epoch"])
-        self._saved_epoch = self.epoch
-        self.history = json.loads(state["history"])
-        _set_rng_state(state["rng"])
-        # The optimisers come back with the lr of the *saved* schedule; recompute it from this
-        # run's --lr/--epochs/--epochs-decay so extending a run (more epochs) really trains.
-        # With the same options this gives the very same float, so resume stays exact.
-        lr = self.cfg.lr * _lr_lambda(self.cfg)(self.epoch)
-        for opt, sched in ((self.opt_G, self.sched_G), (self.opt_D, getattr(self, "sched_D", None))):
-            if opt is not None and sched is not None:
-                sched.base_lrs = [self.cfg.lr] * len(opt.param_groups)
-                for group in opt.param_groups:
-                    group["lr"], group["initial_lr"] = lr, self.cfg.lr
-                sched._last_lr = [lr] * len(opt.param_groups)
-
-    # ---- one step ------------------------------------------------------------------------
-    def _fake_rgb(self, out: torch.Tensor) -> torch.Tensor:
-        """Generator output as RGB in [-1, 1] (soft palette mix, so the GAN can push on it)."""
-        if self.spec.head == "tanh":
-            return out
-        pal = torch.tensor(self.spec.palette, dtype=out.dtype, device=out.device) / 127.5 - 1.0
-        return torch.einsum("nkhw,kc->nchw", out.softmax(1), pal)
+        self.state.save(self.run_dir, self.cfg, self.spec, self.rank)
 
     def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        cfg = self.cfg
-        mf = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        a = batch["a"].to(self.device, memory_format=mf)
-        b = batch["b"].to(self.device, memory_format=mf)
-        amp = self.device.type == "cuda" and cfg.amp
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-            out = self.G_train(a)
-        out = out.float()
-        fake = self._fake_rgb(out)
-        logs: dict[str, float] = {}
-        if self.D_train is not None:
-            for p in self.D.parameters():
-                p.requires_grad_(True)
-            self.opt_D.zero_grad(set_to_none=True)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                pred_fake = self.D_train(torch.cat([a, fake.detach()], 1)).float()
-                pred_real = self.D_train(torch.cat([a, b], 1)).float()
-            loss_D = 0.5 * (_gan_loss(pred_fake, False, cfg.gan_mode) + _gan_loss(pred_real, True, cfg.gan_mode))
-            loss_D.backward()
-            self.opt_D.step()
-            for p in self.D.parameters():
-                p.requires_grad_(False)
-            logs["D"] = loss_D.item()
-        self.opt_G.zero_grad(set_to_none=True)
-        loss_G = torch.zeros((), device=self.device)
-        if self.D_train is not None:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                pred = self.D_train(torch.cat([a, fake], 1)).float()
-            gan = _gan_loss(pred, True, cfg.gan_mode)
-            loss_G = loss_G + cfg.lambda_gan * gan
-            logs["G_gan"] = gan.item()
-        if self.spec.head == "palette":
-            if "allowed" in batch:
-                ce = partial_label_loss(out, batch["allowed"].to(self.device))
-            else:
-                ce = F.cross_entropy(out, batch["label"].to(self.device))
-            loss_G = loss_G + cfg.lambda_ce * ce
-            logs["G_ce"] = ce.item()
-        l1 = F.l1_loss(fake, b)
-        if self.spec.head == "tanh":
-            loss_G = loss_G + cfg.lambda_l1 * l1
-        logs["G_l1"] = l1.item()
-        loss_G.backward()
-        self.opt_G.step()
-        return logs
+        return train_step(self.state, self.spec, self.cfg, self.device, batch)
 
     # ---- the loop ---------------------------------------------------------------------
     def fit(self) -> Path:
@@ -445,21 +216,22 @@ class Trainer:
             raise GeopixError(
                 f"{len(self.dataset)} training pairs give no full batch of {cfg.batch_size}; lower --batch-size"
             )
+        state = self.state
         try:
-            while self.epoch < cfg.total_epochs:
+            while state.epoch < cfg.total_epochs:
                 self._run_epoch(sampler, n_batches)
         except (KeyboardInterrupt, Interrupted) as exc:
-            if self._saved_epoch == self.epoch:
+            if state.saved_epoch == state.epoch:
                 # state.pt already holds the last finished epoch.  Overwriting it with the
                 # weights of a half-done epoch (labelled as the finished one) would make the
                 # resumed run redo that epoch from the wrong start; keeping it stays exact.
-                note = f"{self.run_dir / STATE} holds epoch {self.epoch} (the interrupted epoch is redone)"
+                note = f"{self.run_dir / STATE} holds epoch {state.epoch} (the interrupted epoch is redone)"
             else:  # nothing on disk for this epoch (first epoch, or --save-every > 1): keep the progress
                 self.save()
-                note = f"saved epoch {self.epoch} and the partial epoch's updates to {self.run_dir / STATE}"
+                note = f"saved epoch {state.epoch} and the partial epoch's updates to {self.run_dir / STATE}"
             raise Interrupted(f"{note}; {self._resume_hint()}", getattr(exc, "signum", signal.SIGINT)) from exc
         if self.rank == 0:
-            self._plot()
+            plot_losses(self.run_dir, state.history)
         return self.run_dir / GENERATOR
 
     def _resume_hint(self) -> str:
@@ -470,8 +242,8 @@ class Trainer:
         return f"resume with: {shlex.join(words if '--resume' in words else [*words, '--resume'])}"
 
     def _run_epoch(self, sampler: DistributedSampler | None, n_batches: int) -> None:
-        cfg = self.cfg
-        epoch = self.epoch
+        cfg, state = self.cfg, self.state
+        epoch = state.epoch
         self.dataset.set_epoch(epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         if sampler is not None:
@@ -486,9 +258,9 @@ class Trainer:
             num_workers=cfg.workers,
             persistent_workers=False,
         )
-        self.G.train()
-        if self.D is not None:
-            self.D.train()
+        state.G.train()
+        if state.D is not None:
+            state.D.train()
         sums: dict[str, float] = {}
         t0 = time.perf_counter()
         report = self.on_progress if self.rank == 0 else None
@@ -499,25 +271,25 @@ class Trainer:
             if report is not None:
                 losses = " ".join(f"{k} {v / (i + 1):.3f}" for k, v in sums.items())
                 report(f"epoch {epoch + 1}/{cfg.total_epochs} {losses}", i + 1, n_batches)
-        self.sched_G.step()
-        if self.D is not None:
-            self.sched_D.step()
-        self.epoch += 1
+        state.sched_G.step()
+        if state.D is not None:
+            state.sched_D.step()
+        state.epoch += 1
         row = {
-            "epoch": self.epoch,
+            "epoch": state.epoch,
             "seconds": round(time.perf_counter() - t0, 2),
-            "lr": self.opt_G.param_groups[0]["lr"],
+            "lr": state.opt_G.param_groups[0]["lr"],
         }
         row |= {k: round(v / n_batches, 5) for k, v in sums.items()}
-        sample = self.epoch % cfg.sample_every == 0 or self.epoch == cfg.total_epochs
-        save = self.epoch % cfg.save_every == 0 or self.epoch == cfg.total_epochs
+        sample = state.epoch % cfg.sample_every == 0 or state.epoch == cfg.total_epochs
+        save = state.epoch % cfg.save_every == 0 or state.epoch == cfg.total_epochs
         if sample or save:
             row["bn_recal_s"] = round(self.recalibrate_bn(), 2)
-        self.history.append(row)
+        state.history.append(row)
         if self.rank == 0:
-            self._log(row)
+            log_epoch(self.run_dir, row)
             if sample:
-                self._sample_grid()
+                sample_grid(self.run_dir, state.epoch, state.G, self.spec, self.device, self.pairs, cfg)
         if save:
             self.save()
 
@@ -531,7 +303,8 @@ class Trainer:
         matching train mode (1.22, 57 %).  Samples are a pure function of (seed, epoch,
         index), so this is deterministic and resume stays exact; the weights are untouched.
         """
-        bns = [m for m in self.G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        G = self.state.G
+        bns = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not bns or self.cfg.bn_recal_batches <= 0:
             return 0.0
         t0 = time.perf_counter()
@@ -539,81 +312,18 @@ class Trainer:
         for m in bns:
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the calibration batches
-        was_training = self.G.training
-        self.G.train()
+        was_training = G.training
+        G.train()
         bs = self.cfg.batch_size
         n = min(len(self.dataset), self.cfg.bn_recal_batches * bs)
         mf = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         for start in range(0, n - bs + 1, bs):
             x = torch.stack([self.dataset[i]["a"] for i in range(start, start + bs)])
-            self.G(x.to(self.device, memory_format=mf))
+            G(x.to(self.device, memory_format=mf))
         for m, mom in zip(bns, saved, strict=True):
             m.momentum = mom
-        self.G.train(was_training)
+        G.train(was_training)
         return time.perf_counter() - t0
-
-    def _log(self, row: dict[str, float]) -> None:
-        path = self.run_dir / LOG
-        fields = ["epoch", "seconds", "lr", "D", "G_gan", "G_l1", "G_ce"]
-        text = io.StringIO()
-        w = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
-        if not path.exists():
-            w.writeheader()
-        w.writerow(row)
-        with path.open("a", newline="") as f:
-            f.write(text.getvalue())  # one write: an interrupt leaves no half row
-        log.info("epoch " + " ".join(f"{k}={v}" for k, v in row.items()))
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is optional (geopix[train])
-            return
-        with SummaryWriter(str(self.run_dir / "tb")) as tb:
-            for k, v in row.items():
-                if k != "epoch":
-                    tb.add_scalar(k, v, int(row["epoch"]))
-
-    @torch.no_grad()
-    def _sample_grid(self, n: int = 4) -> None:
-        from PIL import Image
-
-        from geopix.infer import Predictor
-
-        self.G.eval()
-        predictor = Predictor(self.spec, self.G, self.device)
-        rows = []
-        for i in range(min(n, len(self.pairs))):
-            a, b = read_pair(self.pairs[i], self.cfg.direction)
-            a, b = resize_square(a, self.cfg.load_size), resize_square(b, self.cfg.load_size)
-            c = (self.cfg.load_size - self.cfg.crop_size) // 2
-            a = a[c : c + self.cfg.crop_size, c : c + self.cfg.crop_size]
-            b = b[c : c + self.cfg.crop_size, c : c + self.cfg.crop_size]
-            fake = predictor.predict_batch(a[None])[0]
-            rows.append(np.concatenate([a, fake, b], axis=1))
-        with written_whole(self.run_dir / f"samples_epoch{self.epoch:03d}.png") as tmp:
-            Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")
-        self.G.train()
-
-    def _plot(self) -> None:
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            log.warning("matplotlib is not installed: skipping the loss plot (pip install 'geopix[train]')")
-            return
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key in ("G_l1", "G_ce", "G_gan", "D"):
-            ys = [r[key] for r in self.history if key in r]
-            if ys:
-                ax.plot(range(1, len(ys) + 1), ys, label=key)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        ax.legend()
-        fig.tight_layout()
-        with written_whole(self.run_dir / "losses.png") as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-        plt.close(fig)
 
 
 def train(config: TrainConfig, on_progress: ProgressFn | None = None) -> Path:

@@ -27,9 +27,10 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.transform import Affine
 from rasterio.windows import Window as RioWindow
 
-from geopix.errors import DiskFullError
+from geopix.errors import DiskFullError, ResumeError
 from geopix.output import written_whole
 from geopix.plan import Window
+from geopix.remote import exists, filesystem, is_url, join, remove_tree, storage_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +47,6 @@ class StoreSpec:
 
 
 def _store_kwargs(spec: StoreSpec) -> dict:
-    from geopix.remote import is_url, storage_options
-
     return {"storage_options": storage_options(spec.path)} if is_url(spec.path) else {}
 
 
@@ -83,8 +82,6 @@ def write_block(spec: StoreSpec, out: Window, rgba: np.ndarray, index: tuple[int
 
 
 def _mark_done(spec: StoreSpec, index: tuple[int, int]) -> None:
-    from geopix.remote import filesystem, is_url, join
-
     if is_url(spec.path):
         fs, root = filesystem(spec.path)
         fs.pipe_file(join(root, DONE_DIR, f"{index[0]}_{index[1]}"), b"")
@@ -95,8 +92,6 @@ def _mark_done(spec: StoreSpec, index: tuple[int, int]) -> None:
 
 
 def _done_blocks(spec: StoreSpec) -> set[tuple[int, int]]:
-    from geopix.remote import filesystem, is_url, join
-
     if is_url(spec.path):
         fs, root = filesystem(spec.path)
         names = [p.rsplit("/", 1)[-1] for p in fs.glob(join(root, DONE_DIR, "*_*"))]
@@ -110,8 +105,6 @@ def _done_blocks(spec: StoreSpec) -> set[tuple[int, int]]:
 
 
 def _store_exists(spec: StoreSpec) -> bool:
-    from geopix.remote import exists, is_url
-
     return exists(spec.path) if is_url(spec.path) else Path(spec.path).exists()
 
 
@@ -161,8 +154,6 @@ def open_store(spec: StoreSpec, fingerprint: str, attrs: dict, *, force: bool) -
     A store left by an earlier run of the *same* job (same fingerprint) is resumed; one from a
     different input, model or setting is refused unless ``force`` (then it is started afresh).
     """
-    from geopix.errors import ResumeError
-
     if _store_exists(spec):
         try:
             old = zarr.open_array(store=spec.path, mode="r", **_store_kwargs(spec)).attrs.get(FINGERPRINT_ATTR)
@@ -302,8 +293,6 @@ def _finalize(
 
 
 def remove_store(spec: StoreSpec) -> None:
-    from geopix.remote import is_url, remove_tree
-
     if is_url(spec.path):
         remove_tree(spec.path)
     else:

@@ -16,14 +16,8 @@ from hypothesis import strategies as st
 from geopix.errors import CheckpointError, ModelNotAvailableError
 from geopix.infer import Predictor
 from geopix.models import registry
-from geopix.models.checkpoint import (
-    ModelSpec,
-    average_states,
-    export_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-    spec_from_official_state,
-)
+from geopix.models.checkpoint import ModelSpec, load_checkpoint, save_checkpoint, spec_from_official_state
+from geopix.models.export import average_states, export_checkpoint
 from geopix.models.generator import NLayerDiscriminator, UnetGenerator, count_parameters
 from geopix.models.registry import REGISTRY, WEIGHTS_DIR, load_model
 from geopix.testing import random_checkpoint
@@ -283,7 +277,6 @@ def test_palette_bias_shifts_the_decision_and_travels_in_the_checkpoint(tmp_path
     assert [b for b, o in zip(spec.palette_bias, owner, strict=True) if b] == [0.75] * sum(o in roads for o in owner)
     assert sum(o in roads for o in owner) >= 3
     # The library call the CLI and the recipes share; an RGB head has no colours to offset.
-    from geopix.models.checkpoint import export_checkpoint
     from geopix.models.registry import resolve_model
 
     lib = export_checkpoint(resolve_model("sat2map"), tmp_path / "lib.safetensors", class_bias={"road": 0.75})

@@ -164,8 +164,8 @@ def test_train_mode_batchnorm_differs_and_leaves_model_intact(maps: Path, tmp_pa
     ckpt = random_checkpoint(tmp_path / "t.safetensors", ngf=4)
     model = load_model(ckpt)
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
-    ev = evaluate(model=model, data=maps, device="cpu")
-    tr = evaluate(model=model, data=maps, device="cpu", bn_mode="train")
+    ev = evaluate(loaded=model, data=maps, device="cpu")
+    tr = evaluate(loaded=model, data=maps, device="cpu", bn_mode="train")
     assert tr.bn_mode == "train" and ev.metrics["l1"] != tr.metrics["l1"]
     for k, v in model.net.state_dict().items():
         assert torch.equal(v, before[k]), k

@@ -367,7 +367,7 @@ def test_signal_during_geopix_train_keeps_a_resumable_state(
 ) -> None:
     import torch
 
-    from geopix.train import STATE
+    from geopix.train_state import STATE
 
     run, log = tmp_path / "run", tmp_path / "train.log"
     args = ["train", str(maps_dataset), "--run-dir", str(run), *TINY_TRAIN, "--epochs", "500", "--epochs-decay", "0"]

@@ -15,7 +15,8 @@ import shapely
 from geopix import style
 from geopix.cli import main
 from geopix.data.rasterize import Labels, allowed_lut
-from geopix.fidelity import covered_groups, evaluate_sets, load_sets, score_map
+from geopix.errors import GeopixError, VectorClassError
+from geopix.fidelity import covered_groups, evaluate_sets, load_sets, read_sets, score_map
 from geopix.testing import random_checkpoint, synthetic_aerial
 
 from .conftest import SHARED, need_shared
@@ -56,6 +57,17 @@ def test_load_sets_resolves_paths(tmp_path: Path) -> None:
     )
     (s,) = load_sets(tmp_path / "sets.json")
     assert s.rasters == (tmp_path / "a.tif",) and s.layers[0].cls == "building" and s.value_map == {"F": "park"}
+    assert read_sets(tmp_path / "sets.json") == [s]
+
+
+def test_read_sets_parses_the_plain_values_a_config_holds() -> None:
+    (s,) = read_sets([{"name": "x", "rasters": ["a.tif"], "layers": ["b.gpkg:kind"], "covers": ["building"]}])
+    assert s.rasters == (Path("a.tif"),) and s.layers[0].path == Path("b.gpkg") and s.layers[0].field == "kind"
+    assert s.covers == frozenset({"building"}) and read_sets([s]) == [s]
+    with pytest.raises(GeopixError, match="'rasters' is missing or malformed"):
+        read_sets([{"name": "x", "layers": []}])
+    with pytest.raises(VectorClassError, match="'forest' is not a class"):
+        read_sets([{"name": "x", "rasters": [], "layers": ["b.gpkg=forest"]}])
 
 
 def _tiny_osm(

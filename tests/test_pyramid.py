@@ -17,16 +17,11 @@ from rasterio.warp import reproject
 
 from geopix.cli import main
 from geopix.errors import EmptyRasterError, OutputExistsError, TileFormatError, ZoomRangeError
-from geopix.pyramid import (
-    PyramidConfig,
-    auto_maxzoom,
-    build_pyramid,
-    decode_tile,
-    downsample2,
-    parse_zoom,
-    tile_resolution,
-)
+from geopix.pyramid import PyramidConfig, build_pyramid, parse_zoom
 from geopix.testing import synthetic_aerial
+from geopix.tilecut import downsample2
+from geopix.tilesets.codec import decode_tile
+from geopix.zooms import auto_maxzoom, tile_resolution
 from tests.conftest import GEOTIFFS, need_shared
 
 ZOOM = (15, 18)  # 2 m/px at 47.85°N: z18 is a 4× upsample, so the nodata quarter holds whole tiles

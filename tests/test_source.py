@@ -1,4 +1,4 @@
-"""geopix.source: user-typed inputs → GDAL names; STAC Items; mosaics; remote errors (real servers)."""
+"""geopix.source, stac, mosaic: user-typed inputs → GDAL names; STAC Items; mosaics; remote errors (real servers)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from geopix.errors import (
     RemoteUnreachableError,
     StacError,
 )
+from geopix.mosaic import expand, resolve_input
 from geopix.read import inspect_raster
-from geopix.source import expand, gdal_name, is_remote, redact, resolve_input, url_of
+from geopix.source import gdal_name, is_remote, redact, url_of
 from geopix.testing import synthetic_aerial
 
 

@@ -14,10 +14,11 @@ from safetensors.torch import load_file
 
 from geopix.config import PRESETS, TrainConfig
 from geopix.errors import GeopixError, Interrupted, ResumeError
-from geopix.models.checkpoint import export_checkpoint
+from geopix.models.export import export_checkpoint
 from geopix.models.registry import load_model
 from geopix.testing import synthetic_maps_dataset
-from geopix.train import GENERATOR, LOG, STATE, Trainer, train
+from geopix.train import Trainer, train
+from geopix.train_state import GENERATOR, LOG, STATE
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +50,9 @@ def _interrupt_at(monkeypatch: pytest.MonkeyPatch, epoch: int, step: int, exc: t
     calls: dict[int, int] = {}
 
     def failing_step(self: Trainer, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        n = calls.get(self.epoch, 0)
-        calls[self.epoch] = n + 1
-        if self.epoch == epoch and n == step:
+        n = calls.get(self.state.epoch, 0)
+        calls[self.state.epoch] = n + 1
+        if self.state.epoch == epoch and n == step:
             raise exc("stop here")
         return original(self, batch)
 
@@ -148,7 +149,7 @@ def test_init_from_starts_at_those_weights_and_checks_the_architecture(data: Pat
         _cfg(data, tmp_path / "tuned", "palette", init_from=str(start.path), load_size=256, load_size_max=400)
     )
     for key, value in start.net.state_dict().items():
-        torch.testing.assert_close(tuned.G.state_dict()[key], value)
+        torch.testing.assert_close(tuned.state.G.state_dict()[key], value)
     assert tuned.spec.palette == start.spec.palette  # the classes keep their meaning
     assert (tuned.spec.palette_sharpness, tuned.spec.palette_keep_class) == (4.0, True)  # and their decoding,
     assert tuned.spec.palette_bias == start.spec.palette_bias and any(start.spec.palette_bias)  # offsets too
@@ -200,7 +201,7 @@ def test_ddp_on_cpu_with_gloo(data: Path, tmp_path: Path, preset: str) -> None:
 def test_bn_recalibration_matches_the_current_weights(data: Path, tmp_path: Path) -> None:
     """Running statistics are recomputed from the weights as they are, not left stale."""
     trainer = Trainer(_cfg(data, tmp_path, "palette", batch_size=2, bn_recal_batches=2))
-    bns = [m for m in trainer.G.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    bns = [m for m in trainer.state.G.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     for m in bns:  # stale statistics, as after weights moved fast
         m.running_mean.fill_(5.0)
         m.running_var.fill_(100.0)
@@ -210,16 +211,16 @@ def test_bn_recalibration_matches_the_current_weights(data: Path, tmp_path: Path
     # the first norm follows the first convolution: its running mean is the batch mean over
     # the calibration images (a cumulative average of two batches of two)
     x = torch.stack([trainer.dataset[i]["a"] for i in range(4)])
-    conv = trainer.G.model.model[1].model[1]
+    conv = trainer.state.G.model.model[1].model[1]
     with torch.no_grad():
-        y = conv(torch.nn.functional.leaky_relu(trainer.G.model.model[0](x), 0.2))
+        y = conv(torch.nn.functional.leaky_relu(trainer.state.G.model.model[0](x), 0.2))
     torch.testing.assert_close(first.running_mean, y.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
 
 
 def test_partial_label_loss_gives_unknown_pixels_exactly_zero_gradient() -> None:
     import torch.nn.functional as F
 
-    from geopix.train import partial_label_loss
+    from geopix.train_step import partial_label_loss
 
     torch.manual_seed(0)
     logits = torch.randn(2, 4, 8, 8, requires_grad=True)

@@ -203,9 +203,7 @@ def test_vector_pairs_layout_and_nothing_partial(tmp_path: Path, checkpoint: Pat
     box = shapely.box(X0 + 100, Y0 - 200, X0 + 140, Y0 - 100)
     layer = write_geojson(tmp_path / "b.geojson", [to_wgs84(box)])
     out = tmp_path / "pairs"
-    result = make_vector_pairs(
-        rasters=[aerial], layers=[LayerSpec.parse(f"{layer}=building")], out_dir=out, model=str(checkpoint)
-    )
+    result = make_vector_pairs(rasters=[aerial], layers=[f"{layer}=building"], out_dir=out, model=str(checkpoint))
     assert result.pairs == 4 and result.resolution_m == 2.0  # the checkpoint's resolution
     assert result.class_pixels["building"] > 0
     names = sorted(p.name for p in (out / "A").iterdir())

@@ -29,7 +29,8 @@ from pathlib import Path
 from geopix.cli.progress import progress_bar
 from geopix.config import RenderConfig, TileConfig
 from geopix.errors import GeopixError, InputNotFoundError
-from geopix.pipeline import RenderResult, render
+from geopix.pipeline import render
+from geopix.publish import RenderResult
 
 SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
 

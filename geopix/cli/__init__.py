@@ -10,56 +10,22 @@ usage error 2 (click's message), SIGINT 130, SIGTERM 143 (``interrupted: what wa
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import sys
 import traceback
-from collections.abc import Iterator
 
 import typer
 
+# Importing a command module adds its commands to ``app``.
+from geopix.cli import evaluate, render, tiles, train  # noqa: F401
+from geopix.cli.app import app
 from geopix.errors import GeopixError, Interrupted
 
 try:  # typer >= 0.20 raises the exceptions of its own vendored click
     from typer._click import exceptions as click_exceptions
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
-
-app = typer.Typer(
-    name="geopix",
-    help="Aerial GeoTIFF → seamless, georeferenced map raster and web tiles, with a pix2pix generator on Dask.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        from geopix import __version__
-
-        typer.echo(f"geopix {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
-    version: bool = typer.Option(
-        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
-    ),
-) -> None:
-    """``--debug`` is read by ``main`` from the arguments; nothing to do here."""
-
-
-def _register() -> None:
-    # Importing a command module adds its commands to ``app``.
-    from geopix.cli import evaluate as _evaluate  # noqa: F401
-    from geopix.cli import render as _render  # noqa: F401
-    from geopix.cli import tiles as _tiles  # noqa: F401
-    from geopix.cli import train as _train  # noqa: F401
 
 
 class _Stderr(logging.Handler):
@@ -95,23 +61,10 @@ def _log_to_stderr(debug: bool = False) -> None:
         aio.addFilter(_OrphanedFutures())
 
 
-@contextlib.contextmanager
-def interrupted_says(message: str) -> Iterator[None]:
-    """Ctrl-C or SIGTERM inside: ``interrupted: message`` (what was kept, how to go on), unless the
-    library already said it."""
-    try:
-        yield
-    except (KeyboardInterrupt, Interrupted) as exc:
-        if isinstance(exc, Interrupted) and str(exc):
-            raise
-        raise Interrupted(message, getattr(exc, "signum", signal.SIGINT)) from exc
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     from geopix.process import configure_process, sigterm_interrupts
 
-    _register()
     args = argv if argv is not None else sys.argv[1:]
     debug = os.environ.get("GEOPIX_DEBUG") == "1" or "--debug" in args
     configure_process()

@@ -13,7 +13,10 @@ import importlib
 import inspect
 import sys
 
+import typer.main
+
 from geopix import errors
+from geopix.cli import app  # importing geopix.cli registers every command
 
 REGENERATE = "python -m geopix.cli.docs > docs/cli.md"
 
@@ -26,7 +29,7 @@ LIBRARY = {
     "tiles": "geopix.pyramid.build_pyramid",
     "serve": "geopix.serve.serve",
     "train": "geopix.train.train",
-    "export": "geopix.models.checkpoint.export_checkpoint",
+    "export": "geopix.models.export.export_checkpoint",
     "eval": "geopix.evaluate.evaluate",
     "dataset make": "geopix.data.cut.make_pairs",
     "dataset vectors": "geopix.data.vector_pairs.make_vector_pairs",
@@ -67,11 +70,6 @@ time estimated from it (8192² mosaic: 46.7 s estimated, 44–46 s measured).
 
 
 def _app():
-    import typer.main
-
-    from geopix.cli import _register, app
-
-    _register()
     return typer.main.get_command(app)
 
 

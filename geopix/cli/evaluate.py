@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from geopix.cli import app, interrupted_says
+from geopix.cli.app import app, interrupted_says
 from geopix.cli.options import (
     BatchSize,
     Device,
@@ -71,15 +71,14 @@ def _eval_real(
     from rich.table import Table
 
     from geopix.config import RealEvalConfig
-    from geopix.data.vectors import LayerSpec
-    from geopix.fidelity import RealSet, evaluate_sets, load_sets
+    from geopix.fidelity import evaluate_sets
 
     if rasters:
         if not layers:
             raise GeopixError("--raster needs at least one --layer (the vector labels of the same ground)")
-        sets = [RealSet(rasters[0].stem, tuple(rasters), tuple(LayerSpec.parse(x) for x in layers), _value_map(maps))]
+        sets = ({"name": rasters[0].stem, "rasters": tuple(rasters), "layers": tuple(layers), "map": _value_map(maps)},)
     else:
-        sets = load_sets(data)
+        sets = data
     cfg = RealEvalConfig(model, sets, out if out is not None else _default_out(model, "real"), device=device)
     with interrupted_says("no report written; rerun the same command"):
         report = evaluate_sets(cfg)
@@ -249,11 +248,10 @@ def dataset_vectors_cmd(
     """Turn aerial rasters plus vector layers (GeoJSON, GPKG, Shapefile, .osm.pbf) into training pairs."""
     from geopix.config import VectorPairsConfig
     from geopix.data.vector_pairs import make_vector_pairs
-    from geopix.data.vectors import LayerSpec
 
     cfg = VectorPairsConfig(
         tuple(raster),
-        tuple(LayerSpec.parse(x) for x in layer),
+        tuple(layer),
         out,
         model=model,
         resolution_m=resolution,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from geopix.cli import app, interrupted_says
+from geopix.cli.app import app, interrupted_says
 from geopix.cli.options import (
     Bands,
     BatchSize,
@@ -101,8 +101,8 @@ def render_cmd(
 ) -> None:
     """Render an aerial GeoTIFF into a seamless, georeferenced map raster (OUTPUT/map.tif)."""
     from geopix.budget import parse_size
+    from geopix.mosaic import resolve_input
     from geopix.pipeline import render
-    from geopix.source import resolve_input
 
     cfg = RenderConfig(
         input=resolve_input(inputs, asset),
@@ -179,7 +179,7 @@ def info_cmd(
         data = describe_model(input)
     else:
         from geopix.describe import info
-        from geopix.source import resolve_input
+        from geopix.mosaic import resolve_input
 
         data = info(resolve_input(input), model, TileConfig(tile_size, overlap, 1024), parse_bands(bands), resample)
     if as_json:

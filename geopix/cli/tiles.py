@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from geopix.cli import app, interrupted_says
+from geopix.cli.app import app, interrupted_says
 from geopix.cli.options import Overwrite, Scheduler, ShowProgress, Workers
 from geopix.cli.progress import progress_bar
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from geopix.cli import app
+from geopix.cli.app import app
 from geopix.cli.options import Device, ShowProgress, SourceResolution
 from geopix.cli.progress import progress_bar
 from geopix.config import PRESETS, TrainConfig
@@ -197,7 +197,8 @@ def export_cmd(
     """Re-save a checkpoint for shipping (fp16, corrected metadata, optionally averaged with another)."""
     import json
 
-    from geopix.models.checkpoint import export_checkpoint, load_checkpoint
+    from geopix.models.checkpoint import load_checkpoint
+    from geopix.models.export import export_checkpoint
     from geopix.models.registry import resolve_model
 
     source = resolve_model(src)

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from geopix.errors import DatasetError
 from geopix.read import to_unit
+from geopix.style import class_to_palette_mask
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 #: The Berkeley maps images: A|B side by side, 600×600 px halves at 0.90 m/px (New York's street
@@ -321,8 +322,6 @@ class PairDataset(Dataset):
         has_masks = any(p.m is not None for p in self.pairs) if partial is None else partial
         self.partial = self.palette is not None and has_masks
         if self.partial:
-            from geopix.style import class_to_palette_mask
-
             self._class_bits = torch.from_numpy(
                 np.array([sum(1 << c for c in np.flatnonzero(col)) for col in class_to_palette_mask(palette).T])
             )

@@ -25,7 +25,7 @@ from rasterio.vrt import WarpedVRT
 from geopix.config import VectorPairsConfig, resolve_config
 from geopix.data.pair_writer import PairWriter
 from geopix.data.rasterize import rasterize_labels
-from geopix.data.vectors import LayerSpec, read_layers
+from geopix.data.vectors import LayerSpec, layer_specs, read_layers
 from geopix.errors import DatasetError
 from geopix.read import RasterInfo, colour_match, inspect_raster, to_unit, work_grid
 
@@ -82,11 +82,12 @@ def features_for(
 def make_vector_pairs(config: VectorPairsConfig | None = None, /, **kwargs) -> VectorPairsResult:
     """Write ``out_dir/{A,B,M}/NAME.png`` pairs for every raster (see the module docstring).
 
-    Also callable as ``make_vector_pairs(rasters=[...], layers=[LayerSpec.parse(...)], out_dir="pairs")``."""
+    Also callable as ``make_vector_pairs(rasters=[...], layers=["roads.gpkg:kind"], out_dir="pairs")``
+    (``layers`` as typed after ``--layer``; parsed ``LayerSpec`` objects pass as they are)."""
     from geopix.models.registry import load_model
 
     config = resolve_config(VectorPairsConfig, config, kwargs, "make_vector_pairs")
-    rasters, layers = config.rasters, list(config.layers)
+    rasters, layers = config.rasters, layer_specs(config.layers)
     writer = PairWriter(config.out_dir, tile=config.tile, stride=config.step, overwrite=config.overwrite)
     spec = load_model(config.model).spec
     res = spec.ground_resolution_m if config.resolution_m is None else config.resolution_m

@@ -18,6 +18,7 @@ import logging
 import re
 import warnings
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +90,15 @@ class LayerSpec:
         if sep and head and not Path(text).exists() and "/" not in tail and "\\" not in tail:
             return cls(Path(head), field=tail)
         return cls(Path(text))
+
+
+def layer_specs(layers: Iterable[str | Path | LayerSpec], root: Path | None = None) -> list[LayerSpec]:
+    """The layers a config names (``PATH``, ``PATH=CLASS``, ``PATH:FIELD``), parsed; relative paths
+    are taken relative to ``root`` when given (a sets file's folder).  Parsed specs pass as they are."""
+    return [
+        x if isinstance(x, LayerSpec) else LayerSpec.parse(str(root / x) if root is not None else str(x))
+        for x in layers
+    ]
 
 
 @dataclass

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import re
 import zipfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,10 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from geopix import __version__
-from geopix.errors import CheckpointError, OptionError
+from geopix.errors import CheckpointError
 from geopix.models.generator import HEADS, NORMS, UnetGenerator
 from geopix.output import written_whole
+from geopix.style import CLASS_NAMES, palette_classes
 
 FORMAT = "geopix-generator"
 FORMAT_VERSION = "1"
@@ -117,8 +117,6 @@ class ModelSpec:
     def summary(self) -> dict[str, object]:
         """What the checkpoint says of itself, for people (``geopix info MODEL``): the metadata that
         changes a render, with the decoding's offsets by style class rather than by colour."""
-        from geopix.style import CLASS_NAMES, palette_classes
-
         out: dict[str, object] = {
             "direction": self.direction,
             "architecture": f"unet, {self.num_downs} down-samplings, ngf {self.ngf}, {self.norm} norm, "
@@ -322,65 +320,3 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     for p in net.parameters():
         p.requires_grad_(False)
     return LoadedModel(spec=spec, net=net, path=str(path))
-
-
-def average_states(
-    state: dict[str, torch.Tensor], other: dict[str, torch.Tensor], weight: float
-) -> dict[str, torch.Tensor]:
-    """``(1 - weight) · state + weight · other``, tensor by tensor, in fp32 (BatchNorm statistics too).
-
-    Weight-space ensembling of a fine-tune with the model it started from (WiSE-FT, Wortsman et
-    al. 2022) keeps much of what each knows: one network, no inference cost.  Integer buffers
-    (BatchNorm's step counters) are ``state``'s."""
-    if not 0.0 <= weight <= 1.0:
-        raise CheckpointError(f"--average-weight {weight} must be within 0..1 (the share of the other weights)")
-    if state.keys() != other.keys() or any(state[k].shape != other[k].shape for k in state):
-        raise CheckpointError(
-            "cannot average checkpoints of different architectures (their tensors differ); "
-            "average a fine-tune with the model it was started from (--init-from)"
-        )
-    return {
-        k: ((1.0 - weight) * v.float() + weight * other[k].float()) if v.is_floating_point() else v
-        for k, v in state.items()
-    }
-
-
-def export_checkpoint(
-    src: str | Path,
-    dst: str | Path,
-    *,
-    half: bool = True,
-    average_with: str | Path | None = None,
-    average_weight: float = 0.5,
-    class_bias: Mapping[str, float] | None = None,
-    **overrides: object,
-) -> Path:
-    """Re-save a checkpoint for shipping: fp16 weights (BatchNorm statistics stay fp32) and
-    corrected or added metadata (``ground_resolution_m``, ``training`` JSON, …).
-
-    ``average_with`` (a registry name or a checkpoint of the same architecture) is averaged in with
-    ``average_weight`` (``average_states``); the metadata stays ``src``'s, and its ``training`` JSON
-    records the average.  ``class_bias`` ({class or group: logit offset}, e.g. ``{"road": 0.5}``)
-    replaces the palette decoding's offsets, resolved against ``src``'s own palette."""
-    from geopix.models.registry import resolve_model  # the registry imports this module
-    from geopix.style import palette_bias
-
-    model = load_checkpoint(src)
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelSpec)}
-    if unknown:
-        raise CheckpointError(f"cannot set {sorted(unknown)} on a checkpoint; known fields: ModelSpec")
-    if class_bias is not None:
-        if not model.spec.palette:
-            raise OptionError(f"class offsets need a palette-head checkpoint; {src} draws RGB")
-        try:
-            overrides["palette_bias"] = palette_bias(model.spec.palette, class_bias)
-        except ValueError as exc:
-            raise OptionError(f"class offset (--class-bias): {exc}") from None
-    spec = dataclasses.replace(model.spec, **overrides)
-    if average_with is not None:
-        other = load_checkpoint(resolve_model(average_with))
-        model.net.load_state_dict(average_states(model.net.state_dict(), other.net.state_dict(), average_weight))
-        training = json.loads(spec.training or "{}")
-        training["averaged_with"] = {"model": str(average_with), "weight": average_weight}
-        spec = dataclasses.replace(spec, training=json.dumps(training, default=str))
-    return save_checkpoint(model.net, spec, dst, half=half)

@@ -18,6 +18,8 @@ import threading
 from pathlib import Path
 
 from geopix.errors import CheckpointError
+from geopix.remote import storage_options
+from geopix.source import redact
 
 CACHE_ENV = "GEOPIX_MODEL_CACHE"
 PLUGIN_PREFIX = "geopix-model-"
@@ -116,9 +118,6 @@ def worker_checkpoint(model_path: str, sha256: str, registry_name: str | None) -
 def fetch_checkpoint(url: str) -> Path:
     """A checkpoint URL (http(s)://, s3://, …) downloaded once into the local cache."""
     import fsspec
-
-    from geopix.remote import storage_options
-    from geopix.source import redact
 
     name = hashlib.sha256(url.encode()).hexdigest()[:16] + "-" + url.split("?", 1)[0].rsplit("/", 1)[-1]
     dst = cache_dir() / "by-url" / name

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from geopix.errors import CheckpointError, ModelNotAvailableError
 from geopix.models.checkpoint import LoadedModel, load_checkpoint
+from geopix.models.generator import count_parameters
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -63,7 +64,5 @@ def is_model_name(text: str) -> bool:
 
 def describe_model(name_or_path: str | Path) -> dict[str, object]:
     """A model as ``geopix info MODEL`` shows it: its file, size and what its checkpoint says of itself."""
-    from geopix.models.generator import count_parameters
-
     loaded = load_model(name_or_path)
     return {"path": loaded.path, "parameters": count_parameters(loaded.net), **loaded.spec.summary()}

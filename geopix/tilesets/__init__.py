@@ -16,7 +16,11 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from geopix.errors import InputNotFoundError, TilesetError
+from geopix.source import gdal_name, redact
 from geopix.tilesets.base import ByteSource, FileByteSource, Tile, TileSet, URLByteSource
+from geopix.tilesets.folder import FolderTileSet
+from geopix.tilesets.mbtiles import MBTilesTileSet
+from geopix.tilesets.pmtiles import PMTilesTileSet
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff", ".vrt")
 
@@ -35,17 +39,11 @@ def open_tileset(path: str | Path) -> TileSet:
     if not path.exists():
         raise InputNotFoundError(f"{path} does not exist; pass a tile folder, .pmtiles, .mbtiles or GeoTIFF")
     if path.is_dir():
-        from geopix.tilesets.folder import FolderTileSet
-
         return FolderTileSet(path)
     suffix = path.suffix.lower()
     if suffix == ".pmtiles":
-        from geopix.tilesets.pmtiles import PMTilesTileSet
-
         return PMTilesTileSet(FileByteSource(path))
     if suffix == ".mbtiles":
-        from geopix.tilesets.mbtiles import MBTilesTileSet
-
         return MBTilesTileSet(path)
     if suffix in GEOTIFF_SUFFIXES:
         from geopix.tilesets.geotiff import GeoTIFFTileSet
@@ -55,13 +53,9 @@ def open_tileset(path: str | Path) -> TileSet:
 
 
 def _open_remote(url: str) -> TileSet:
-    from geopix.source import gdal_name, redact
-
     name = gdal_name(url)  # refuses unknown schemes
     suffix = PurePosixPath(url.split("?", 1)[0]).suffix.lower()
     if suffix == ".pmtiles" and not url.startswith("/vsi"):
-        from geopix.tilesets.pmtiles import PMTilesTileSet
-
         return PMTilesTileSet(URLByteSource(url), name=redact(url))
     if suffix in GEOTIFF_SUFFIXES or url.startswith("/vsi"):
         from geopix.tilesets.geotiff import GeoTIFFTileSet

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import ClassVar, NamedTuple, Protocol
 
 from geopix.errors import TileReadError, TilesetError
+from geopix.remote import filesystem, read_error, remote_error
+from geopix.source import gdal_name, redact
 from geopix.tilesets.codec import damage, media_type
 from geopix.tilesets.tilejson import make_tilejson
 
@@ -126,9 +128,6 @@ class URLByteSource:
     HEAD_BYTES = 16384
 
     def __init__(self, url: str, role: str = "tile archive") -> None:
-        from geopix.remote import filesystem, read_error
-        from geopix.source import redact
-
         self.url, self.role = url, role
         try:
             self._fs, self._path = filesystem(url)
@@ -146,9 +145,6 @@ class URLByteSource:
         except Exception as exc:
             raise self._error(exc, self.url, self.role) from exc
         if len(data) > length:  # the server ignored the Range header and sent the whole file
-            from geopix.read import remote_error
-            from geopix.source import gdal_name
-
             raise remote_error(RuntimeError("Range downloading not supported"), gdal_name(self.url), self.role)
         if len(data) < length and offset > 0:  # (the first read may ask past the end of a small archive)
             from geopix.source import redact

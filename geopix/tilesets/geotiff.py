@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+from geopix.source import url_of
 from geopix.tilesets.base import CACHE_DYNAMIC_S, About, TileSet, file_identity
+from geopix.tilesets.tilejson import attribution_for
+from geopix.zooms import auto_maxzoom, auto_minzoom, inspect_map
 
 
 class GeoTIFFTileSet(TileSet):
@@ -21,9 +24,6 @@ class GeoTIFFTileSet(TileSet):
         # Imported here, on the calling thread: first imports of rio_tiler racing in request threads fail.
         from rio_tiler.errors import TileOutsideBounds
         from rio_tiler.io import Reader
-
-        from geopix.pyramid import auto_maxzoom, auto_minzoom, inspect_map
-        from geopix.source import url_of
 
         self._reader, self._outside = Reader, TileOutsideBounds
         self.tile_size = tile_size
@@ -68,8 +68,6 @@ class GeoTIFFTileSet(TileSet):
         return file_identity(path) if Path(path).is_file() else None
 
     def about(self) -> About:
-        from geopix.tilesets.tilejson import attribution_for
-
         return About(
             name=PurePosixPath(self.name).stem,
             bounds=self.info.bounds,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from geopix import __version__
+
 #: What each shipped model was trained on (docs/model-card.md, "training data" and "license").
 MODEL_CREDITS = {
     "sat2map": "pix2pix trained on Google Maps tiles of New York, 2013; research and evaluation use",
@@ -61,8 +63,6 @@ def attribution_for(tags: dict[str, str], path: str | Path, override: str | None
     model = tags.get("GEOPIX_MODEL")
     if model is None:
         return tags.get("TIFFTAG_COPYRIGHT") or f"Imagery: {Path(path).name}"
-    from geopix import __version__
-
     name = Path(model).name.removesuffix(".safetensors").removesuffix(".pth")
     credit = MODEL_CREDITS.get(name, "a pix2pix checkpoint")
     source = tags.get("GEOPIX_SOURCE", Path(path).name)

@@ -176,3 +176,26 @@ def test_info_describes_a_model_from_its_checkpoint(capsys: pytest.CaptureFixtur
     assert data["direction"] == "BtoA" and "class_offsets" not in data and "tanh head" in data["architecture"]
     assert main(["info", "missing.safetensors"]) == errors.CheckpointError.exit_code
     assert "missing.safetensors" in capsys.readouterr().err
+
+
+def _command_paths(command, path: tuple[str, ...] = ()):
+    yield path
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _command_paths(sub, (*path, name))
+
+
+def test_no_help_shows_a_flag_as_taking_a_value(capsys: pytest.CaptureFixture[str]) -> None:
+    """Typer's rich help shows flags' type as ``<bool>``: no command's help may (an ``<int>`` still shows)."""
+    import typer.main
+
+    from geopix.cli.app import app
+
+    paths = list(_command_paths(typer.main.get_command(app)))
+    assert ("render",) in paths and ("dataset", "labels") in paths
+    shown = {}
+    for path in paths:
+        assert main([*path, "--help"]) == 0
+        shown[path] = capsys.readouterr().out
+    assert {p for p, out in shown.items() if "<bool>" in out} == set()
+    assert "--cog" in shown[("render",)] and "<int>" in shown[("render",)]
+    assert "--help" in shown[()]

@@ -42,42 +42,20 @@ Sections:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from bench_perf import VIENNA, bench_e2e, count_flops, machine, table, time_predict
-from bench_render import default_model, random_model
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from bench_perf import bench_e2e, count_flops, time_predict
+from harness import VIENNA, default_model, machine, mosaic, per_call, random_model, sync, table, write_json
 
 
 def timed(fn, device, seconds: float, warmup: int = 3) -> tuple[float, int]:
     """Seconds per call of ``fn``: ``warmup`` calls, then at least ``seconds`` of calls, queued in
     growing runs (1, 2, 4, .. 64) synchronised after each run, so launches overlap the GPU work."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    n, k, t0 = 0, 1, time.perf_counter()
-    while True:
-        for _ in range(k):
-            fn()
-        n += k
-        _sync(device)
-        elapsed = time.perf_counter() - t0
-        if elapsed >= seconds:
-            return elapsed / n, n
-        k = min(2 * k, 64)
+    return per_call(fn, seconds, warmup=warmup, device=device, burst=64)
 
 
 def _err(exc: BaseException) -> str:
@@ -244,7 +222,7 @@ def bench_unet(args: argparse.Namespace, device, model: str, name: str, peak: fl
             t0 = time.perf_counter()
             fn = make(x)
             fn()  # compiles / captures
-            _sync(device)
+            sync(device)
             setup = time.perf_counter() - t0
             per, _ = timed(fn, device, args.seconds)
             row = _row(name, mode, prec, batch, per, flops, peak, device)
@@ -496,8 +474,6 @@ def main() -> None:
                 print(f"  e2e skipped: {scene} is absent (pass --scene AERIAL.tif)", flush=True)
                 res["e2e"] = None
             else:
-                from bench_render import mosaic
-
                 model = random_model(tmp, args.e2e_ngf, 0.3) if args.e2e_ngf else shipped
                 e2e_args = argparse.Namespace(
                     device=str(device),
@@ -513,9 +489,7 @@ def main() -> None:
                 src = mosaic(scene, tmp / "mosaic.tif", args.e2e_size)
                 res["e2e"] = bench_e2e(e2e_args, model, src, tmp)
     summary(res)
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2, default=str))
-        print(f"wrote {args.json}")
+    write_json(args.json, res)
 
 
 if __name__ == "__main__":

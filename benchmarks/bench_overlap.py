@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import statistics
 import sys
 import tempfile
 import warnings
@@ -60,9 +59,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from bench_perf import _child, machine, table
+from bench_perf import _child
 from bench_perf import build_parser as perf_parser
-from bench_render import ROOT, VIENNA, default_model, mosaic, render_once, seam_sums, window_edges
+from bench_render import render_once, seam_sums, window_edges
+from harness import ROOT, VIENNA, default_model, machine, mosaic, spread, table, write_json
 
 DATA = ROOT.parent / "shared" / "data"
 TILE = 256
@@ -403,8 +403,8 @@ def bench_throughput(args: argparse.Namespace) -> dict:
         summary.append({
             "overlap": overlap,
             "tiles": mine[0]["tiles"],
-            "mpx_s": statistics.median(r["mpx_s"] for r in mine),
-            "ratio": statistics.median(r["ratio"] for r in mine),
+            "mpx_s": spread([r["mpx_s"] for r in mine])["median"],
+            "ratio": spread([r["ratio"] for r in mine])["median"],
             "ratios": " ".join(f"{r['ratio']:.3f}" for r in mine),
             "precision": mine[0]["precision"],
         })  # fmt: skip
@@ -484,9 +484,7 @@ def main() -> None:
     Path(args.keep).mkdir(parents=True, exist_ok=True)
     out = {"sweep": bench_sweep, "throughput": bench_throughput, "ceiling": bench_ceiling}[args.which](args)
     out["machine"] = machine()
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
     sys.stdout.flush()
 
 

@@ -40,65 +40,31 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from bench_render import VIENNA, PeakRSS, default_model, mosaic, random_model
+from harness import (
+    VIENNA,
+    PeakRSS,
+    default_model,
+    machine,
+    mosaic,
+    per_call,
+    random_model,
+    reference_loop,
+    spread,
+    sync,
+    table,
+    write_json,
+)
 
 HERE = Path(__file__).resolve()
-SHARED = VIENNA.parent
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def machine() -> dict:
-    import torch
-
-    info = {
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-def table(rows: list[dict], cols: list[tuple]) -> str:
-    """A plain-text table: ``cols`` are (key, header, format spec[, minimum width]); missing values
-    print as ``-``.  The minimum widths keep rows printed one at a time under one header aligned."""
-
-    def cell(row: dict, key: str, fmt: str) -> str:
-        v = row.get(key)
-        if v is None:
-            return "-"
-        try:
-            return format(v, fmt)
-        except (TypeError, ValueError):
-            return str(v)
-
-    body = [[cell(r, c[0], c[2]) for c in cols] for r in rows]
-    heads = [c[1] for c in cols]
-    widths = [
-        max(len(h), c[3] if len(c) > 3 else 0, *(len(b[i]) for b in body))
-        for i, (h, c) in enumerate(zip(heads, cols, strict=True))
-    ]
-    left = [c[2] == "" for c in cols]  # text columns read better left-aligned, numbers right
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if lft else c.rjust(w) for c, w, lft in zip(cells, widths, left, strict=True)
-        ).rstrip()
-
-    return "\n".join([line(heads), line(["-" * w for w in widths]), *(line(b) for b in body)])
-
-
 def resolve_model_path(args: argparse.Namespace, tmp: Path) -> str:
     """``--ngf N``: a random unet_256 checkpoint of that width; else ``--model`` or the shipped model."""
     if args.ngf:
@@ -120,13 +86,6 @@ def count_flops(net, tile: int, device) -> int:
     return int(counter.get_total_flops())
 
 
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_predict(pred, batch: int, tile: int, seconds: float, warmup: int = 2) -> dict:
     """tiles/s of ``pred.predict`` on a fixed random batch: ``warmup`` calls, then ``seconds`` of calls."""
     import torch
@@ -136,18 +95,11 @@ def time_predict(pred, batch: int, tile: int, seconds: float, warmup: int = 2) -
     with torch.inference_mode():
         for _ in range(max(1, warmup)):
             pred.predict(x)
-        _sync(device)
+        sync(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        n, t0 = 0, time.perf_counter()
-        while True:
-            pred.predict(x)
-            n += 1
-            _sync(device)
-            elapsed = time.perf_counter() - t0
-            if elapsed >= seconds:
-                break
-    row = {"tiles_s": n * batch / elapsed, "calls": n, "seconds": round(elapsed, 2)}
+        s_per_call, n = per_call(lambda: pred.predict(x), seconds, warmup=0, device=device)
+    row = {"tiles_s": batch / s_per_call, "calls": n, "seconds": round(s_per_call * n, 2)}
     if device.type == "cuda":
         row["cuda_max_mem_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return row
@@ -403,70 +355,16 @@ def bench_e2e(args: argparse.Namespace, model: str, src: Path, tmp: Path) -> dic
 # ---- c. reference pix2pix loop (child process) -----------------------------------------------
 def child_baseline(args: argparse.Namespace) -> None:
     t_start = time.perf_counter()
-    import rasterio
-    import torch
-    from rasterio.windows import Window
+    import rasterio  # noqa: F401  (the imports the reference loop pays, timed apart)
+    import torch  # noqa: F401
 
-    from geopix.infer import resolve_device
-    from geopix.models.checkpoint import load_checkpoint
-    from geopix.models.generator import palette_to_rgb
+    import geopix.models.generator  # noqa: F401
 
     t_imports = time.perf_counter() - t_start
-    t0 = time.perf_counter()
-    device = resolve_device(args.device)
-    loaded = load_checkpoint(args.model)
-    net = loaded.net.to(device).eval()
-    spec = loaded.spec
-    palette = torch.tensor(spec.palette, dtype=torch.float32, device=device) if spec.head == "palette" else None
-    t = 256
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with rasterio.open(args.src) as src:
-        profile = {
-            "driver": "GTiff",
-            "width": src.width,
-            "height": src.height,
-            "count": 3,
-            "dtype": "uint8",
-            "crs": src.crs,
-            "transform": src.transform,
-            "tiled": True,
-            "blockxsize": t,
-            "blockysize": t,
-            "compress": "deflate",
-            "BIGTIFF": "IF_SAFER",
-        }
-        with rasterio.open(out / "map.tif", "w", **profile) as dst:
-            for r in range(0, src.height, t):
-                for c in range(0, src.width, t):
-                    win = Window(c, r, min(t, src.width - c), min(t, src.height - r))
-                    a = src.read([1, 2, 3], window=win)
-                    h, w = a.shape[1:]
-                    if h < t or w < t:
-                        pad = ((0, 0), (0, t - h), (0, t - w))
-                        a = np.pad(a, pad, mode="reflect" if t - h < h and t - w < w else "constant")
-                    x = torch.from_numpy(a).float().div_(127.5).sub_(1.0).unsqueeze(0).to(device)
-                    with torch.no_grad():
-                        y = net(x)
-                        rgb = palette_to_rgb(y, palette, spec.palette_sharpness) if palette is not None else (
-                            (y.clamp(-1, 1) + 1.0) * 127.5
-                        )  # fmt: skip
-                    tile = rgb[0].round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-                    dst.write(tile[:, :h, :w], window=win)
-                    n += 1
-    seconds = time.perf_counter() - t0
-    doc = {
-        "width": profile["width"],
-        "height": profile["height"],
-        "tiles": n,
-        "seconds": seconds,
-        "imports_seconds": t_imports,
-        "torch_threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        doc["cuda_max_mem_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-    Path(args.result).write_text(json.dumps(doc))
+    doc = reference_loop(Path(args.src), out / "map.tif", args.model, args.device)
+    Path(args.result).write_text(json.dumps(doc | {"imports_seconds": t_imports}))
 
 
 def bench_baseline(args: argparse.Namespace, model: str, src: Path, tmp: Path) -> dict:
@@ -514,8 +412,6 @@ def ratios(e2e: dict, base: dict) -> dict:
 
 # ---- e. the e2e/raw ratio, interleaved ------------------------------------------------------
 def bench_ratio(args: argparse.Namespace, model: str, src: Path, tmp: Path) -> dict:
-    import statistics
-
     args = copy.copy(args)
     args.no_pyramid = True
     rounds = []
@@ -529,10 +425,15 @@ def bench_ratio(args: argparse.Namespace, model: str, src: Path, tmp: Path) -> d
         r = rounds[-1]
         print(f"round {k + 1}: raw {before:.1f}, e2e {e2e:.2f} tiles/s ({doc['render_seconds']:.1f} s), "
               f"raw {after:.1f} -> ratio {r['ratio']:.3f}", flush=True)  # fmt: skip
-    ratios_ = [r["ratio"] for r in rounds]
-    med = statistics.median(ratios_)
-    print(f"e2e/raw over {len(rounds)} rounds: median {med:.3f}, min {min(ratios_):.3f}, max {max(ratios_):.3f}")
-    return {"benchmark": "ratio", "raster": args.size, "chunk": args.chunk, "rounds": rounds, "median_ratio": med}
+    r = spread([r["ratio"] for r in rounds])
+    print(f"e2e/raw over {r['rounds']} rounds: median {r['median']:.3f}, min {r['min']:.3f}, max {r['max']:.3f}")
+    return {
+        "benchmark": "ratio",
+        "raster": args.size,
+        "chunk": args.chunk,
+        "rounds": rounds,
+        "median_ratio": r["median"],
+    }
 
 
 # ---- driver ----------------------------------------------------------------------------------
@@ -655,9 +556,7 @@ def main() -> None:
                 out["ratios"] = ratios(out["e2e"], out["baseline"])
         if args.which == "all":
             summary(out)
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
-        print(f"wrote {args.json}")
+    write_json(args.json, out)
     return None
 
 

@@ -10,14 +10,11 @@ colours are compared in 0..255 units.  Also times both on this device.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "geotiffs"
+from harness import ROOT, SHARED, machine, write_json
 
 
 def real_tiles(model_res: float, spec, tile: int = 256, folder: Path = SHARED) -> np.ndarray:
@@ -91,8 +88,7 @@ def main() -> None:
             f"{name}: {speed:.1f} tiles/s ({row['speedup']}x); |{name} - fp32| mean {row['mean_abs_diff']}, "
             f"max {row['max_abs_diff']}, p99 {row['p99_abs_diff']}, pixels off by >5: {row['pixels_diff_gt_5_pct']} %"
         )
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+    write_json(args.json, report | {"machine": machine()})
 
 
 if __name__ == "__main__":

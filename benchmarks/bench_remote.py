@@ -28,6 +28,8 @@ import threading
 import time
 from pathlib import Path
 
+from harness import VIENNA, machine, mosaic
+
 BUCKET = "geopix-bench"
 
 
@@ -37,8 +39,6 @@ def make_cog(path: Path, size: int, source: str) -> Path:
 
     tiled = path.with_suffix(".tiled.tif")
     if source == "vienna":
-        from bench_render import VIENNA, mosaic
-
         if not VIENNA.exists():
             raise SystemExit(f"{VIENNA} is absent; pass --source synthetic")
         mosaic(VIENNA, tiled, size)
@@ -218,7 +218,7 @@ def main() -> None:
                 reference = (root / "local" / "map.tif").read_bytes()
                 results[f"{label}_identical"] = (root / label / "map.tif").read_bytes() == reference
     results["load_average_1min"] = load.summary()
-    results["cores"] = os.cpu_count()
+    results["machine"] = machine()
     print(json.dumps(results, indent=2))
 
 

@@ -12,125 +12,14 @@ Rasters are built inside the benchmark from ../shared GeoTIFFs (mosaicked / tile
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "geotiffs"
-VIENNA = SHARED / "vienna_30cm_epsg31256.tif"
-
-
-def default_model() -> str:
-    trained = ROOT / "geopix" / "weights" / "sat2map.safetensors"
-    if trained.exists():
-        return str(trained)
-    run = ROOT / "runs" / "sat2map" / "generator.safetensors"
-    return str(run) if run.exists() else ""
-
-
-def random_model(tmp: Path, ngf: int, res_m: float = 0.3) -> str:
-    from geopix.testing import random_checkpoint
-
-    return str(random_checkpoint(tmp / f"random_ngf{ngf}.safetensors", ngf=ngf, ground_resolution_m=res_m))
-
-
-def mosaic(src: Path, dst: Path, size: int, res_m: float | None = None) -> Path:
-    """A ``size``² tiled GeoTIFF made by repeating (mirrored) ``src``; written block by block."""
-    import rasterio
-    from rasterio.windows import Window
-
-    with rasterio.open(src) as s:
-        data = s.read([1, 2, 3])
-        tr = s.transform
-        crs = s.crs
-    if res_m:
-        from rasterio.transform import Affine
-
-        tr = Affine(res_m, 0, tr.c, 0, -res_m, tr.f)
-    h, w = data.shape[1:]
-    tile = np.concatenate(
-        [np.concatenate([data, data[:, :, ::-1]], 2), np.concatenate([data[:, ::-1], data[:, ::-1, ::-1]], 2)], 1
-    )
-    profile = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": 3,
-        "dtype": "uint8",
-        "crs": crs,
-        "transform": tr,
-        "tiled": True,
-        "blockxsize": 512,
-        "blockysize": 512,
-        "compress": "deflate",
-        "BIGTIFF": "IF_SAFER",
-    }
-    step = 1024
-    with rasterio.open(dst, "w", **profile) as out:
-        for r in range(0, size, step):
-            for c in range(0, size, step):
-                hh, ww = min(step, size - r), min(step, size - c)
-                rows = np.arange(r, r + hh) % (2 * h)
-                cols = np.arange(c, c + ww) % (2 * w)
-                out.write(tile[:, rows][:, :, cols], window=Window(c, r, ww, hh))
-    return dst
-
-
-class PeakRSS:
-    """Samples the RSS of this process and all its descendants (Dask workers included)."""
-
-    def __init__(self, cmd: list[str] | None = None, interval: float = 0.1) -> None:
-        import psutil
-
-        self.cmd = cmd
-        self.proc = psutil.Process()
-        self.interval = interval
-        self.peak = 0
-        self.per_process: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> int:
-        import psutil
-
-        total = 0
-        for p in [self.proc, *self.proc.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                rss = p.memory_info().rss
-                total += rss
-                key = "client" if p.pid == self.proc.pid else f"{p.pid}:{' '.join(p.cmdline()[-2:])[-40:]}"
-                self.per_process[key] = max(self.per_process.get(key, 0), rss)
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        """With ``cmd``: run it to completion and measure its process tree only."""
-        if self.cmd is not None:
-            import psutil
-
-            self.proc = psutil.Popen(self.cmd)
-            self._t.start()
-            if self.proc.wait() != 0:
-                raise SystemExit(f"{' '.join(self.cmd)} failed")
-            return self
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
+from harness import VIENNA, PeakRSS, default_model, machine, mosaic, per_call, random_model, write_json
 
 
 def render_once(src: Path, out: Path, model: str, **kw) -> tuple[object, float]:
@@ -276,12 +165,7 @@ def raw_generator(model: str, batch: int, threads: int, seconds: float = 20.0) -
     torch.set_num_threads(threads)
     pred = Predictor.from_loaded(load_checkpoint(model), "cpu")
     x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, 256, 256)).astype(np.float32)
-    pred.predict(x)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        pred.predict(x)
-        n += batch
-    return n / (time.perf_counter() - t0)
+    return batch / per_call(lambda: pred.predict(x), seconds)[0]
 
 
 def bench_throughput(args: argparse.Namespace) -> dict:
@@ -346,10 +230,9 @@ def main() -> None:
     if not Path(args.input).exists():
         raise SystemExit(f"{args.input} is absent: pass --input AERIAL.tif (the rasters are built from it)")
     out = {"seams": bench_seams, "memory": bench_memory, "throughput": bench_throughput}[args.which](args)
-    out["machine"] = f"{os.cpu_count()} cores, torch CPU"
+    out["machine"] = machine()
     print(json.dumps(out, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2))
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,12 @@ a shared machine).  ``docs/scaling.md`` turns them into a model for N GPU worker
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
+
+from harness import machine, write_json
 
 from geopix.cluster import run_tasks
 from geopix.config import InferConfig, RenderConfig, TileConfig
@@ -177,17 +177,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="geopix-scaling-") as d:
         tmp = Path(d)
         result = {
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "loadavg_at_start": os.getloadavg(),
-            },
+            "machine": machine() | {"loadavg_at_start": os.getloadavg()},
             "throughput": throughput(tmp, args.size, args.ngf, args.chunk, args.repeats),
             "overhead": overhead(tmp, args.tasks),
         }
         result["machine"]["loadavg_at_end"] = os.getloadavg()
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

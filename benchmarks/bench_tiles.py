@@ -12,9 +12,6 @@ from Debian's ``gdal-bin`` (``gdal2tiles`` or ``gdal2tiles.py``).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -22,43 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def synthetic_map(path: Path, size: int, res: float = 0.5) -> Path:
-    """A map-like raster as ``geopix render`` writes it (RGB + internal mask), written in blocks."""
-    import rasterio
-    from rasterio.transform import from_origin
-    from rasterio.windows import Window
-
-    from geopix.testing import _scene
-
-    block = 1024
-    profile = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": 3,
-        "dtype": "uint8",
-        "crs": "EPSG:32633",
-        "transform": from_origin(500000.0, 5300000.0, res, res),
-        "tiled": True,
-        "blockxsize": 512,
-        "blockysize": 512,
-        "compress": "deflate",
-        "photometric": "RGB",
-    }
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **profile) as dst:
-        for r in range(0, size, block):
-            for c in range(0, size, block):
-                h, w = min(block, size - r), min(block, size - c)
-                _, rgb = _scene((h, w), seed=(r // block) * 97 + c // block)
-                mask = np.full((h, w), 255, np.uint8)
-                rr, cc = np.mgrid[r : r + h, c : c + w]
-                mask[(rr < size // 2) & (cc < size // 2)] = 0
-                win = Window(c, r, w, h)
-                dst.write(np.where(mask > 0, rgb.transpose(2, 0, 1), 0), window=win)
-                dst.write_mask(mask, window=win)
-    return path
+from harness import machine, synthetic_map, write_json
 
 
 def tree_stats(root: Path, ext: str = "png") -> tuple[int, int, int]:
@@ -183,9 +144,9 @@ def main() -> None:
             raster = {"path": str(args.input or f"synthetic {args.size}²"), "size": [s.width, s.height],
                       "crs": str(s.crs), "res": list(s.res)}  # fmt: skip
 
-    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    facts = machine()
     print(f"raster: {raster['path']} {raster['size'][0]}×{raster['size'][1]} px, {raster['crs']}, "
-          f"res {raster['res'][0]:g}; zoom {args.zoom}; {machine['cpus']} CPUs")  # fmt: skip
+          f"res {raster['res'][0]:g}; zoom {args.zoom}; {facts['cpu_count']} CPUs")  # fmt: skip
     print(f"{'tool':<28} {'wall s':>8} {'tiles':>7} {'empty':>6} {'MB':>8} {'tiles/s':>8}")
     for r in rows:
         if "skipped" in r:
@@ -196,9 +157,7 @@ def main() -> None:
     print("max-zoom tiles vs the raster warped to each tile (mean |diff|, 0-255, over pixels both draw):")
     for k, v in quality.items():
         print(f"  {k}: {v}")
-    args.json.write_text(json.dumps({"raster": raster, "zoom": args.zoom, "machine": machine, "results": rows,
-                                     "quality": quality}, indent=2, default=str))  # fmt: skip
-    print(f"JSON: {args.json}")
+    write_json(args.json, {"raster": raster, "zoom": args.zoom, "machine": facts, "results": rows, "quality": quality})
 
 
 if __name__ == "__main__":

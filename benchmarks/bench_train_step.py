@@ -10,11 +10,10 @@ the best setting; nothing asserts.  Run it on a quiet machine:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import torch
+from harness import machine_line
 
 
 def step_seconds(batch: int, threads: int, repeats: int) -> float:
@@ -45,7 +44,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(machine_line())
     print("threads  batch  s/step  samples/s")
     best = None
     for threads in args.threads:

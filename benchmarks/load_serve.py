@@ -18,7 +18,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from harness import machine, synthetic_map, write_json
 
 TIMEOUT_S = 30.0
 
@@ -122,9 +123,6 @@ def load(base: str, paths: list[str], clients: int, requests: int, time_limit: f
 
 
 def synthetic_tilesets(tmp: Path, size: int, kinds: list[str]) -> list[Path]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_tiles import synthetic_map
-
     from geopix.pyramid import PyramidConfig, build_pyramid
 
     src = synthetic_map(tmp / "map.tif", size)
@@ -170,7 +168,7 @@ def main() -> None:
         sys.exit(f"--url {args.url}: this load client only targets this machine (127.0.0.1)")
     modes = [m for m in (True, False) if not (m and args.no_keepalive) and not (not m and args.keepalive_only)]
 
-    results = []
+    results, facts = [], machine()
     with tempfile.TemporaryDirectory(prefix="geopix-load-") as tmp:
         if args.url:
             targets: list[Path | None] = [None]
@@ -183,7 +181,7 @@ def main() -> None:
         for target in targets:
             for keepalive in modes:
                 res = serve_and_load(target, args.url, args, keepalive)
-                res.update(label=args.label, cpus=os.cpu_count(), platform=platform.platform())
+                res.update(label=args.label, machine=facts)
                 results.append(res)
                 name = Path(res["tileset"]).name
                 print(f"{args.label} {name:14s} keep-alive={'yes' if keepalive else 'no ':3s} "
@@ -191,8 +189,7 @@ def main() -> None:
                       f"p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms, max {res['max_ms']:.0f} ms, "
                       f"errors {res['errors']} {res['statuses']}", flush=True)  # fmt: skip
     print(f"{args.clients} clients; {os.cpu_count()} CPUs; distinct tile URLs {results[0]['distinct_paths']}")
-    args.json.write_text(json.dumps(results, indent=2))
-    print(f"JSON: {args.json}")
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

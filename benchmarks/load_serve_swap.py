@@ -35,6 +35,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from harness import machine, write_json
+
 TIMEOUT_S = 30.0
 
 
@@ -232,8 +234,7 @@ def main() -> None:
         f"went backwards {res['went_backwards']}; answers per version {res['answers_per_version']}; "
         f"kinds {res['kinds']}; server log: {res['server_log']}"
     )
-    args.json.write_text(json.dumps(res, indent=2))
-    print(f"JSON: {args.json}")
+    write_json(args.json, res | {"machine": machine()})
     bad = res["errors"] + res["wrong_bytes"] + res["not_current_when_asked"] + res["went_backwards"]
     sys.exit(1 if bad or res["swaps"] < args.swaps else 0)
 

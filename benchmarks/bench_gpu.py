@@ -48,8 +48,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_perf import bench_e2e, count_flops, time_predict
-from harness import VIENNA, default_model, machine, mosaic, per_call, random_model, sync, table, write_json
+from bench_perf import bench_e2e
+from harness import (
+    VIENNA,
+    count_flops,
+    default_model,
+    machine,
+    mosaic,
+    per_call,
+    random_model,
+    sync,
+    table,
+    time_predict,
+    write_json,
+)
 
 
 def timed(fn, device, seconds: float, warmup: int = 3) -> tuple[float, int]:

@@ -424,7 +424,7 @@ def bench_ceiling(args: argparse.Namespace) -> dict:
     import copy
 
     import torch
-    from bench_perf import count_flops, time_predict
+    from harness import count_flops, time_predict
 
     from geopix.infer import Predictor, resolve_precision
     from geopix.models.checkpoint import load_checkpoint

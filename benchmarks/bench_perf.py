@@ -49,15 +49,15 @@ import numpy as np
 from harness import (
     VIENNA,
     PeakRSS,
+    count_flops,
     default_model,
     machine,
     mosaic,
-    per_call,
     random_model,
     reference_loop,
     spread,
-    sync,
     table,
+    time_predict,
     write_json,
 )
 
@@ -73,36 +73,6 @@ def resolve_model_path(args: argparse.Namespace, tmp: Path) -> str:
     if not model:
         raise SystemExit("no model: pass --model PATH or --ngf N (a random checkpoint)")
     return model
-
-
-def count_flops(net, tile: int, device) -> int:
-    """FLOPs of one forward pass on one ``tile``² tile (fp32, counted once)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.zeros(1, 3, tile, tile, device=device)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        net(x)
-    return int(counter.get_total_flops())
-
-
-def time_predict(pred, batch: int, tile: int, seconds: float, warmup: int = 2) -> dict:
-    """tiles/s of ``pred.predict`` on a fixed random batch: ``warmup`` calls, then ``seconds`` of calls."""
-    import torch
-
-    device = pred.device
-    x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, tile, tile)).astype(np.float32)
-    with torch.inference_mode():
-        for _ in range(max(1, warmup)):
-            pred.predict(x)
-        sync(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        s_per_call, n = per_call(lambda: pred.predict(x), seconds, warmup=0, device=device)
-    row = {"tiles_s": batch / s_per_call, "calls": n, "seconds": round(s_per_call * n, 2)}
-    if device.type == "cuda":
-        row["cuda_max_mem_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return row
 
 
 def _rates(row: dict, tile: int, flops: int) -> dict:

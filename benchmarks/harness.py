@@ -1,7 +1,8 @@
 """What every benchmark stands on, so each script is its measurement and nothing else.
 
 Machine facts for the JSON (CPU model and the flags that decide precision, cores, torch, GDAL),
-timing (seconds per call with warm-up and device sync, min/median over rounds), the reference
+timing (seconds per call with warm-up and device sync, the generator's tiles/s and FLOPs, min/median
+over rounds), the reference
 pix2pix loop geopix is compared against, the rasters the benchmarks render (a mirrored mosaic of a
 real scene, a synthetic map), peak memory of a process tree, models (shipped or random), a plain
 table and the JSON writer.  Scripts import it as ``from harness import …`` (run from any folder:
@@ -101,6 +102,36 @@ def per_call(fn: Callable[[], object], seconds: float, *, warmup: int = 1, devic
         if elapsed >= seconds:
             return elapsed / n, n
         k = min(2 * k, burst)
+
+
+def count_flops(net, tile: int, device) -> int:
+    """FLOPs of one forward pass on one ``tile``² tile (fp32, counted once)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, tile, tile, device=device)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return int(counter.get_total_flops())
+
+
+def time_predict(pred, batch: int, tile: int, seconds: float, warmup: int = 2) -> dict:
+    """tiles/s of ``pred.predict`` on a fixed random batch: ``warmup`` calls, then ``seconds`` of calls."""
+    import torch
+
+    device = pred.device
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, 3, tile, tile)).astype(np.float32)
+    with torch.inference_mode():
+        for _ in range(max(1, warmup)):
+            pred.predict(x)
+        sync(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        s_per_call, n = per_call(lambda: pred.predict(x), seconds, warmup=0, device=device)
+    row = {"tiles_s": batch / s_per_call, "calls": n, "seconds": round(s_per_call * n, 2)}
+    if device.type == "cuda":
+        row["cuda_max_mem_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return row
 
 
 def spread(values: list[float]) -> dict:

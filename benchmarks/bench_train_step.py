@@ -19,7 +19,7 @@ from harness import machine_line
 def step_seconds(batch: int, threads: int, repeats: int) -> float:
     """Median seconds of one optimizer step (after one warm-up step)."""
     from geopix.models.registry import load_model
-    from geopix.train import partial_label_loss
+    from geopix.train_step import partial_label_loss
 
     torch.set_num_threads(threads)
     spec = load_model("sat2map").spec  # the architecture a fine-tune trains

@@ -2,10 +2,10 @@
 
 Machine facts for the JSON (CPU model and the flags that decide precision, cores, torch, GDAL),
 timing (seconds per call with warm-up and device sync, the generator's tiles/s and FLOPs,
-min/median over rounds), the reference pix2pix loop geopix is compared against, the rasters the benchmarks render (a mirrored mosaic of a
-real scene, a synthetic map), peak memory of a process tree, models (shipped or random), a plain
-table and the JSON writer.  Scripts import it as ``from harness import …`` (run from any folder:
-Python puts the script's folder on ``sys.path``).
+min/median over rounds), the reference pix2pix loop geopix is compared against, the rasters the
+benchmarks render (a mirrored mosaic of a real scene, a synthetic map), peak memory of a process
+tree, models (shipped or random), a plain table and the JSON writer.  Scripts import it as
+``from harness import …`` (run from any folder: Python puts the script's folder on ``sys.path``).
 """
 
 from __future__ import annotations

@@ -108,10 +108,14 @@ class TileReadError(TilesetError):
     Raised per request while serving (the server answers 500, not cached); never at open.
     """
 
+    exit_code = 26
+
 
 class TilesetChangedError(TilesetError):
     """The file under a served tile set changed and does not open as a tile set (yet): being copied
     in place, truncated, or replaced by something else (the server answers 503 until it is whole)."""
+
+    exit_code = 27
 
 
 class MemoryBudgetError(GeopixError, MemoryError):

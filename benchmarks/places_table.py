@@ -5,8 +5,8 @@
 Reads ``ROOT/eval-shipped/report.json`` (the shipped model on every place; a place may have its
 own ``ROOT/eval-shipped-PLACE/report.json``) and, per held-out place P,
 ``ROOT/runs/without-P/eval-VARIANT/report.json``; prints a markdown table of IoU (precision /
-recall) per place and class, the means over places, and the largest drop of any place against
-the shipped model.  Nothing asserts.
+recall) per place and class, the means over the places every column scores, and the largest drop
+of any place against the shipped model.  Nothing asserts.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def main() -> None:
     shipped = load(root / "eval-shipped" / "report.json")
     for extra in sorted(root.glob("eval-shipped-*/report.json")):
         shipped.update(load(extra))
-    rows, means = [], {v: {g: [] for g in GROUPS} for v in ["shipped", *args.variants]}
-    drops = {v: [] for v in args.variants}
+    rows, drops = [], {v: [] for v in args.variants}
+    matched: dict[str, list[list[float]]] = {g: [] for g in GROUPS}  # places every column scores
     for place in sorted(shipped):
         held = {
             v: load(root / "runs" / f"without-{place}" / f"eval-{v}" / "report.json").get(place, {})
@@ -41,25 +41,24 @@ def main() -> None:
         for g in GROUPS:
             if g not in shipped[place]:
                 continue
-            cells = []
-            for name, scores in [("shipped", shipped[place]), *held.items()]:
-                s = scores.get(g)
-                if s is None:
-                    cells.append("–")
-                    continue
-                cells.append(f"{s['iou']:.3f} ({s['precision']:.2f} / {s['recall']:.2f})")
-                means[name][g].append(s["iou"])
-                if name != "shipped":
-                    drops[name].append((shipped[place][g]["iou"] - s["iou"], f"{place} {g}"))
+            columns = [shipped[place], *held.values()]
+            cells = [
+                f"{c[g]['iou']:.3f} ({c[g]['precision']:.2f} / {c[g]['recall']:.2f})" if g in c else "–"
+                for c in columns
+            ]
+            if all(g in c for c in columns):
+                matched[g].append([c[g]["iou"] for c in columns])
+            for v, c in held.items():
+                if g in c:
+                    drops[v].append((shipped[place][g]["iou"] - c[g]["iou"], f"{place} {g}"))
             rows.append(f"| {place} | {g} | " + " | ".join(cells) + " |")
     print("| held-out place | class | shipped sat2map | " + " | ".join(args.variants) + " |")
     print("|---|---|---|" + "---|" * len(args.variants))
     print("\n".join(rows))
     for g in GROUPS:
-        vals = [means[n][g] for n in ["shipped", *args.variants]]
-        print(
-            f"| **mean** | {g} | " + " | ".join(f"{sum(v) / len(v):.4f} ({len(v)})" if v else "–" for v in vals) + " |"
-        )
+        if matched[g]:
+            means = [sum(col) / len(col) for col in zip(*matched[g], strict=True)]
+            print(f"| **mean** ({len(matched[g])} places) | {g} | " + " | ".join(f"**{m:.4f}**" for m in means) + " |")
     for v in args.variants:
         if drops[v]:
             worst = max(drops[v])

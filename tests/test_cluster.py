@@ -501,3 +501,27 @@ def test_the_workflow_scripts_take_an_existing_scheduler(cluster: Cluster, tmp_p
     bad = [*script[:2], str(tmp_path / "bad"), str(model), "--scheduler", f"tcp://127.0.0.1:{free_port()}"]
     proc = subprocess.run(["bash", *bad], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == errors.ClusterError.exit_code, proc.stderr[-2000:]
+
+
+def test_dask_cuda_recipe_renders_on_the_given_scheduler_not_its_own(
+    scene: tuple[Path, Path, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """``--scheduler`` replaces the LocalCUDACluster: none is started, and the render goes to the address
+    given, so an address where nothing listens is a ClusterError naming it (not a render on a fresh cluster)."""
+    import dask
+    import distributed
+
+    src, model, _ = scene
+    wf = _load_workflow("dask_cuda_node")
+
+    def no_cluster(*_a: object, **_k: object) -> None:
+        raise AssertionError("--scheduler was given, yet the recipe started a cluster of its own")
+
+    monkeypatch.setattr(wf, "make_cluster", no_cluster)
+    monkeypatch.setattr(distributed, "LocalCluster", no_cluster)
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        code = wf.main([str(src), "-o", str(tmp_path / "o"), "-m", str(model), "--scheduler", address])
+    assert code == errors.ClusterError.exit_code
+    assert f"cannot reach the Dask scheduler at {address}" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "map.tif").exists()

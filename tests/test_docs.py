@@ -43,6 +43,7 @@ def test_every_page_is_found_and_annotations_parse() -> None:
 def test_outputs_are_the_local_paths_after_dash_o() -> None:
     code = "geopix render city.tif -o out/ \\\n  --model m\ngeopix tiles out/map.tif --output=t.pmtiles\n"
     code += 'geopix render a.tif -o s3://b/run\nfor f in *.tif; do geopix render $f -o "$f.out"; done\n# -o x\n'
+    code += "python workflows/slurm.py city.tif -o out/slurm --print-job-script\n"  # prints, writes nothing
     assert outputs(Block(ROOT / "README.md", 1, "bash", code)) == ["out/", "t.pmtiles"]
     assert outputs(Block(ROOT / "README.md", 1, "python", "render(-o x)")) == []
 

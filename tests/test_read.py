@@ -176,3 +176,15 @@ def test_uint16_render_equals_the_render_of_its_stretched_8_bit_copy(tmp_path: P
             return ds.read()
 
     assert np.array_equal(run(src16, "o16"), run(src8, "o8"))
+
+
+def test_uint16_stretch_of_a_constant_band_is_one_level_wide(tmp_path: Path) -> None:
+    """A flat band (2nd = 98th percentile) gets hi = lo + 1, not a division by zero."""
+    path = synthetic_aerial(tmp_path / "c.tif", 64, dtype="uint16")
+    with rasterio.open(path, "r+") as dst:
+        dst.write(np.full((64, 64), 1234, np.uint16), 2)
+    info = inspect_raster(path)
+    assert info.stretch[1] == (1234.0, 1235.0)
+    with rasterio.open(path) as src:
+        x = to_unit(src.read(list(info.bands)), info)
+    assert np.isfinite(x).all() and (x[1] == -1.0).all()

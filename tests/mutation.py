@@ -1,7 +1,8 @@
 """Mutation testing of the contract functions, and the per-module tally (docs/testing.md).
 
-    python -m tests.mutation            # mutate, run each mutant against its module's tests, tally
-    python -m tests.mutation --tally    # only the tally of the last run (mutants/*.meta)
+    python -m tests.mutation              # mutate, run every mutant in scope against its tests, tally
+    python -m tests.mutation --survivors  # rerun only the last run's survivors (after adding tests)
+    python -m tests.mutation --tally      # only the tally of the last run (mutants/*.meta)
 
 mutmut (configured in pyproject.toml's ``[tool.mutmut]``) copies the package to ``mutants/``, changes
 one operator, constant or call at a time, and runs only the tests that reach the changed function.
@@ -75,11 +76,15 @@ def survivors(meta_dir: Path = ROOT / "mutants") -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tally", action="store_true", help="only print the tally of the last run")
+    ap.add_argument("--survivors", action="store_true", help="rerun only the last run's survivors")
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
     if not args.tally:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-        patterns = [p for ps in SCOPE.values() for p in ps]
+        patterns = survivors() if args.survivors else [p for ps in SCOPE.values() for p in ps]
+        if not patterns:
+            print("no survivors to rerun")
+            return 0
         mutmut = [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *patterns]
         subprocess.run(mutmut, cwd=ROOT, env=env, check=False)
     print(f"{'module':<18}{'mutants':>8}{'killed':>8}{'survived':>10}{'no tests':>10}")

@@ -314,6 +314,7 @@ def test_quality_trades_size_for_fidelity(fmt: str) -> None:
     assert len(low) < len(high)
     err = [np.abs(decode_tile(d).astype(int) - rgba).mean() for d in (low, high)]
     assert err[1] < err[0]
+    assert encode_tile(rgba, fmt) == encode_tile(rgba, fmt, quality=PyramidConfig().quality)  # one default
 
 
 def test_unknown_tile_format() -> None:

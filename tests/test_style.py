@@ -60,3 +60,9 @@ def test_palette_bias_offsets_every_colour_of_a_class_or_group() -> None:
     assert style.palette_bias(palette, {}) == (0.0,) * len(palette)
     with pytest.raises(ValueError, match="'roof' is not a style class or group; use one of background, "):
         style.palette_bias(palette, {"roof": 1.0})
+
+
+def test_classify_covers_more_pixels_than_one_chunk() -> None:
+    """classify works through 2**20 pixels at a time (bounded memory): every chunk is classified."""
+    idx = np.resize(np.arange(len(style.CLASSES), dtype=np.uint8), (1 << 20) + 7)
+    assert np.array_equal(style.classify(style.paint(idx)), idx)

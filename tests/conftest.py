@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 from geopix.testing import random_checkpoint, synthetic_aerial
 
@@ -16,6 +18,18 @@ GEOTIFFS = SHARED / "data" / "geotiffs"
 MAPS = SHARED / "data" / "maps"
 
 torch.set_num_threads(1)
+
+# CI replays the same Hypothesis examples on every run (a red build is reproducible, never a fluke
+# of that run's draw) and keeps no example database; locally Hypothesis explores as usual.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+
+
+def hypothesis_profile(environ: Mapping[str, str]) -> str:
+    """``"ci"`` where CI runs (GitHub Actions, GitLab and most others set ``CI=true``), else ``"default"``."""
+    return "ci" if environ.get("CI", "").lower() in ("1", "true", "yes") else "default"
+
+
+settings.load_profile(hypothesis_profile(os.environ))
 
 
 def need_shared(path: Path = SHARED) -> Path:

@@ -64,6 +64,28 @@ class Block:
         return [ln.strip() for ln in joined.splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
 
+#: ``-o PATH`` / ``--output PATH``: what a command says it writes (checked to exist after the block ran).
+OUTPUT = re.compile(r"(?:^|\s)(?:-o|--output)[ =](\S+)")
+#: Flags that make a command print what it would do instead of writing its -o (e.g. slurm.py's job script).
+PRINTS_ONLY = re.compile(r"\s--(?:print[\w-]*|dry-run|help)\b")
+
+
+def outputs(block: Block) -> list[str]:
+    """The local paths a shell block's commands name as their output; URLs, ``/vsi`` names, stdout
+    (``-``), paths built from shell variables and commands that only print are left out."""
+    if block.kind != "shell":
+        return []
+    found = []
+    for cmd in block.commands():
+        if PRINTS_ONLY.search(cmd):
+            continue
+        for m in OUTPUT.finditer(cmd):
+            path = m.group(1).strip("'\"")
+            if "://" not in path and "$" not in path and not path.startswith("/vsi") and path != "-":
+                found.append(path)
+    return found
+
+
 def blocks(doc: Path) -> list[Block]:
     lines = doc.read_text().splitlines()
     found: list[Block] = []

@@ -12,7 +12,7 @@ import geopix.execute as execute
 from geopix.blend import Accumulator, bilinear
 from geopix.config import RenderConfig, TileConfig
 from geopix.pipeline import render
-from geopix.plan import RenderPlan, Window
+from geopix.plan import RenderPlan, Resampling, Window
 
 MIX = np.array([[0.6, -0.3, 0.2], [0.1, 0.9, -0.4], [-0.2, 0.3, 0.7]], np.float32)
 
@@ -49,15 +49,27 @@ def test_blend_equals_whole_image(tile: int, overlap: int, chunk: int) -> None:
     np.testing.assert_allclose(out, whole, atol=1e-3)
 
 
-def test_bilinear_of_a_linear_ramp_is_exact() -> None:
-    plan = RenderPlan(90, 120, 30, 40, 32, 8, 50)
-    yy, xx = np.mgrid[0:30, 0:40].astype(np.float32)
+@pytest.mark.parametrize(("work_h", "work_w"), [(30, 40), (30, 60), (180, 60)])
+def test_bilinear_of_a_linear_ramp_is_exact(work_h: int, work_w: int) -> None:
+    """90 × 120 output pixels from work grids of other (and per-axis different) scales; the expected
+    positions are the pixel-centre rule written out here, not taken from ``work_coords``."""
+    plan = RenderPlan(90, 120, work_h, work_w, 32, 8, 50)
+    yy, xx = np.mgrid[0:work_h, 0:work_w].astype(np.float32)
     field = (2 * yy + 3 * xx)[None]
     for b in plan.blocks():
-        got = bilinear(field[(slice(None), *b.work.relative_to(Window(0, 0, 30, 40)))], b.work, plan.resampling, b.out)
-        ry = plan.resampling.work_coords(b.out.row, b.out.row_stop, 0)[:, None]
-        rx = plan.resampling.work_coords(b.out.col, b.out.col_stop, 1)[None, :]
+        values = field[(slice(None), *b.work.relative_to(Window(0, 0, work_h, work_w)))]
+        got = bilinear(values, b.work, plan.resampling, b.out)
+        assert got.dtype == np.float32 and got.shape == (1, b.out.height, b.out.width)
+        ry = np.clip((np.arange(b.out.row, b.out.row_stop) + 0.5) * work_h / 90 - 0.5, 0, work_h - 1)[:, None]
+        rx = np.clip((np.arange(b.out.col, b.out.col_stop) + 0.5) * work_w / 120 - 0.5, 0, work_w - 1)[None, :]
         np.testing.assert_allclose(got[0], 2 * ry + 3 * rx, atol=1e-3)
+
+
+def test_bilinear_on_the_same_grid_is_a_crop() -> None:
+    values = np.arange(2 * 20 * 30, dtype=np.float32).reshape(2, 20, 30)
+    work, out = Window(10, 5, 20, 30), Window(12, 9, 6, 7)
+    got = bilinear(values, work, Resampling(100, 100, 100, 100), out)
+    assert np.array_equal(got, values[:, 2:8, 4:11])
 
 
 @pytest.mark.parametrize(("tile", "overlap", "chunk"), [(256, 64, 256), (256, 32, 512), (256, 100, 1024)])

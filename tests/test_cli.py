@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import rasterio
 
 from geopix import errors
 from geopix.cli import main
+from geopix.config import RenderConfig, TileConfig
+from geopix.pipeline import render
+
+
+def map_pixels(path: Path) -> tuple:
+    """A map's grid and pixels, comparable with ``==``."""
+    with rasterio.open(path) as ds:
+        return ds.crs, ds.transform, ds.shape, ds.read().tobytes(), ds.dataset_mask().tobytes()
 
 
 def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -33,8 +43,10 @@ def test_render_and_summary(aerial: Path, checkpoint: Path, tmp_path: Path, caps
             "512",
         ]
     )
-    assert code == 0 and (tmp_path / "map.tif").exists()
-    assert "tiles/s" in capsys.readouterr().err
+    assert code == 0 and "tiles/s" in capsys.readouterr().err
+    cfg = RenderConfig(input=aerial, output_dir=tmp_path / "lib", model=str(checkpoint), scheduler="sync")
+    lib = render(replace(cfg, tiles=TileConfig(chunk_size=512)))
+    assert map_pixels(tmp_path / "map.tif") == map_pixels(lib.map_path)  # what the library renders
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ import rasterio
 
 from geopix import errors
 from geopix.cli import main
-from geopix.cluster import version_mismatches
+from geopix.cluster import slots, version_mismatches
 from geopix.config import RenderConfig, TileConfig
 from geopix.pipeline import render
 from geopix.testing import random_checkpoint, synthetic_aerial
@@ -309,7 +309,7 @@ def test_in_flight_tasks_stay_bounded_whatever_the_raster_size(
     import geopix.pipeline as pipeline
 
     model = random_checkpoint(tmp_path / "m.safetensors", ngf=4)
-    peaks: list[tuple[int, int]] = []
+    peaks: list[tuple[float, int]] = []
     real = pipeline.run_tasks
 
     def counting(fn, common, blocks, on_done, client, **kw):
@@ -329,15 +329,17 @@ def test_in_flight_tasks_stay_bounded_whatever_the_raster_size(
             state["pending"] -= 1
             on_done(block, stats)
 
+        threads = slots(client)  # as run_tasks sees it: a worker still starting on a busy machine is not counted
         real(fn, common, blocks, done, Counting(), **kw)
-        peaks.append((state["peak"], state["submitted"]))
+        peaks.append((state["peak"] / threads, state["submitted"]))
+        assert 1 <= threads <= 2  # --workers 2, one thread each
 
     monkeypatch.setattr(pipeline, "run_tasks", counting)
     for size in (300, 660):  # 3×3 and 6×6 blocks of 128 px (with the model's 2 m grid)
         src = synthetic_aerial(tmp_path / f"s{size}.tif", size, res=2.0)
         args = ["render", str(src), "-o", str(tmp_path / str(size)), "-m", str(model), "--workers", "2"]
         assert main([*args, "--chunk-size", "128", "--overlap", "64", "--no-progress"]) == 0
-    assert peaks == [(4, 9), (4, 36)]  # the peak is 2 × 2 workers, for 9 or 36 blocks alike
+    assert peaks == [(2, 9), (2, 36)]  # the peak is 2 per worker thread, for 9 or 36 blocks alike
     err = capsys.readouterr().err
     # the local cluster's dashboard (ephemeral port) is announced once per render
     assert err.count("Dask dashboard: http://127.0.0.1:") == 2
@@ -501,3 +503,27 @@ def test_the_workflow_scripts_take_an_existing_scheduler(cluster: Cluster, tmp_p
     bad = [*script[:2], str(tmp_path / "bad"), str(model), "--scheduler", f"tcp://127.0.0.1:{free_port()}"]
     proc = subprocess.run(["bash", *bad], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == errors.ClusterError.exit_code, proc.stderr[-2000:]
+
+
+def test_dask_cuda_recipe_renders_on_the_given_scheduler_not_its_own(
+    scene: tuple[Path, Path, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """``--scheduler`` replaces the LocalCUDACluster: none is started, and the render goes to the address
+    given, so an address where nothing listens is a ClusterError naming it (not a render on a fresh cluster)."""
+    import dask
+    import distributed
+
+    src, model, _ = scene
+    wf = _load_workflow("dask_cuda_node")
+
+    def no_cluster(*_a: object, **_k: object) -> None:
+        raise AssertionError("--scheduler was given, yet the recipe started a cluster of its own")
+
+    monkeypatch.setattr(wf, "make_cluster", no_cluster)
+    monkeypatch.setattr(distributed, "LocalCluster", no_cluster)
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        code = wf.main([str(src), "-o", str(tmp_path / "o"), "-m", str(model), "--scheduler", address])
+    assert code == errors.ClusterError.exit_code
+    assert f"cannot reach the Dask scheduler at {address}" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "map.tif").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.docs_blocks import ROOT, blocks, doc_files, make_workspace, prepare, run
+from tests.docs_blocks import ROOT, Block, blocks, doc_files, make_workspace, outputs, prepare, run
 
 RESULTS: dict[str, Counter] = {}
 SKIPPED: list[str] = []
@@ -40,6 +40,14 @@ def test_every_page_is_found_and_annotations_parse() -> None:
         assert b.skip is None or len(b.skip) > 8, f"{b.where}: give the reason of the skip"
 
 
+def test_outputs_are_the_local_paths_after_dash_o() -> None:
+    code = "geopix render city.tif -o out/ \\\n  --model m\ngeopix tiles out/map.tif --output=t.pmtiles\n"
+    code += 'geopix render a.tif -o s3://b/run\nfor f in *.tif; do geopix render $f -o "$f.out"; done\n# -o x\n'
+    code += "python workflows/slurm.py city.tif -o out/slurm --print-job-script\n"  # prints, writes nothing
+    assert outputs(Block(ROOT / "README.md", 1, "bash", code)) == ["out/", "t.pmtiles"]
+    assert outputs(Block(ROOT / "README.md", 1, "python", "render(-o x)")) == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("doc", doc_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_the_commands_of_each_page_run(doc: Path, tmp_path: Path) -> None:
@@ -64,5 +72,13 @@ def test_the_commands_of_each_page_run(doc: Path, tmp_path: Path) -> None:
             "Fix the docs or the code; for a block that cannot run here, add "
             "<!-- docs-test: skip (reason) --> on the line before it (see tests/docs_blocks.py)."
         )
+        assert "Traceback (most recent call last)" not in proc.stderr, f"{block.where}:\n{proc.stderr[-5000:]}"
+        missing = [p for p in outputs(block) if not (ws / p).exists()]
+        assert not missing, (
+            f"{block.where}: exit 0, yet the outputs it names are missing: {missing}\n{proc.stderr[-3000:]}"
+        )
         count["commands run"] += n
         count["blocks run"] += 1
+    if not count["blocks run"]:  # nothing was checked: say so (pytest -rs) instead of passing
+        why = "; ".join(f"{b.where}: {b.skip}" for b in blocks(doc) if b.skip) or "only text blocks"
+        pytest.skip(f"{doc.relative_to(ROOT)} has no runnable block ({why})")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 import shapely
 
 from geopix import style
@@ -103,14 +104,16 @@ def test_vectors_to_fine_tuned_model_to_render_to_eval(tmp_path: Path) -> None:
     model = run / "generator.safetensors"
     assert main(["render", str(aerial), "-o", str(tmp_path / "r"), "--model", str(model), "--scheduler", "sync",
                  "--no-progress", "--no-cog"]) == 0  # fmt: skip
-    assert (tmp_path / "r" / "map.tif").exists()
+    with rasterio.open(aerial) as a, rasterio.open(tmp_path / "r" / "map.tif") as m:
+        assert (m.crs, m.transform, m.shape) == (a.crs, a.transform, a.shape)
+        assert m.tags()["GEOPIX_MODEL"] == model.name  # drawn by the fine-tune, not the start model
     out = tmp_path / "eval"
     assert main(["eval", str(model), "--raster", str(aerial), "--layer", str(osm), "-o", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     scores = report["sets"]["ortho"]
     assert set(scores) == {"building", "road"}  # what the layer has; park and water are not scored
-    for g in ("building", "road"):
-        assert 0.0 <= (scores[g]["iou"] or 0.0) <= 1.0 and scores[g]["pixels"] > 0
+    for g in ("building", "road"):  # both classes are in the layer, so each IoU is a number, never None
+        assert isinstance(scores[g]["iou"], float) and 0.0 <= scores[g]["iou"] <= 1.0 and scores[g]["pixels"] > 0
     assert (out / "ortho" / "ortho" / "side_by_side.png").exists()
 
 

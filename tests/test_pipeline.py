@@ -132,8 +132,17 @@ def test_aoi_outside_the_raster_is_an_error(aerial: Path, checkpoint: Path, tmp_
 
 
 def test_official_layout_checkpoint_renders(aerial: Path, official_checkpoint: Path, tmp_path: Path) -> None:
-    data, _ = _pixels(_render(aerial, tmp_path, official_checkpoint))
-    assert data.std() > 0
+    """The authors' .pth layout loads into the same network as our format: the same weights (seed 1)
+    saved both ways, at the resolution a .pth is assumed to have, render the same pixels."""
+    data, _ = _pixels(_render(aerial, tmp_path / "pth", official_checkpoint))
+    from geopix.models.registry import load_model
+
+    res = load_model(official_checkpoint).spec.ground_resolution_m  # the maps dataset's, assumed for a .pth
+    ours = random_checkpoint(tmp_path / "ours.safetensors", ngf=4, seed=1, ground_resolution_m=res)
+    same, _ = _pixels(_render(aerial, tmp_path / "ours", ours))
+    assert np.array_equal(data, same) and data.std() > 0
+    other, _ = _pixels(_render(aerial, tmp_path / "other", random_checkpoint(tmp_path / "o.safetensors", ngf=4)))
+    assert not np.array_equal(data, other)  # the comparison can tell weights apart
 
 
 def test_palette_head_renders_only_palette_colours(aerial: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,56 @@ def test_past_edge_pixels_do_not_depend_on_the_window_read(tmp_path: Path) -> No
         whole, _ = reader.read(Window(0, 0, 100, 455))
     assert np.array_equal(wide[:, :, 256:], narrow) and np.array_equal(wide_valid[:, 256:], narrow_valid)
     assert np.array_equal(narrow, np.pad(whole, ((0, 0), (0, 0), (0, 185)), mode="reflect")[:, :, 384:640])
+
+
+def _stretched(raw: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The documented uint16 rule, computed here independently: per band, the 2nd and 98th percentiles
+    of the valid pixels become 0 and 255 (rounded), values outside them clip."""
+    lo_hi = np.array([np.percentile(band[valid], [2, 98]) for band in raw])
+    lo, hi = lo_hi[:, 0, None, None], lo_hi[:, 1, None, None]
+    return lo_hi, np.rint(np.clip((raw.astype(np.float64) - lo) / (hi - lo), 0, 1) * 255)
+
+
+def test_uint16_stretch_maps_the_2nd_and_98th_percentiles_to_black_and_white(tmp_path: Path) -> None:
+    """Without colour matching (which would cancel any linear stretch) the stretch itself is visible."""
+    path = synthetic_aerial(tmp_path / "u.tif", 200, dtype="uint16", nodata=0, nodata_corner=True)
+    info = inspect_raster(path)
+    with rasterio.open(path) as src:
+        raw, valid = src.read(list(info.bands)), src.dataset_mask() > 0
+    lo_hi, want = _stretched(raw, valid)
+    assert np.allclose(info.stretch, lo_hi)  # the nodata corner (0) does not drag the low end down
+    assert lo_hi[:, 0].min() > 300 and lo_hi[:, 1].max() < 255 * 40 + 300  # not the type's 0..65535
+    x = to_unit(raw, info)[:, valid] * 127.5 + 127.5
+    assert np.allclose(x, want[:, valid], atol=1e-3)
+    assert x.min() == 0 and x.max() == 255  # the full 8-bit range is used
+
+
+def test_uint16_render_equals_the_render_of_its_stretched_8_bit_copy(tmp_path: Path) -> None:
+    src16 = synthetic_aerial(tmp_path / "u16.tif", 256, dtype="uint16")
+    with rasterio.open(src16) as src:
+        raw, profile = src.read(), src.profile
+    _, eight = _stretched(raw, np.ones(raw.shape[1:], bool))
+    src8 = tmp_path / "u8.tif"
+    with rasterio.open(src8, "w", **(profile | {"dtype": "uint8"})) as dst:
+        dst.write(eight.astype(np.uint8))
+    model = random_checkpoint(tmp_path / "m.safetensors", ngf=4)
+
+    def run(src: Path, out: str) -> np.ndarray:
+        cfg = RenderConfig(input=src, output_dir=tmp_path / out, model=str(model), tiles=TileConfig(256, 64, 512))
+        render(replace(cfg, scheduler="sync", match_colors=False))
+        with rasterio.open(tmp_path / out / "map.tif") as ds:
+            return ds.read()
+
+    assert np.array_equal(run(src16, "o16"), run(src8, "o8"))
+
+
+def test_uint16_stretch_of_a_constant_band_is_one_level_wide(tmp_path: Path) -> None:
+    """A flat band (2nd = 98th percentile) gets hi = lo + 1, not a division by zero."""
+    path = synthetic_aerial(tmp_path / "c.tif", 64, dtype="uint16")
+    with rasterio.open(path, "r+") as dst:
+        dst.write(np.full((64, 64), 1234, np.uint16), 2)
+    info = inspect_raster(path)
+    assert info.stretch[1] == (1234.0, 1235.0)
+    with rasterio.open(path) as src:
+        x = to_unit(src.read(list(info.bands)), info)
+    assert np.isfinite(x).all() and (x[1] == -1.0).all()

@@ -130,12 +130,17 @@ def test_mosaic_renders_like_the_merged_file(aerial: Path, checkpoint: Path, ref
         assert m.tags()["GEOPIX_SOURCE"] == "mosaic.vrt"
 
 
-def test_s3_output_with_web_tiles(s3_bucket: str, aerial: Path, checkpoint: Path) -> None:
-    from geopix.remote import exists
+def test_s3_output_with_web_tiles(
+    s3_bucket: str, aerial: Path, checkpoint: Path, reference: Path, tmp_path: Path
+) -> None:
+    """The archive in the bucket is the one the local map gives, byte for byte, beside the map itself."""
+    from geopix.pyramid import PyramidConfig, build_pyramid
 
     result = _render(aerial, f"s3://{s3_bucket}/tiles", checkpoint, xyz=Path("map.pmtiles"))
     assert result.tiles_path == f"s3://{s3_bucket}/tiles/map.pmtiles"
-    assert exists(f"s3://{s3_bucket}/tiles/map.pmtiles") and exists(f"s3://{s3_bucket}/tiles/map.tif")
+    local = build_pyramid(reference, tmp_path / "local.pmtiles", PyramidConfig(), scheduler="sync")
+    assert local.tiles > 0 and _s3_bytes(result.tiles_path) == (tmp_path / "local.pmtiles").read_bytes()
+    assert _s3_bytes(f"s3://{s3_bucket}/tiles/map.tif") == reference.read_bytes()
 
 
 def test_signed_url_query_is_not_stored(http_server, served: str, checkpoint: Path, tmp_path: Path) -> None:

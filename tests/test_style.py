@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -21,7 +23,9 @@ def test_style_colours_are_the_shipped_palette_head_colours() -> None:
 
 def test_classify_and_paint_round_trip() -> None:
     idx = np.arange(len(style.CLASSES), dtype=np.uint8).reshape(1, -1)
-    assert np.array_equal(style.classify(style.paint(idx)), idx)
+    painted = style.paint(idx)
+    assert painted.dtype == np.uint8 and painted.shape == (1, len(style.CLASSES), 3)
+    assert np.array_equal(style.classify(painted), idx)
     # A blend between park and background lands on the nearer one.
     assert style.CLASS_NAMES[style.classify(np.array([205, 222, 178]))] == "park"
 
@@ -30,7 +34,9 @@ def test_road_widths() -> None:
     assert style.road_width_m("minor_road") == 9.0
     assert style.road_width_m("highway", lanes=6) == 6 * style.LANE_WIDTH_M
     assert style.road_width_m("arterial", lanes=float("nan")) == 13.0
-    with pytest.raises(ValueError, match="not a road"):
+    assert style.road_width_m("arterial", lanes=1) == style.LANE_WIDTH_M  # one known lane is a width
+    assert style.road_width_m("arterial", lanes=0) == style.road_width_m("arterial", lanes=-2) == 13.0  # unknown
+    with pytest.raises(ValueError, match=re.escape(f"'park' is not a road class ({', '.join(style.ROAD_CLASSES)})")):
         style.road_width_m("park")
 
 
@@ -54,3 +60,9 @@ def test_palette_bias_offsets_every_colour_of_a_class_or_group() -> None:
     assert style.palette_bias(palette, {}) == (0.0,) * len(palette)
     with pytest.raises(ValueError, match="'roof' is not a style class or group; use one of background, "):
         style.palette_bias(palette, {"roof": 1.0})
+
+
+def test_classify_covers_more_pixels_than_one_chunk() -> None:
+    """classify works through 2**20 pixels at a time (bounded memory): every chunk is classified."""
+    idx = np.resize(np.arange(len(style.CLASSES), dtype=np.uint8), (1 << 20) + 7)
+    assert np.array_equal(style.classify(style.paint(idx)), idx)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -9,11 +10,12 @@ from pathlib import Path
 import mercantile
 import numpy as np
 import pytest
+from PIL import Image
 
 from geopix.errors import InputNotFoundError, TileFormatError, TilesetError
 from geopix.pyramid import PyramidConfig, build_pyramid
 from geopix.tilesets import FileByteSource, Tile, folder, mbtiles, open_tileset, output_kind, pmtiles
-from geopix.tilesets.codec import decode_tile, encode_tile
+from geopix.tilesets.codec import JPEG_BACKGROUND, decode_tile, encode_tile, media_type
 from geopix.tilesets.tilejson import centre_zoom, make_tilejson
 from tests.test_pyramid import lonlat_bounds, make_map
 
@@ -349,3 +351,69 @@ def test_damage_spots_empty_cut_and_foreign_tiles(fmt: str) -> None:
     assert "empty" in damage(b"", fmt)
     assert "cut-short" in damage(data[: len(data) - 20], fmt)
     assert "is not a" in damage(encode_tile(rgba, "png" if fmt != "png" else "jpg"), fmt)
+
+
+# ---- the tile codec ------------------------------------------------------------------------------
+def _flat_tile() -> np.ndarray:
+    """Flat grey areas (which JPEG at quality 100 keeps exactly) at alpha 255, 128 and 0."""
+    t = np.zeros((4, 16, 16), np.uint8)
+    t[:3], t[:3, :, 8:] = 200, 60
+    t[3], t[3, 8:], t[3, 12:] = 255, 128, 0
+    return t
+
+
+def _noise_tile(opaque: bool) -> np.ndarray:
+    t = np.random.default_rng(0).integers(0, 256, (4, 32, 32), dtype=np.uint8)
+    if opaque:
+        t[3] = 255
+    return t
+
+
+def _opened(data: bytes) -> tuple[str, str]:
+    with Image.open(io.BytesIO(data)) as im:
+        return im.format, im.mode
+
+
+@pytest.mark.parametrize("opaque", [True, False])
+def test_png_tiles_are_lossless_and_keep_alpha_only_when_needed(opaque: bool) -> None:
+    rgba = _noise_tile(opaque)
+    data = encode_tile(rgba, "png")
+    assert _opened(data) == ("PNG", "RGB" if opaque else "RGBA")  # opaque tiles drop the alpha channel
+    back = decode_tile(data)
+    assert back.dtype == np.uint8 and np.array_equal(back, rgba)  # always 4 channels back
+
+
+def test_jpeg_tiles_composite_transparency_on_white() -> None:
+    t = _flat_tile()
+    data = encode_tile(t, "jpg", quality=100)
+    assert _opened(data) == ("JPEG", "RGB") and media_type("jpg") == "image/jpeg"
+    a = t[3] / 255.0
+    want = np.round(t[:3] * a + np.array(JPEG_BACKGROUND)[:, None, None] * (1 - a))
+    back = decode_tile(data)
+    assert np.array_equal(back[:3], want) and (back[3] == 255).all()
+
+
+@pytest.mark.parametrize("opaque", [True, False])
+def test_webp_tiles(opaque: bool) -> None:
+    t = _flat_tile()
+    if opaque:
+        t[3] = 255
+    data = encode_tile(t, "webp")
+    assert _opened(data) == ("WEBP", "RGB" if opaque else "RGBA") and media_type("webp") == "image/webp"
+    assert np.abs(decode_tile(data).astype(int) - t).max() <= 2  # lossy, but not for flat colours
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "webp"])
+def test_quality_trades_size_for_fidelity(fmt: str) -> None:
+    rgba = _noise_tile(opaque=True)
+    low, high = encode_tile(rgba, fmt, quality=30), encode_tile(rgba, fmt, quality=95)
+    assert len(low) < len(high)
+    err = [np.abs(decode_tile(d).astype(int) - rgba).mean() for d in (low, high)]
+    assert err[1] < err[0]
+    assert encode_tile(rgba, fmt) == encode_tile(rgba, fmt, quality=PyramidConfig().quality)  # one default
+
+
+def test_unknown_tile_format() -> None:
+    assert media_type("png") == "image/png"
+    with pytest.raises(TileFormatError, match="'gif' is unknown; expected one of png, webp, jpg"):
+        media_type("gif")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -171,7 +172,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig) -> None:
+def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig, record: Path) -> None:
+    """One rank of a gloo run; writes ``record/rankN.pt``: the photos it trained on (by hash) and its
+    final G and D parameters, which DDP's gradient all-reduce keeps identical across ranks."""
     os.environ |= {
         "WORLD_SIZE": str(world),
         "RANK": str(rank),
@@ -180,22 +183,48 @@ def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig) -> None:
         "MASTER_PORT": str(port),
     }
     torch.set_num_threads(1)
+    seen: list[str] = []
+    params: dict[str, torch.Tensor] = {}
+    step, fit = Trainer.step, Trainer.fit
+
+    def recording_step(self: Trainer, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        seen.extend(hashlib.sha1(a.numpy().tobytes()).hexdigest() for a in batch["a"])
+        return step(self, batch)
+
+    def fit_and_keep(self: Trainer) -> Path:
+        out = fit(self)
+        nets = {"G": self.G, "D": self.D} if self.D is not None else {"G": self.G}
+        params.update({f"{n}.{k}": v.detach().clone() for n, net in nets.items() for k, v in net.named_parameters()})
+        return out
+
+    Trainer.step, Trainer.fit = recording_step, fit_and_keep  # this spawned process only
     train(cfg)
+    torch.save({"seen": seen, "params": params}, record / f"rank{rank}.pt")
 
 
 @pytest.mark.parametrize("preset", ["palette", "pix2pix"])
 def test_ddp_on_cpu_with_gloo(data: Path, tmp_path: Path, preset: str) -> None:
     import torch.multiprocessing as mp
 
-    cfg = _cfg(data, tmp_path, preset, batch_size=1, epochs=1, epochs_decay=0)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg), nprocs=2, join=True)
-    model = load_model(tmp_path / GENERATOR)
+    cfg = _cfg(data, tmp_path / "run", preset, batch_size=1, epochs=1, epochs_decay=0)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg, tmp_path), nprocs=2, join=True)
+    run = tmp_path / "run"
+    model = load_model(run / GENERATOR)
     assert model.spec.ngf == 4
-    rows = (tmp_path / LOG).read_text().splitlines()
+    rows = (run / LOG).read_text().splitlines()
     assert len(rows) == 2  # header + one epoch, written once (rank 0)
-    state = torch.load(tmp_path / STATE, weights_only=True)
+    state = torch.load(run / STATE, weights_only=True)
     assert int(state["epoch"]) == 1
     assert not any(k.startswith("module.") for k in state["G"])  # the bare network, loadable alone
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    # each rank trains on its own half of the 4 pairs (DistributedSampler), none twice
+    assert len(r0["seen"]) == len(r1["seen"]) == 2 and not set(r0["seen"]) & set(r1["seen"])
+    # ...yet the ranks end with the same weights: their gradients were averaged every step (DDP)
+    assert r0["params"].keys() == r1["params"].keys()
+    assert any(k.startswith("D.") for k in r0["params"]) == cfg.use_gan  # D too, where the preset has one
+    for k, v in r0["params"].items():
+        assert torch.allclose(v, r1["params"][k], atol=1e-6), f"{k} differs between ranks: gradients not shared"
+    assert all(torch.equal(v, state[k.split(".", 1)[0]][k.split(".", 1)[1]]) for k, v in r0["params"].items())
 
 
 def test_bn_recalibration_matches_the_current_weights(data: Path, tmp_path: Path) -> None:

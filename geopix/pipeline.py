@@ -60,6 +60,7 @@ from geopix.publish import (
     resume_remote_tiles,
     write_render_manifest,
 )
+from geopix.pyramid import check_tiles_output
 from geopix.read import RasterInfo, colour_match, inspect_raster, work_grid
 from geopix.remote import check_remote_output, is_url, join
 from geopix.source import VRT_PREFIX, is_remote, redact
@@ -102,6 +103,8 @@ def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | N
         pending = None if xyz is None or config.overwrite else pending_web_tiles(config, out_dir, xyz)
         if pending is not None:  # an earlier run of this command rendered the map, not its tiles
             return publish_tiles(config, out_dir, xyz, pending, t_start, on_progress, resumed=True)
+        if xyz is not None:  # before the slow part: --overwrite replaces a tile set, nothing else
+            check_tiles_output(xyz, config.overwrite)
         check_output(out_dir, [MAP_NAME, *xyz_name], config.overwrite)
         prepared = prepare(config)
         computed = compute(prepared, on_progress)

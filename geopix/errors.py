@@ -170,7 +170,8 @@ class RemoteAccessError(GeopixError, PermissionError):
 
 
 class RemoteUnreachableError(GeopixError, ConnectionError):
-    """No answer: connection refused, unknown host, or a timeout."""
+    """No answer, or not a usable one: connection refused, unknown host, a timeout or stall, or a
+    server error (HTTP 5xx) — never reported as damage to the file."""
 
     exit_code = 46
 

@@ -66,6 +66,11 @@ def _predict_all(
         try:
             with Image.open(path) as im:
                 img = np.asarray(im.convert("RGB"))
+        except Image.DecompressionBombError as exc:
+            raise NotARasterError(
+                f"{path} has more pixels than is safe to decode ({exc}); it may be a decompression bomb: "
+                "if the image is real, cut it into parts, or render it as a GeoTIFF with geopix render"
+            ) from None
         except (UnidentifiedImageError, OSError) as exc:
             raise NotARasterError(f"{path} is not an image PIL can read ({exc})") from exc
         h, w = img.shape[:2]

@@ -33,10 +33,11 @@ from geopix.errors import (
 )
 from geopix.output import LOCK_NAME, check_output, hold_lock, refuse_foreign, refuse_input
 from geopix.source import url_of
-from geopix.tilecut import TileJob, reduce_group, render_group
+from geopix.tilecut import RERUN_TILES, TileJob, reduce_group, render_group
 from geopix.tilesets import folder, mbtiles, output_kind, pmtiles
 from geopix.tilesets.codec import TILE_FORMATS, TileFormat
 from geopix.tilesets.tilejson import attribution_for, make_tilejson, tiles_template
+from geopix.write import disk_full_is_an_error
 from geopix.zooms import (
     MAX_ZOOM_LIMIT,
     MapSource,
@@ -293,11 +294,12 @@ def _build(
         description=f"geopix web tiles of {file_name}",
     )
     try:
-        if kind == "dir":
-            folder.write_tilejson(staging, tj)
-        else:
-            WRITERS[kind](partial, folder.iter_tiles(staging, range(minz, maxz + 1), config.format), tj)
-            _remove(staging)
+        with disk_full_is_an_error(out.parent, RERUN_TILES):
+            if kind == "dir":
+                folder.write_tilejson(staging, tj)
+            else:
+                WRITERS[kind](partial, folder.iter_tiles(staging, range(minz, maxz + 1), config.format), tj)
+                _remove(staging)
         _remove(out)
         partial.replace(out)
     except BaseException:

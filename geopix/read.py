@@ -207,8 +207,8 @@ def damaged_is_an_error(path: str | Path, what: str = "") -> Iterator[None]:
         cause = exc.__cause__ or exc.__context__ or exc
         detail = str(cause).splitlines()[0][:200] if str(cause) else type(cause).__name__
         raise NotARasterError(
-            f"{path} cannot be read{what} ({detail}): the file is damaged or truncated; download or export it "
-            "again (gdalinfo -checksum shows where it breaks)"
+            f"{url_of(str(path))} cannot be read{what} ({detail}): the file is damaged or truncated; download or "
+            "export it again (gdalinfo -checksum shows where it breaks)"
         ) from None  # GDAL's exceptions do not survive the trip from a worker; the message has the cause
 
 

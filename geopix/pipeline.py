@@ -64,7 +64,7 @@ from geopix.pyramid import check_tiles_output
 from geopix.read import RasterInfo, colour_match, inspect_raster, work_grid
 from geopix.remote import check_remote_output, is_url, join
 from geopix.source import VRT_PREFIX, is_remote, redact
-from geopix.write import StoreSpec, finalize_geotiff, open_store, remove_store
+from geopix.write import StoreSpec, done_blocks, finalize_geotiff, open_store, remove_store
 
 log = logging.getLogger(__name__)
 
@@ -238,18 +238,38 @@ def _run_blocks(config: RenderConfig, job: BlockJob, plan: RenderPlan, client, o
     try:
         run_tasks(execute.process_block, (job,), blocks, on_done, client, label="block")
     except (KeyboardInterrupt, Interrupted) as exc:
+        # The store, not the callbacks, says what is finished: blocks that workers wrote after
+        # the last callback ran are kept too, and the rerun resumes exactly these.
+        finished = _count_done(job, progress[1])
         raise Interrupted(
-            f"{progress[1]} of {all_blocks} blocks are finished in {job.store.path}; "
+            f"{finished} of {all_blocks} blocks are finished in {redact(job.store.path)}; "
             "rerun the same command to compute only the others",
             getattr(exc, "signum", signal.SIGINT),
         ) from exc
     return Computed(job, all_blocks, len(done), totals)
 
 
+def _count_done(job: BlockJob, counted: int) -> int:
+    """Finished blocks in the store (``counted``, the callbacks' count, if the store cannot be listed)."""
+    try:
+        return len(done_blocks(job.store))
+    except Exception:  # an interrupt must still say something; the store is only listed here
+        log.debug("cannot list the finished blocks of %s", job.store.path, exc_info=True)
+        return counted
+
+
 def _finalize_timed(prepared: Prepared, computed: Computed) -> Path:
-    """``finalize``, its seconds recorded in ``computed.stats``."""
+    """``finalize``, its seconds recorded in ``computed.stats``; an interrupt says what is kept."""
     t_write = time.perf_counter()
-    map_path = finalize(prepared, computed)
+    try:
+        map_path = finalize(prepared, computed)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        raise Interrupted(
+            f"stopped while writing {MAP_NAME} (not written): all {computed.blocks} blocks are finished in "
+            f"{redact(computed.job.store.path)}; rerun the same command to write {MAP_NAME} from them "
+            "without computing any again",
+            getattr(exc, "signum", signal.SIGINT),
+        ) from exc
     computed.stats["finalize"] = time.perf_counter() - t_write
     return map_path
 

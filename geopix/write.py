@@ -91,7 +91,8 @@ def _mark_done(spec: StoreSpec, index: tuple[int, int]) -> None:
     marker.write_bytes(b"")
 
 
-def _done_blocks(spec: StoreSpec) -> set[tuple[int, int]]:
+def done_blocks(spec: StoreSpec) -> set[tuple[int, int]]:
+    """The blocks the store marks finished (the truth a resume and its messages count from)."""
     if is_url(spec.path):
         fs, root = filesystem(spec.path)
         names = [p.rsplit("/", 1)[-1] for p in fs.glob(join(root, DONE_DIR, "*_*"))]
@@ -162,7 +163,7 @@ def open_store(spec: StoreSpec, fingerprint: str, attrs: dict, *, force: bool) -
         except Exception:  # an unreadable store is as good as none
             old = None
         if old == fingerprint:
-            return _done_blocks(spec)
+            return done_blocks(spec)
         if old is not None and not force:
             raise ResumeError(
                 f"{spec.path} holds an unfinished render of a different input, model or setting; "

@@ -321,3 +321,46 @@ def test_interrupted_render_resumes_and_matches(
     assert result.blocks_resumed == 3 and result.blocks == 9
     got = _pixels(tmp_path / "o" / "map.tif")
     assert np.array_equal(got[0], reference[0]) and np.array_equal(got[1], reference[1])
+
+
+# ---- issue 26 case 13: an interrupt counts from the store and says how to go on ---------------
+def test_an_interrupt_counts_the_finished_blocks_from_the_store(
+    aerial: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two blocks written by workers whose results had not come back yet: "2 of 9", and the rerun resumes 2."""
+    import geopix.pipeline as pipeline
+
+    def two_then_ctrl_c(fn, args, blocks, on_done, client, label):  # on_done never runs: results in flight
+        for block in list(blocks)[:2]:
+            fn(*args, block)
+        raise KeyboardInterrupt
+
+    tiles = TileConfig(256, 64, 256)
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "run_tasks", two_then_ctrl_c)
+        with pytest.raises(errors.Interrupted, match="2 of 9 blocks are finished"):
+            _render(aerial, tmp_path / "o", checkpoint, tiles=tiles)
+    result = render(
+        RenderConfig(input=aerial, output_dir=tmp_path / "o", model=str(checkpoint), tiles=tiles, scheduler="sync")
+    )
+    assert result.blocks_resumed == 2
+
+
+def test_an_interrupt_while_finalizing_says_what_is_kept_and_how_to_go_on(
+    aerial: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geopix.pipeline as pipeline
+
+    def ctrl_c(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt
+
+    tiles = TileConfig(256, 64, 256)
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "finalize_geotiff", ctrl_c)
+        with pytest.raises(errors.Interrupted, match=r"all 9 blocks are finished in .*rerun the same command") as err:
+            _render(aerial, tmp_path / "o", checkpoint, tiles=tiles)
+    assert "map.tif (not written)" in str(err.value) and not (tmp_path / "o" / "map.tif").exists()
+    result = render(
+        RenderConfig(input=aerial, output_dir=tmp_path / "o", model=str(checkpoint), tiles=tiles, scheduler="sync")
+    )
+    assert result.blocks_resumed == 9 and (tmp_path / "o" / "map.tif").exists()

@@ -156,6 +156,13 @@ class PortInUseError(GeopixError, OSError):
     exit_code = 35
 
 
+class EmptyResultWarning(GeopixError, UserWarning):
+    """A run finished and wrote its output, but the output holds no data: every input pixel is
+    masked (nodata, alpha or mask band) or outside the AOI.  The CLI prints a warning line."""
+
+    exit_code = 37
+
+
 class DemoDataError(GeopixError, FileNotFoundError):
     """The demo scene shipped in the package is missing or unreadable (a broken install)."""
 

@@ -39,6 +39,7 @@ from geopix.cluster import (
     task_threads,
 )
 from geopix.config import InferConfig, ProgressFn, RenderConfig, TileConfig, resolve_config
+from geopix.describe import estimated_seconds, generator_rate
 from geopix.errors import Interrupted
 from geopix.execute import BlockJob, close_readers
 from geopix.models.checkpoint import LoadedModel
@@ -165,7 +166,38 @@ def prepare(config: RenderConfig, out_dir: Path | None = None) -> Prepared:
         model_res_m=model.spec.ground_resolution_m if config.resample else None,
         chunk_size=config.tiles.chunk_size,
     )
+    _announce(plan, model, config.infer)
     return Prepared(config, out_dir, model, job, plan, memory)
+
+
+#: A plan of at least this many tiles is announced (blocks, tiles, time estimate) before the first
+#: slow step (the colour statistics read an overview; on a huge raster that alone takes minutes).
+ANNOUNCE_TILES = 2000
+
+
+def _announce(plan: RenderPlan, model: LoadedModel, infer: InferConfig) -> None:
+    """Log a long plan's size and an estimate from this machine's generator rate (0.5 s to measure)."""
+    if plan.n_tiles < ANNOUNCE_TILES:
+        return
+    rate = generator_rate(model, plan.tile, infer)
+    seconds = estimated_seconds(plan.n_tiles, rate)
+    blocks = plan.block_shape[0] * plan.block_shape[1]
+    log.info(
+        "plan: %d blocks, %d tiles (tiles without data are skipped); at most about %s at this machine's "
+        "%.1f tiles/s; Ctrl-C keeps the finished blocks for a rerun",
+        blocks,
+        plan.n_tiles,
+        _duration(seconds),
+        rate,
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _memory(config: RenderConfig, plan: RenderPlan, model: LoadedModel) -> MemoryEstimate:

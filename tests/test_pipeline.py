@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -364,3 +365,43 @@ def test_an_interrupt_while_finalizing_says_what_is_kept_and_how_to_go_on(
         RenderConfig(input=aerial, output_dir=tmp_path / "o", model=str(checkpoint), tiles=tiles, scheduler="sync")
     )
     assert result.blocks_resumed == 9 and (tmp_path / "o" / "map.tif").exists()
+
+
+# ---- issue 26 case 14: an empty result is a warning; a long plan is announced first ---------
+def test_a_fully_masked_input_is_a_warning_with_its_own_exit_code(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    from geopix.cli import main
+
+    src = synthetic_aerial(tmp_path / "masked.tif", (200, 200), alpha=True)
+    with rasterio.open(src, "r+") as ds:
+        ds.write(np.zeros((200, 200), np.uint8), 4)  # alpha 0 everywhere: nothing to map
+    out = tmp_path / "o"
+    code = main(["render", str(src), "-o", str(out), "-m", str(checkpoint), "--scheduler", "sync", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == errors.EmptyResultWarning.exit_code == 37
+    assert "warning:" in err and "is empty (all transparent)" in err and (out / "map.tif").exists()
+
+
+def test_a_long_plan_is_announced_before_the_first_slow_step(
+    aerial: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    import logging
+
+    import geopix.pipeline as pipeline
+
+    real_compute, seen = pipeline.compute, []
+
+    def compute(*a, **k):  # the overview read, the cluster start and the blocks all come after this
+        seen.append([r.getMessage() for r in caplog.records if r.getMessage().startswith("plan:")])
+        return real_compute(*a, **k)
+
+    monkeypatch.setattr(pipeline, "compute", compute)
+    monkeypatch.setattr(pipeline, "ANNOUNCE_TILES", 1)
+    with caplog.at_level(logging.INFO, logger="geopix"):
+        _render(aerial, tmp_path / "o", checkpoint, tiles=TileConfig(256, 64, 256))
+    assert len(seen) == 1 and len(seen[0]) == 1
+    assert re.match(r"plan: 9 blocks, \d+ tiles .* at most about \d+ (s|min|h) at this machine's", seen[0][0])
+    monkeypatch.setattr(pipeline, "ANNOUNCE_TILES", 10**9)  # a short plan: quiet
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="geopix"):
+        _render(aerial, tmp_path / "o2", checkpoint, tiles=TileConfig(256, 64, 256))
+    assert not any(r.getMessage().startswith("plan:") for r in caplog.records)

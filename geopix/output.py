@@ -8,7 +8,8 @@ it holds nothing but the lock.  Every command that writes (render, tiles, datase
 takes the same lock (``hold_lock``, re-entrant within one process so a render may cut its own
 web tiles), and ``--overwrite`` replaces only what that command made before: ``refuse_foreign``
 refuses a target that holds something else, ``refuse_input`` one that is or holds the input.
-Refusals never suggest deleting anything: they ask for another output.  ``written_whole`` gives
+Refusals never suggest deleting anything: they ask for another output.  An object-store output
+(``-o s3://...``) has no flock: ``hold_remote_lock`` keeps a lock object naming the run there.  ``written_whole`` gives
 a file its final name only once it is complete, so Ctrl-C or a full disk never leaves a
 truncated file under that name.
 """
@@ -16,12 +17,18 @@ truncated file under that name.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from geopix.errors import OutputExistsError, OutputLockedError, OutputNotWritableError
+from geopix.remote import join, read_bytes, remove, write_bytes
+from geopix.source import redact
 
 LOCK_NAME = ".geopix.lock"
 #: (folder, thread) -> how many holds share the one lock this thread took on the folder
@@ -82,6 +89,59 @@ def hold_lock(folder: Path, option: str = "-o", join: bool = True) -> Iterator[P
         os.close(fd)
         if not ok:
             _remove_if_empty(folder, created)
+
+
+@contextlib.contextmanager
+def hold_remote_lock(url: str) -> Iterator[str]:
+    """The lock of an object-store output: ``URL/.geopix.lock`` names this run (host, pid, a token)
+    until the block ends.  Another run's lock refuses us (``OutputLockedError``, also with
+    ``--force``), unless it names a process of this host that is gone (a killed run)."""
+    lock = join(url, LOCK_NAME)
+    holder = _remote_holder(lock)
+    if holder is not None and _alive(holder):
+        raise _locked(url, lock, holder)
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "since": int(time.time())}
+    write_bytes(lock, json.dumps(me).encode())
+    holder = _remote_holder(lock)  # two runs that wrote at once: the object keeps one of them
+    if holder is None or holder.get("token") != me["token"]:
+        raise _locked(url, lock, holder or {})
+    try:
+        yield url
+    finally:
+        if (_remote_holder(lock) or {}).get("token") == me["token"]:
+            remove(lock)
+
+
+def _remote_holder(lock: str) -> dict | None:
+    try:
+        holder = json.loads(read_bytes(lock))
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {}  # not ours to read: someone else's object under our name counts as held
+    return holder if isinstance(holder, dict) else {}
+
+
+def _alive(holder: dict) -> bool:
+    """Whether the run a lock names may still be running (only a process on this host can be checked)."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return True
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _locked(url: str, lock: str, holder: dict) -> OutputLockedError:
+    who = ", ".join(f"{k} {holder[k]}" for k in ("host", "pid") if k in holder)
+    since = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(holder["since"])) if "since" in holder else ""
+    return OutputLockedError(
+        f"{redact(url)} is in use by another geopix run{f' ({who}{since})' if who else ''}; wait for it to finish, "
+        f"or choose another -o (a run that was killed leaves its lock object {redact(lock)}, which alone may go)"
+    )
 
 
 def refuse_foreign(target: Path, made_here: Callable[[Path], bool], what: str, option: str) -> None:

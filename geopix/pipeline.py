@@ -46,7 +46,7 @@ from geopix.models.checkpoint import LoadedModel
 from geopix.models.distribute import fetch_checkpoint, send_to_workers, sha256_file
 from geopix.models.registry import REGISTRY, load_model
 from geopix.mosaic import resolve_input
-from geopix.output import check_output, claim_output
+from geopix.output import check_output, claim_output, hold_remote_lock
 from geopix.plan import Block, RenderPlan, cache_friendly_order, check_tiling
 from geopix.process import configure_gdal
 from geopix.publish import (
@@ -124,7 +124,7 @@ def _render_to_store(config: RenderConfig, t_start: float, on_progress: Progress
     their chunks, resume works against it); ``map.tif``, web tiles and ``render.json`` are built in
     a local temporary folder and published to the bucket (``publish.publish_remote``)."""
     output = str(config.output_dir)
-    with tempfile.TemporaryDirectory(prefix="geopix-render-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="geopix-render-") as tmp, hold_remote_lock(output):
         out_dir = Path(tmp)
         xyz = None if config.xyz is None else out_dir / Path(config.xyz).name
         if xyz is not None and not config.overwrite:

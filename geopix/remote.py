@@ -232,6 +232,26 @@ def read_bytes(url: str) -> bytes:
         raise explain(exc, url) from exc
 
 
+def write_bytes(url: str, data: bytes) -> None:
+    """A small object at ``url``."""
+    fs, path = filesystem(url)
+    try:
+        fs.pipe_file(path, data)
+    except Exception as exc:
+        raise explain(exc, url) from exc
+
+
+def remove(url: str) -> None:
+    """Delete the object at ``url`` (none there: nothing to do)."""
+    fs, path = filesystem(url)
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        pass
+    except Exception as exc:
+        raise explain(exc, url) from exc
+
+
 def download(url: str, local: Path) -> None:
     """Copy the object at ``url`` to the local file ``local``."""
     fs, path = filesystem(url)

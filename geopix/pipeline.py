@@ -46,7 +46,7 @@ from geopix.models.checkpoint import LoadedModel
 from geopix.models.distribute import fetch_checkpoint, send_to_workers, sha256_file
 from geopix.models.registry import REGISTRY, load_model
 from geopix.mosaic import resolve_input
-from geopix.output import check_output, claim_output, hold_remote_lock
+from geopix.output import check_output, claim_output, hold_remote_lock, refuse_input
 from geopix.plan import Block, RenderPlan, cache_friendly_order, check_tiling
 from geopix.process import configure_gdal
 from geopix.publish import (
@@ -104,6 +104,8 @@ def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | N
         pending = None if xyz is None or config.overwrite else pending_web_tiles(config, out_dir, xyz)
         if pending is not None:  # an earlier run of this command rendered the map, not its tiles
             return publish_tiles(config, out_dir, xyz, pending, t_start, on_progress, resumed=True)
+        local = [Path(p) for p in _inputs(config) if not is_url(p)]
+        refuse_input([out_dir / MAP_NAME, *([xyz] if xyz is not None else [])], local, "-o")
         if xyz is not None:  # before the slow part: --overwrite replaces a tile set, nothing else
             check_tiles_output(xyz, config.overwrite)
         check_output(out_dir, [MAP_NAME, *xyz_name], config.overwrite)
@@ -111,6 +113,11 @@ def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | N
         computed = compute(prepared, on_progress)
         map_path = _finalize_timed(prepared, computed)
         return publish(prepared, computed, map_path, xyz, t_start, on_progress)
+
+
+def _inputs(config: RenderConfig) -> list[str]:
+    """The input names as given (one, or a mosaic's several)."""
+    return [str(p) for p in config.input] if isinstance(config.input, tuple | list) else [str(config.input)]
 
 
 def _names_in_output(config: RenderConfig) -> list[str]:

@@ -183,3 +183,18 @@ def test_dataset_overwrite_replaces_only_a_dataset_and_honours_the_lock(tmp_path
     with PairWriter(out, tile=8, stride=8, overwrite=True) as writer:
         writer.publish({"pairs": 0})
     assert (out / MANIFEST).read_text().startswith("{")
+
+
+def test_render_overwrite_never_replaces_its_input(aerial: Path, checkpoint: Path, tmp_path: Path) -> None:
+    """``geopix render out/map.tif -o out --overwrite`` (re-mapping a map in place) refuses; the input stays."""
+    import shutil
+
+    from geopix.cli import main
+
+    out = tmp_path / "o"
+    out.mkdir()
+    shutil.copy(aerial, out / "map.tif")
+    before = (out / "map.tif").read_bytes()
+    args = ["render", str(out / "map.tif"), "-o", str(out), "-m", str(checkpoint), "--overwrite", "--no-progress"]
+    assert main([*args, "--scheduler", "sync"]) == OutputExistsError.exit_code
+    assert (out / "map.tif").read_bytes() == before

@@ -160,6 +160,13 @@ class PortInUseError(GeopixError, OSError):
     exit_code = 35
 
 
+class EmptyResultWarning(GeopixError, UserWarning):
+    """A run finished and wrote its output, but the output holds no data: every input pixel is
+    masked (nodata, alpha or mask band) or outside the AOI.  The CLI prints a warning line."""
+
+    exit_code = 37
+
+
 class DemoDataError(GeopixError, FileNotFoundError):
     """The demo scene shipped in the package is missing or unreadable (a broken install)."""
 
@@ -174,7 +181,8 @@ class RemoteAccessError(GeopixError, PermissionError):
 
 
 class RemoteUnreachableError(GeopixError, ConnectionError):
-    """No answer: connection refused, unknown host, or a timeout."""
+    """No answer, or not a usable one: connection refused, unknown host, a timeout or stall, or a
+    server error (HTTP 5xx) — never reported as damage to the file."""
 
     exit_code = 46
 

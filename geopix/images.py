@@ -15,8 +15,9 @@ from geopix.blend import Accumulator, to_uint8
 from geopix.config import InferConfig, TileConfig
 from geopix.data.pairs import IMAGE_SUFFIXES
 from geopix.errors import InputNotFoundError, NotARasterError
+from geopix.models.checkpoint import LoadedModel
 from geopix.models.registry import load_model
-from geopix.output import check_output, written_whole
+from geopix.output import claim_output, refuse_input, written_whole
 from geopix.plan import TileGrid, Window, check_tiling
 from geopix.read import to_unit
 
@@ -31,10 +32,6 @@ def predict(
     progress: Callable[[Path], None] | None = None,
 ) -> list[Path]:
     """Map every image in ``in_dir`` with the render's tiling and blending; writes ``OUT/<stem>.png``."""
-    from PIL import Image, UnidentifiedImageError
-
-    from geopix.infer import Predictor
-
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     tiles = tiles or TileConfig()
     infer = infer or InferConfig()
@@ -45,13 +42,35 @@ def predict(
         raise InputNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {in_dir}")
     loaded = load_model(model)
     check_tiling(tiles.tile_size, tiles.overlap, loaded.spec.multiple, loaded.spec.num_downs)
-    check_output(out_dir, [f"{p.stem}.png" for p in files], overwrite, option="OUT_DIR")
+    refuse_input([out_dir / f"{p.stem}.png" for p in files], files, "OUT_DIR")
+    with claim_output(out_dir, [f"{p.stem}.png" for p in files], overwrite, option="OUT_DIR"):
+        return _predict_all(files, out_dir, loaded, tiles, infer, progress)
+
+
+def _predict_all(
+    files: list[Path],
+    out_dir: Path,
+    loaded: LoadedModel,
+    tiles: TileConfig,
+    infer: InferConfig,
+    progress: Callable[[Path], None] | None,
+) -> list[Path]:
+    """Map each of ``files`` into ``out_dir`` (under the folder's lock)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from geopix.infer import Predictor
+
     predictor = Predictor.from_loaded(loaded, infer.device, infer.channels_last, infer.precision)
     written = []
     for path in files:
         try:
             with Image.open(path) as im:
                 img = np.asarray(im.convert("RGB"))
+        except Image.DecompressionBombError as exc:
+            raise NotARasterError(
+                f"{path} has more pixels than is safe to decode ({exc}); it may be a decompression bomb: "
+                "if the image is real, cut it into parts, or render it as a GeoTIFF with geopix render"
+            ) from None
         except (UnidentifiedImageError, OSError) as exc:
             raise NotARasterError(f"{path} is not an image PIL can read ({exc})") from exc
         h, w = img.shape[:2]

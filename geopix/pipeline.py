@@ -39,13 +39,14 @@ from geopix.cluster import (
     task_threads,
 )
 from geopix.config import InferConfig, ProgressFn, RenderConfig, TileConfig, resolve_config
+from geopix.describe import estimated_seconds, generator_rate
 from geopix.errors import Interrupted
 from geopix.execute import BlockJob, close_readers
 from geopix.models.checkpoint import LoadedModel
 from geopix.models.distribute import fetch_checkpoint, send_to_workers, sha256_file
 from geopix.models.registry import REGISTRY, load_model
 from geopix.mosaic import resolve_input
-from geopix.output import check_output, claim_output
+from geopix.output import check_output, claim_output, hold_remote_lock, refuse_input
 from geopix.plan import Block, RenderPlan, cache_friendly_order, check_tiling
 from geopix.process import configure_gdal
 from geopix.publish import (
@@ -60,10 +61,11 @@ from geopix.publish import (
     resume_remote_tiles,
     write_render_manifest,
 )
+from geopix.pyramid import check_tiles_output
 from geopix.read import RasterInfo, colour_match, inspect_raster, work_grid
 from geopix.remote import check_remote_output, is_url, join
 from geopix.source import VRT_PREFIX, is_remote, redact
-from geopix.write import StoreSpec, finalize_geotiff, open_store, remove_store
+from geopix.write import StoreSpec, done_blocks, finalize_geotiff, open_store, remove_store
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +104,20 @@ def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | N
         pending = None if xyz is None or config.overwrite else pending_web_tiles(config, out_dir, xyz)
         if pending is not None:  # an earlier run of this command rendered the map, not its tiles
             return publish_tiles(config, out_dir, xyz, pending, t_start, on_progress, resumed=True)
+        local = [Path(p) for p in _inputs(config) if not is_url(p)]
+        refuse_input([out_dir / MAP_NAME, *([xyz] if xyz is not None else [])], local, "-o")
+        if xyz is not None:  # before the slow part: --overwrite replaces a tile set, nothing else
+            check_tiles_output(xyz, config.overwrite)
         check_output(out_dir, [MAP_NAME, *xyz_name], config.overwrite)
         prepared = prepare(config)
         computed = compute(prepared, on_progress)
         map_path = _finalize_timed(prepared, computed)
         return publish(prepared, computed, map_path, xyz, t_start, on_progress)
+
+
+def _inputs(config: RenderConfig) -> list[str]:
+    """The input names as given (one, or a mosaic's several)."""
+    return [str(p) for p in config.input] if isinstance(config.input, tuple | list) else [str(config.input)]
 
 
 def _names_in_output(config: RenderConfig) -> list[str]:
@@ -120,7 +131,7 @@ def _render_to_store(config: RenderConfig, t_start: float, on_progress: Progress
     their chunks, resume works against it); ``map.tif``, web tiles and ``render.json`` are built in
     a local temporary folder and published to the bucket (``publish.publish_remote``)."""
     output = str(config.output_dir)
-    with tempfile.TemporaryDirectory(prefix="geopix-render-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="geopix-render-") as tmp, hold_remote_lock(output):
         out_dir = Path(tmp)
         xyz = None if config.xyz is None else out_dir / Path(config.xyz).name
         if xyz is not None and not config.overwrite:
@@ -162,7 +173,38 @@ def prepare(config: RenderConfig, out_dir: Path | None = None) -> Prepared:
         model_res_m=model.spec.ground_resolution_m if config.resample else None,
         chunk_size=config.tiles.chunk_size,
     )
+    _announce(plan, model, config.infer)
     return Prepared(config, out_dir, model, job, plan, memory)
+
+
+#: A plan of at least this many tiles is announced (blocks, tiles, time estimate) before the first
+#: slow step (the colour statistics read an overview; on a huge raster that alone takes minutes).
+ANNOUNCE_TILES = 2000
+
+
+def _announce(plan: RenderPlan, model: LoadedModel, infer: InferConfig) -> None:
+    """Log a long plan's size and an estimate from this machine's generator rate (0.5 s to measure)."""
+    if plan.n_tiles < ANNOUNCE_TILES:
+        return
+    rate = generator_rate(model, plan.tile, infer)
+    seconds = estimated_seconds(plan.n_tiles, rate)
+    blocks = plan.block_shape[0] * plan.block_shape[1]
+    log.info(
+        "plan: %d blocks, %d tiles (tiles without data are skipped); at most about %s at this machine's "
+        "%.1f tiles/s; Ctrl-C keeps the finished blocks for a rerun",
+        blocks,
+        plan.n_tiles,
+        _duration(seconds),
+        rate,
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _memory(config: RenderConfig, plan: RenderPlan, model: LoadedModel) -> MemoryEstimate:
@@ -235,18 +277,38 @@ def _run_blocks(config: RenderConfig, job: BlockJob, plan: RenderPlan, client, o
     try:
         run_tasks(execute.process_block, (job,), blocks, on_done, client, label="block")
     except (KeyboardInterrupt, Interrupted) as exc:
+        # The store, not the callbacks, says what is finished: blocks that workers wrote after
+        # the last callback ran are kept too, and the rerun resumes exactly these.
+        finished = _count_done(job, progress[1])
         raise Interrupted(
-            f"{progress[1]} of {all_blocks} blocks are finished in {job.store.path}; "
+            f"{finished} of {all_blocks} blocks are finished in {redact(job.store.path)}; "
             "rerun the same command to compute only the others",
             getattr(exc, "signum", signal.SIGINT),
         ) from exc
     return Computed(job, all_blocks, len(done), totals)
 
 
+def _count_done(job: BlockJob, counted: int) -> int:
+    """Finished blocks in the store (``counted``, the callbacks' count, if the store cannot be listed)."""
+    try:
+        return len(done_blocks(job.store))
+    except Exception:  # an interrupt must still say something; the store is only listed here
+        log.debug("cannot list the finished blocks of %s", job.store.path, exc_info=True)
+        return counted
+
+
 def _finalize_timed(prepared: Prepared, computed: Computed) -> Path:
-    """``finalize``, its seconds recorded in ``computed.stats``."""
+    """``finalize``, its seconds recorded in ``computed.stats``; an interrupt says what is kept."""
     t_write = time.perf_counter()
-    map_path = finalize(prepared, computed)
+    try:
+        map_path = finalize(prepared, computed)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        raise Interrupted(
+            f"stopped while writing {MAP_NAME} (not written): all {computed.blocks} blocks are finished in "
+            f"{redact(computed.job.store.path)}; rerun the same command to write {MAP_NAME} from them "
+            "without computing any again",
+            getattr(exc, "signum", signal.SIGINT),
+        ) from exc
     computed.stats["finalize"] = time.perf_counter() - t_write
     return map_path
 

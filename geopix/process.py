@@ -11,6 +11,7 @@ by ``train.train``.  None of them changes a pixel.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -39,6 +40,10 @@ REMOTE_READ_SETTINGS = {
     # Fail in bounded time when a server does not answer (seconds).
     "GDAL_HTTP_CONNECTTIMEOUT": "10",
     "GDAL_HTTP_TIMEOUT": "60",
+    # A stalled answer (under 1 byte/s) ends as "Operation too slow", which GDAL does not retry,
+    # before GDAL_HTTP_TIMEOUT's "timed out", which it retries GDAL_HTTP_MAX_RETRY times (a stall
+    # took 5 × 60 s): see ``configure_gdal``.
+    "GDAL_HTTP_LOW_SPEED_LIMIT": "1",
     # Adjacent tiles of one window come in one request; a window's ranges go out in parallel.
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_HTTP_MULTIRANGE": "YES",
@@ -72,9 +77,14 @@ def configure_process(torch_threads: int | None = None) -> None:
 
 
 def configure_gdal() -> None:
-    """``REMOTE_READ_SETTINGS`` as defaults of this process (GDAL reads them at each open)."""
+    """``REMOTE_READ_SETTINGS`` as defaults of this process (GDAL reads them at each open), and a
+    stall cut-off just under the timeout, so a stalled read fails once, within the timeout."""
     for key, value in REMOTE_READ_SETTINGS.items():
         os.environ.setdefault(key, value)
+    if "GDAL_HTTP_LOW_SPEED_TIME" not in os.environ:
+        with contextlib.suppress(ValueError):
+            timeout = float(os.environ["GDAL_HTTP_TIMEOUT"])
+            os.environ["GDAL_HTTP_LOW_SPEED_TIME"] = str(max(1, math.ceil(timeout) - 1))
 
 
 def tune_allocator() -> None:

@@ -50,6 +50,11 @@ class RenderResult:
     precision: str = "fp32"  # what the generator ran in (``auto`` resolved)
 
     @property
+    def empty(self) -> bool:
+        """No tile had a valid input pixel (and no earlier run left blocks): the map is all transparent."""
+        return self.tiles_run + self.tiles_cached == 0 and self.blocks_resumed == 0
+
+    @property
     def tiles_per_second(self) -> float:
         return self.tiles_run / self.seconds if self.seconds else 0.0
 

@@ -16,6 +16,8 @@ as for ``geopix render``.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import time
 from collections.abc import Iterable
@@ -29,12 +31,13 @@ from geopix.errors import (
     TileFormatError,
     ZoomRangeError,
 )
-from geopix.output import check_output
+from geopix.output import LOCK_NAME, check_output, hold_lock, refuse_foreign, refuse_input
 from geopix.source import url_of
-from geopix.tilecut import TileJob, reduce_group, render_group
+from geopix.tilecut import RERUN_TILES, TileJob, reduce_group, render_group
 from geopix.tilesets import folder, mbtiles, output_kind, pmtiles
 from geopix.tilesets.codec import TILE_FORMATS, TileFormat
 from geopix.tilesets.tilejson import attribution_for, make_tilejson, tiles_template
+from geopix.write import disk_full_is_an_error
 from geopix.zooms import (
     MAX_ZOOM_LIMIT,
     MapSource,
@@ -144,6 +147,43 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+# ---- what an output may replace --------------------------------------------------------------
+MAGIC = {"pmtiles": b"PMTiles", "mbtiles": b"SQLite format 3\x00"}
+
+
+def is_tile_set(path: Path) -> bool:
+    """Whether ``path`` is a tile set ``geopix tiles`` writes: a folder of ``tilejson.json`` and
+    zoom folders, or a PMTiles / MBTiles archive (by its first bytes)."""
+    if path.is_dir():
+        names = [p for p in path.iterdir() if p.name != LOCK_NAME]
+        return any(p.name == folder.TILEJSON_NAME for p in names) and all(
+            p.name == folder.TILEJSON_NAME or (p.name.isdigit() and p.is_dir()) for p in names
+        )
+    kind = output_kind(path)
+    if kind == "dir" or not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        return f.read(len(MAGIC[kind])) == MAGIC[kind]
+
+
+def tiles_target(out: Path) -> Path:
+    """``out`` as a path with a name (``.`` and ``..`` made absolute); a root is refused."""
+    out = Path(out)
+    if out.name in ("", ".", ".."):
+        out = Path(os.path.abspath(out))
+    if out.name == "":
+        raise TileFormatError(f"OUT {out} is a filesystem root; name a new folder or a .pmtiles / .mbtiles file")
+    return out
+
+
+def check_tiles_output(out: Path, overwrite: bool, inputs: Iterable[str | Path] = ()) -> None:
+    """May web tiles be written at ``out``?  Never over an input, never over something that is
+    not a tile set (``--overwrite`` replaces only that), and not over a tile set unless asked."""
+    refuse_input([out], [Path(p) for p in inputs if "://" not in str(p) and not str(p).startswith("/vsi")], "OUT")
+    refuse_foreign(out, is_tile_set, "a tile set", "OUT")
+    check_output(out.parent, [out.name], overwrite, option="OUT")
+
+
 # ---- the public entry point -----------------------------------------------------------------
 def build_pyramid(
     map_path: str | Path,
@@ -161,17 +201,38 @@ def build_pyramid(
     ``on_progress("tiles zN", done, total)`` counts candidate tiles (written or empty).
     """
     t0 = time.perf_counter()
-    out = Path(out)
+    out = tiles_target(out)
     src = inspect_map(map_path)
     shown = url_of(src.path)  # for messages: a URL as typed, credentials redacted
-    file_name = src.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     kind = output_kind(out)
     if config.format == "jpg" and has_invalid_pixels(src):
         raise TileFormatError(
             f"--format jpg has no transparency, but {shown} has masked (nodata) pixels; use png or webp"
         )
     minz, maxz = zoom_range(src, config)
-    check_output(out.parent, [out.name], config.overwrite, option="OUT")
+    with contextlib.ExitStack() as held:
+        held.enter_context(hold_lock(out.parent, "OUT"))  # the folder that gets OUT and OUT.partial
+        if out.is_dir() and not out.is_symlink():
+            held.enter_context(hold_lock(out, "OUT"))  # a tile set being replaced: not while a run writes it
+        check_tiles_output(out, config.overwrite, [src.path])  # under the lock: no other run changes OUT now
+        return _build(src, out, kind, (minz, maxz), config, scheduler, workers, on_progress, t0)
+
+
+def _build(
+    src: MapSource,
+    out: Path,
+    kind: str,
+    zooms: tuple[int, int],
+    config: PyramidConfig,
+    scheduler: str | None,
+    workers: int | None,
+    on_progress: ProgressFn | None,
+    t0: float,
+) -> PyramidResult:
+    """The build itself, under the output's lock."""
+    minz, maxz = zooms
+    shown = url_of(src.path)  # for messages: a URL as typed, credentials redacted
+    file_name = src.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     partial = out.with_name(out.name + ".partial")
     staging = partial if kind == "dir" else out.with_name(out.name + ".partial.d")
     for p in {partial, staging}:
@@ -233,11 +294,12 @@ def build_pyramid(
         description=f"geopix web tiles of {file_name}",
     )
     try:
-        if kind == "dir":
-            folder.write_tilejson(staging, tj)
-        else:
-            WRITERS[kind](partial, folder.iter_tiles(staging, range(minz, maxz + 1), config.format), tj)
-            _remove(staging)
+        with disk_full_is_an_error(out.parent, RERUN_TILES):
+            if kind == "dir":
+                folder.write_tilejson(staging, tj)
+            else:
+                WRITERS[kind](partial, folder.iter_tiles(staging, range(minz, maxz + 1), config.format), tj)
+                _remove(staging)
         _remove(out)
         partial.replace(out)
     except BaseException:

@@ -40,7 +40,7 @@ from geopix.errors import (
     NotARasterError,
 )
 from geopix.plan import Window
-from geopix.remote import remote_error
+from geopix.remote import probe_read, remote_error
 from geopix.source import VRT_PREFIX, gdal_name, is_remote, url_of
 
 SUPPORTED_DTYPES = ("uint8", "uint16")
@@ -192,15 +192,23 @@ def inspect_raster(path: str | Path, bands: tuple[int, ...] | None = None, allow
 
 @contextlib.contextmanager
 def damaged_is_an_error(path: str | Path, what: str = "") -> Iterator[None]:
-    """Turn GDAL's "Read failed" on a damaged or truncated file into a ``NotARasterError`` naming it."""
+    """Turn GDAL's "Read failed" on a damaged or truncated file into a ``NotARasterError`` naming it.
+
+    For a remote raster the server is asked first (``remote.probe_read``): a timeout or an HTTP
+    5xx is reported as such (exit 46), not as damage to the file.
+    """
     try:
         yield
     except (RasterioIOError, CPLE_BaseError) as exc:
+        if is_remote(str(path)):
+            diagnosis = probe_read(str(path))
+            if diagnosis is not None:
+                raise diagnosis from None
         cause = exc.__cause__ or exc.__context__ or exc
         detail = str(cause).splitlines()[0][:200] if str(cause) else type(cause).__name__
         raise NotARasterError(
-            f"{path} cannot be read{what} ({detail}): the file is damaged or truncated; download or export it "
-            "again (gdalinfo -checksum shows where it breaks)"
+            f"{url_of(str(path))} cannot be read{what} ({detail}): the file is damaged or truncated; download or "
+            "export it again (gdalinfo -checksum shows where it breaks)"
         ) from None  # GDAL's exceptions do not survive the trip from a worker; the message has the cause
 
 

@@ -111,6 +111,8 @@ def read_error(exc: BaseException, url: str, role: str) -> Exception:
         text = "NoSuchBucket"
     elif isinstance(exc, FileNotFoundError) or status == 404:
         text = "HTTP 404"
+    elif isinstance(status, int) and 500 <= status < 600:
+        text = f"HTTP response code: {status}"
     elif isinstance(exc, TimeoutError):
         text = "timed out"
     elif isinstance(exc, OSError) or "EndpointConnectionError" in text:
@@ -140,6 +142,12 @@ def remote_error(exc: Exception, name: str, role: str = "input raster") -> Geopi
             f"{role} {url}: the server did not answer in time; check the server, or raise GDAL_HTTP_TIMEOUT "
             f"(now {os.environ.get('GDAL_HTTP_TIMEOUT', 'unset')} s)"
         )
+    server = re.search(r"HTTP response code: (5\d\d)", text)
+    if server:
+        return RemoteUnreachableError(
+            f"{role} {url}: the server failed (HTTP {server.group(1)}), which is not damage to the file; "
+            "try again later or ask whoever runs the server"
+        )
     if re.search(r"Couldn't connect|Could not connect|Connection refused|resolve host|Failed to connect", text, re.I):
         return RemoteUnreachableError(
             f"{role} {url}: cannot connect to the server; check the host and port (and AWS_S3_ENDPOINT / "
@@ -150,6 +158,21 @@ def remote_error(exc: Exception, name: str, role: str = "input raster") -> Geopi
             return NotARasterError(f"{role} {url} is not a raster GDAL can read; pass a GeoTIFF, COG or VRT")
         return InputNotFoundError(f"{role} {url} does not exist (HTTP 404); check the URL")
     return NotARasterError(f"{role} {url} cannot be read ({redact(text.splitlines()[0])[:200]})")
+
+
+def probe_read(name: str, role: str = "input raster") -> GeopixError | None:
+    """After a failed pixel read of a remote raster (GDAL says only "Read failed, got 0 bytes"):
+    read its last byte once.  The error that read raises (a timeout, HTTP 5xx, 403, ...) is the
+    diagnosis; ``None`` when the server answers, so the file itself is damaged or truncated."""
+    url = url_of(name)
+    try:
+        fs, path = filesystem(url)
+        size = fs.size(path)
+        if size:
+            fs.cat_file(path, start=size - 1, end=size)
+    except Exception as exc:  # every failure of the probe is the answer sought
+        return read_error(exc, url, role)
+    return None
 
 
 def glob(pattern: str) -> list[str]:
@@ -205,6 +228,26 @@ def read_bytes(url: str) -> bytes:
         return fs.cat_file(path)
     except FileNotFoundError:
         raise
+    except Exception as exc:
+        raise explain(exc, url) from exc
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """A small object at ``url``."""
+    fs, path = filesystem(url)
+    try:
+        fs.pipe_file(path, data)
+    except Exception as exc:
+        raise explain(exc, url) from exc
+
+
+def remove(url: str) -> None:
+    """Delete the object at ``url`` (none there: nothing to do)."""
+    fs, path = filesystem(url)
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        pass
     except Exception as exc:
         raise explain(exc, url) from exc
 

@@ -34,14 +34,25 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
     def _fault(self) -> bool:
-        for prefix, status in self.server.faults.items():
+        for prefix, fault in self.server.faults.items():
             if self.path.startswith(prefix):
+                status, _, past = fault.partition(">")  # "500>65536": only reads from byte 65536 on
+                if past and self._range_start() < int(past):
+                    return False
+                self.server.count_fault()
                 if status == "stall":
                     time.sleep(self.server.stall_s)
                     return True
                 self.send_error(int(status))
                 return True
         return False
+
+    def _range_start(self) -> int:
+        header = self.headers.get("Range") or "bytes=0-"
+        try:
+            return int(header.split("=", 1)[1].split("-", 1)[0])
+        except (IndexError, ValueError):
+            return 0
 
     def do_HEAD(self) -> None:
         if not self._fault():
@@ -103,6 +114,10 @@ class _Server(ThreadingHTTPServer):
             self.counts[0] += n
             self.counts[1] += 1
 
+    def count_fault(self) -> None:
+        with self.counts.get_lock():
+            self.counts[2] += 1
+
 
 def _serve(root: str, ranges: bool, faults: dict[str, str], stall_s: float, counts, port_queue) -> None:
     server = _Server(root, ranges, faults, stall_s, counts)
@@ -115,12 +130,13 @@ class _ChildServer:
 
     A child, not a thread: GDAL holds the GIL in parts of an open, so a server thread in the
     reading process can deadlock with it (seen with /vsicurl/).  ``bytes_sent`` and
-    ``requests`` count the response bodies the server sent.
+    ``requests`` count the response bodies the server sent, ``faults_hit`` the requests it
+    stalled or failed on purpose.
     """
 
     def __init__(self, target, *args: object) -> None:
         ctx = mp.get_context("spawn")
-        self._counts = ctx.Array("q", 2)
+        self._counts = ctx.Array("q", 3)
         port_queue = ctx.Queue()
         self._proc = ctx.Process(target=target, args=(*args, self._counts, port_queue), daemon=True)
         self._proc.start()
@@ -138,10 +154,15 @@ class _ChildServer:
     def requests(self) -> int:
         return int(self._counts[1])
 
+    @property
+    def faults_hit(self) -> int:
+        return int(self._counts[2])
+
     def reset_counts(self) -> None:
         with self._counts.get_lock():
             self._counts[0] = 0
             self._counts[1] = 0
+            self._counts[2] = 0
 
     def __enter__(self):
         return self
@@ -156,7 +177,8 @@ class RangeHTTPServer(_ChildServer):
 
     ``ranges=False`` answers every request with the whole file (a server without Range
     support); ``faults`` maps a path prefix to a status code (``"403"``) or ``"stall"`` (no
-    answer for ``stall_s`` seconds).
+    answer for ``stall_s`` seconds), for every request or, as ``"500>65536"``, only for reads
+    from that byte on (the header is served, the pixels are not).
     """
 
     def __init__(

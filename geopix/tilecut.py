@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import mercantile
 import numpy as np
@@ -21,10 +22,15 @@ from rasterio.enums import Resampling
 from rasterio.transform import from_bounds
 from rasterio.vrt import WarpedVRT
 
+from geopix.read import damaged_is_an_error
 from geopix.tilesets import folder
 from geopix.tilesets.base import Tile
 from geopix.tilesets.codec import decode_tile, encode_tile
+from geopix.write import disk_full_is_an_error
 from geopix.zooms import MapSource
+
+#: What a full disk while cutting tiles leaves to do (``write.disk_full_is_an_error``).
+RERUN_TILES = "OUT on a larger disk) and rerun the same command; nothing of this run is kept"
 
 
 def downsample2(rgba: np.ndarray) -> np.ndarray:
@@ -60,7 +66,8 @@ class TileJob:
 
 
 def _write(job: TileJob, z: int, x: int, y: int, rgba: np.ndarray) -> int:
-    return folder.write_tile(job.staging, Tile(z, x, y, encode_tile(rgba, job.format, job.quality)), job.format)
+    with disk_full_is_an_error(Path(job.staging), RERUN_TILES):
+        return folder.write_tile(job.staging, Tile(z, x, y, encode_tile(rgba, job.format, job.quality)), job.format)
 
 
 def render_group(job: TileJob, zoom: int, tiles: tuple[tuple[int, int], ...]) -> tuple[list[tuple[int, int]], int]:
@@ -84,7 +91,11 @@ def render_group(job: TileJob, zoom: int, tiles: tuple[tuple[int, int], ...]) ->
         vrt_opts.update(src_alpha=src_info.alpha, dst_alpha=src_info.alpha)
     else:
         vrt_opts["add_alpha"] = True
-    with rasterio.open(src_info.path) as src, WarpedVRT(src, **vrt_opts) as vrt:
+    with (
+        rasterio.open(src_info.path) as src,
+        WarpedVRT(src, **vrt_opts) as vrt,
+        damaged_is_an_error(src_info.path, f" at zoom {zoom}"),
+    ):
         alpha_band = src_info.alpha if src_info.alpha is not None else vrt.count
         data = vrt.read([*src_info.rgb, alpha_band])
     written, nbytes = [], 0

@@ -91,7 +91,8 @@ def _mark_done(spec: StoreSpec, index: tuple[int, int]) -> None:
     marker.write_bytes(b"")
 
 
-def _done_blocks(spec: StoreSpec) -> set[tuple[int, int]]:
+def done_blocks(spec: StoreSpec) -> set[tuple[int, int]]:
+    """The blocks the store marks finished (the truth a resume and its messages count from)."""
     if is_url(spec.path):
         fs, root = filesystem(spec.path)
         names = [p.rsplit("/", 1)[-1] for p in fs.glob(join(root, DONE_DIR, "*_*"))]
@@ -114,7 +115,7 @@ def is_disk_full(exc: BaseException, path: Path | None = None) -> bool:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(exc).lower()
-    if "no space left on device" in text or "disk quota exceeded" in text:
+    if "no space left on device" in text or "disk quota exceeded" in text or "database or disk is full" in text:
         return True
     if isinstance(exc, OSError) and re.search(r"\d+ requested and \d+ written", text):
         return True
@@ -124,12 +125,17 @@ def is_disk_full(exc: BaseException, path: Path | None = None) -> bool:
     return False
 
 
+RESUME_BLOCKS = (
+    "-o on a larger disk) and rerun the same command: the finished blocks are kept and only the others are computed"
+)
+
+
 @contextlib.contextmanager
-def disk_full_is_an_error(path: Path) -> Iterator[None]:
+def disk_full_is_an_error(path: Path, then: str = RESUME_BLOCKS) -> Iterator[None]:
     """Turn a full disk while writing under ``path`` into a ``DiskFullError`` that says what to do.
 
-    A worker's task raises it; it is deterministic, so it is not retried.  Finished blocks
-    stay in the store, so the same command resumes once there is space.
+    A worker's task raises it; it is deterministic, so it is not retried.  ``then`` says what
+    the rerun does: a render keeps its finished blocks in the store and resumes from them.
     """
     try:
         yield
@@ -138,10 +144,7 @@ def disk_full_is_an_error(path: Path) -> Iterator[None]:
     except Exception as exc:
         if not is_disk_full(exc, path):
             raise
-        raise DiskFullError(
-            f"no space left on the device of {path}; free some space (or choose -o on a larger disk) "
-            "and rerun the same command: the finished blocks are kept and only the others are computed"
-        ) from exc
+        raise DiskFullError(f"no space left on the device of {path}; free some space (or choose {then}") from exc
 
 
 DONE_DIR = "geopix_done"
@@ -160,7 +163,7 @@ def open_store(spec: StoreSpec, fingerprint: str, attrs: dict, *, force: bool) -
         except Exception:  # an unreadable store is as good as none
             old = None
         if old == fingerprint:
-            return _done_blocks(spec)
+            return done_blocks(spec)
         if old is not None and not force:
             raise ResumeError(
                 f"{spec.path} holds an unfinished render of a different input, model or setting; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -330,3 +331,86 @@ def test_interrupted_render_resumes_and_matches(
     assert result.blocks_resumed == 3 and result.blocks == 9
     got = _pixels(tmp_path / "o" / "map.tif")
     assert np.array_equal(got[0], reference[0]) and np.array_equal(got[1], reference[1])
+
+
+# ---- issue 26 case 13: an interrupt counts from the store and says how to go on ---------------
+def test_an_interrupt_counts_the_finished_blocks_from_the_store(
+    aerial: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two blocks written by workers whose results had not come back yet: "2 of 9", and the rerun resumes 2."""
+    import geopix.pipeline as pipeline
+
+    def two_then_ctrl_c(fn, args, blocks, on_done, client, label):  # on_done never runs: results in flight
+        for block in list(blocks)[:2]:
+            fn(*args, block)
+        raise KeyboardInterrupt
+
+    tiles = TileConfig(256, 64, 256)
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "run_tasks", two_then_ctrl_c)
+        with pytest.raises(errors.Interrupted, match="2 of 9 blocks are finished"):
+            _render(aerial, tmp_path / "o", checkpoint, tiles=tiles)
+    result = render(
+        RenderConfig(input=aerial, output_dir=tmp_path / "o", model=str(checkpoint), tiles=tiles, scheduler="sync")
+    )
+    assert result.blocks_resumed == 2
+
+
+def test_an_interrupt_while_finalizing_says_what_is_kept_and_how_to_go_on(
+    aerial: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geopix.pipeline as pipeline
+
+    def ctrl_c(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt
+
+    tiles = TileConfig(256, 64, 256)
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "finalize_geotiff", ctrl_c)
+        with pytest.raises(errors.Interrupted, match=r"all 9 blocks are finished in .*rerun the same command") as err:
+            _render(aerial, tmp_path / "o", checkpoint, tiles=tiles)
+    assert "map.tif (not written)" in str(err.value) and not (tmp_path / "o" / "map.tif").exists()
+    result = render(
+        RenderConfig(input=aerial, output_dir=tmp_path / "o", model=str(checkpoint), tiles=tiles, scheduler="sync")
+    )
+    assert result.blocks_resumed == 9 and (tmp_path / "o" / "map.tif").exists()
+
+
+# ---- issue 26 case 14: an empty result is a warning; a long plan is announced first ---------
+def test_a_fully_masked_input_is_a_warning_with_its_own_exit_code(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    from geopix.cli import main
+
+    src = synthetic_aerial(tmp_path / "masked.tif", (200, 200), alpha=True)
+    with rasterio.open(src, "r+") as ds:
+        ds.write(np.zeros((200, 200), np.uint8), 4)  # alpha 0 everywhere: nothing to map
+    out = tmp_path / "o"
+    code = main(["render", str(src), "-o", str(out), "-m", str(checkpoint), "--scheduler", "sync", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == errors.EmptyResultWarning.exit_code == 37
+    assert "warning:" in err and "is empty (all transparent)" in err and (out / "map.tif").exists()
+
+
+def test_a_long_plan_is_announced_before_the_first_slow_step(
+    aerial: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    import logging
+
+    import geopix.pipeline as pipeline
+
+    real_compute, seen = pipeline.compute, []
+
+    def compute(*a, **k):  # the overview read, the cluster start and the blocks all come after this
+        seen.append([r.getMessage() for r in caplog.records if r.getMessage().startswith("plan:")])
+        return real_compute(*a, **k)
+
+    monkeypatch.setattr(pipeline, "compute", compute)
+    monkeypatch.setattr(pipeline, "ANNOUNCE_TILES", 1)
+    with caplog.at_level(logging.INFO, logger="geopix"):
+        _render(aerial, tmp_path / "o", checkpoint, tiles=TileConfig(256, 64, 256))
+    assert len(seen) == 1 and len(seen[0]) == 1
+    assert re.match(r"plan: 9 blocks, \d+ tiles .* at most about \d+ (s|min|h) at this machine's", seen[0][0])
+    monkeypatch.setattr(pipeline, "ANNOUNCE_TILES", 10**9)  # a short plan: quiet
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="geopix"):
+        _render(aerial, tmp_path / "o2", checkpoint, tiles=TileConfig(256, 64, 256))
+    assert not any(r.getMessage().startswith("plan:") for r in caplog.records)

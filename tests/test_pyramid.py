@@ -404,3 +404,51 @@ def test_real_geotiffs(name: str, maxzoom: int, tmp_path: Path) -> None:
     assert valid.sum() > 1000  # the bottom-right tile of the auto max zoom holds data to compare
     assert np.abs(tile[:3].astype(int) - want.astype(int))[:, valid].mean() < 2
     assert math.isfinite(res.seconds)
+
+
+# ---- issue 26 case 12: every error mapped to its exit code, the file named ------------------
+def test_tiles_from_a_map_whose_pixel_reads_fail_names_it(map_tif: Path, tmp_path: Path, capsys) -> None:
+    broken = tmp_path / "broken.tif"
+    data = bytearray(map_tif.read_bytes())
+    n = len(data)
+    data[n // 5 : n // 2] = b"\xff" * (n // 2 - n // 5)  # the directory survives, tile bytes do not
+    broken.write_bytes(bytes(data))
+    code = main(["tiles", str(broken), str(tmp_path / "t"), "--zoom", "15-17", "--scheduler", "sync", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 4 and "damaged or truncated" in err and str(broken) in err and "unexpected" not in err
+    assert len(err.splitlines()) == 1 and not list(tmp_path.glob("t*"))
+
+
+@pytest.mark.parametrize("where", ["worker", "pmtiles", "mbtiles"])
+def test_tiles_on_a_full_disk_is_the_render_code(
+    where: str, map_tif: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A full disk while cutting (a worker's tile), packing (PMTiles) or in SQLite (MBTiles) is exit 23."""
+    import errno
+
+    import geopix.pyramid as pyramid
+    from geopix.tilesets import folder
+
+    def enospc(*_a: object, **_k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def sqlite_full(*_a: object, **_k: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    out = tmp_path / {"worker": "t", "pmtiles": "t.pmtiles", "mbtiles": "t.mbtiles"}[where]
+    if where == "worker":
+        monkeypatch.setattr(folder, "write_tile", enospc)
+    else:
+        monkeypatch.setitem(pyramid.WRITERS, where, enospc if where == "pmtiles" else sqlite_full)
+    code = main(["tiles", str(map_tif), str(out), "--zoom", "15-16", "--scheduler", "sync", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 23 and "no space left on the device of" in err and "unexpected" not in err
+    assert not list(tmp_path.glob("t*"))
+
+
+def test_serve_on_a_port_out_of_range_is_an_option_error(tile_dir: Path, capsys) -> None:
+    from geopix.errors import OptionError
+
+    assert main(["serve", str(tile_dir), "--port", "99999"]) == OptionError.exit_code
+    err = capsys.readouterr().err
+    assert "--port 99999" in err and "unexpected" not in err

@@ -172,7 +172,7 @@ def test_s3_render_whose_web_tiles_failed_reruns_into_the_tiles(
     nothing appears under the tile-set key until it is complete."""
     import geopix.pipeline as pipeline
     import geopix.pyramid as pyramid
-    from geopix.errors import OutputExistsError
+    from geopix.errors import DiskFullError, OutputExistsError
     from geopix.remote import exists
 
     whole = _render(aerial, f"s3://{s3_bucket}/xyz-whole", checkpoint, xyz=Path("map.pmtiles"))
@@ -185,7 +185,7 @@ def test_s3_render_whose_web_tiles_failed_reruns_into_the_tiles(
 
     with monkeypatch.context() as m:
         m.setitem(pyramid.WRITERS, "pmtiles", fails_while_packing)
-        with pytest.raises(OSError, match="No space"):
+        with pytest.raises(DiskFullError, match="no space left on the device of"):
             _render(aerial, url, checkpoint, xyz=Path("map.pmtiles"))
     assert pyramid.WRITERS["pmtiles"] is real_write
     assert not exists(f"{url}/map.pmtiles")  # nothing under the final key
@@ -237,3 +237,50 @@ def test_s3_glob_renders_like_the_local_glob(s3_bucket: str, aerial: Path, check
     _render(str(tmp_path / "scenes" / "*.tif"), tmp_path / "local", checkpoint)
     _render(f"s3://{s3_bucket}/scenes/*.tif", tmp_path / "remote", checkpoint)
     assert (tmp_path / "remote" / "map.tif").read_bytes() == (tmp_path / "local" / "map.tif").read_bytes()
+
+
+# ---- issue 26 case 3b: a bucket output has a lock too ------------------------------------------
+def test_a_bucket_output_is_locked_for_the_whole_render(s3_bucket: str, aerial: Path, checkpoint: Path) -> None:
+    """A second render of the same job into the prefix is refused (24) while the first runs, and
+    another job's --force there cannot destroy it; the lock goes with the first render."""
+    from geopix.cli import main
+    from geopix.errors import OutputLockedError
+    from geopix.remote import exists
+
+    url = f"s3://{s3_bucket}/shared"
+    second: list[object] = []
+
+    def during_the_first(stage: str, done: int, total: int) -> None:
+        if stage == "render" and done and not second:  # the first render has written blocks
+            args = ["render", str(aerial), "-o", url, "-m", str(checkpoint), "--scheduler", "sync", "--no-progress"]
+            second.append(main([*args, *map(str, ["--tile-size", 256, "--overlap", 64, "--chunk-size", 256])]))
+            second.append(main([*args, "--overlap", "32", "--force"]))  # another job, forced
+            second.append(exists(f"{url}/map.zarr/zarr.json"))
+
+    result = render(
+        RenderConfig(input=aerial, output_dir=url, model=str(checkpoint), tiles=TILES, scheduler="sync"),
+        on_progress=during_the_first,
+    )
+    assert second == [OutputLockedError.exit_code, OutputLockedError.exit_code, True]
+    assert result.blocks == 9 and exists(f"{url}/map.tif") and not exists(f"{url}/.geopix.lock")
+
+
+def test_a_bucket_lock_of_a_killed_run_on_this_host_is_taken_over(s3_bucket: str, aerial: Path, checkpoint: Path):
+    import socket
+    import subprocess
+    import sys
+
+    from geopix.errors import OutputLockedError
+    from geopix.remote import exists, write_bytes
+
+    url = f"s3://{s3_bucket}/stale"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = {"host": socket.gethostname(), "pid": int(gone.stdout), "token": "t", "since": 0}
+    write_bytes(f"{url}/.geopix.lock", json.dumps(dead).encode())
+    _render(aerial, url, checkpoint)
+    assert exists(f"{url}/map.tif") and not exists(f"{url}/.geopix.lock")
+    elsewhere = {"host": "another-machine", "pid": 1, "token": "t", "since": 0}
+    write_bytes(f"{url}/.geopix.lock", json.dumps(elsewhere).encode())
+    with pytest.raises(OutputLockedError, match="another-machine") as err:
+        _render(aerial, url, checkpoint, overwrite=True)
+    assert "delete" not in str(err.value) and exists(f"{url}/.geopix.lock")

@@ -307,3 +307,56 @@ def test_http_urls_are_never_globbed() -> None:
     """``?`` starts a URL's query (a pre-signed URL has one): the URL is passed on as typed."""
     url = "https://example.org/a.tif?X-Amz-Signature=abc&x=[1]"
     assert expand([url]) == [url]
+
+
+# ---- issue 26 case 11: one remote-timeout diagnosis -------------------------------------------
+@pytest.fixture
+def faulty_server(http_root: Path, served: Path):
+    """The header of in.tif is served; reads from byte 200 000 on stall or fail with HTTP 500."""
+    from geopix.testservers import RangeHTTPServer
+
+    for d in ("stalls", "fails"):
+        (http_root / d).mkdir(exist_ok=True)
+        shutil.copy(served, http_root / d / "in.tif")
+    faults = {"/stalls/": "stall>200000", "/fails/": "500>200000"}
+    with RangeHTTPServer(http_root, faults=faults, stall_s=60) as server:
+        yield server
+
+
+def _read_corner(url: str) -> None:
+    from geopix.read import damaged_is_an_error
+
+    name = gdal_name(url)
+    with rasterio.open(name) as src, damaged_is_an_error(name, " at the corner"):
+        src.read(window=((500, 600), (600, 700)))
+
+
+def test_a_stalled_pixel_read_is_a_timeout_and_is_not_retried(faulty_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stall ends within GDAL_HTTP_TIMEOUT, once: GDAL_HTTP_MAX_RETRY adds no request (before: each
+    stalled request timed out 1 + 4 times, a --source tile took 240 s at the 60 s default)."""
+    from geopix.process import configure_gdal
+
+    monkeypatch.setenv("GDAL_HTTP_TIMEOUT", "2")
+    monkeypatch.delenv("GDAL_HTTP_LOW_SPEED_TIME", raising=False)
+    configure_gdal()
+    url = f"{faulty_server.url}/stalls/in.tif"
+    hits = []
+    for retries in ("0", "4"):
+        monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", retries)
+        with rasterio.open(gdal_name(url)) as src:
+            faulty_server.reset_counts()
+            with pytest.raises(rasterio.errors.RasterioIOError):
+                src.read(1, window=((520, 530), (650, 660)))
+        hits.append(faulty_server.faults_hit)
+    assert hits[0] >= 1 and hits[1] == hits[0]
+    with pytest.raises(RemoteUnreachableError, match="did not answer in time"):
+        _read_corner(url)
+
+
+def test_an_http_500_on_pixel_reads_is_a_server_error_not_damage(
+    faulty_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "0")
+    with pytest.raises(RemoteUnreachableError, match=r"server failed \(HTTP 500\)") as err:
+        _read_corner(f"{faulty_server.url}/fails/in.tif")
+    assert "damaged" not in str(err.value) and err.value.exit_code == 46

@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         return _fail(f"interrupted{f': {exc}' if str(exc) else ''}", 128 + exc.signum, debug, colour="yellow")
     except GeopixError as exc:
+        if isinstance(exc, Warning):  # the output is written; something about it needs a look
+            return _fail(f"warning: {exc}", exc.exit_code, debug, colour="yellow")
         return _fail(f"error: {exc}", exc.exit_code, debug)
     except click_exceptions.NoArgsIsHelpError:
         return 0  # a bare `geopix`: typer has printed the help

@@ -27,6 +27,7 @@ from geopix.cli.options import (
 )
 from geopix.cli.progress import progress_bar
 from geopix.config import InferConfig, RenderConfig, TileConfig
+from geopix.errors import EmptyResultWarning
 
 _TILES = TileConfig()  # the library's defaults, so the CLI cannot drift from them
 
@@ -129,6 +130,11 @@ def render_cmd(
     with progress_bar(progress) as bar:
         result = render(cfg, on_progress=bar)
     _summary(result, [f"web tiles: {result.tiles_path}"] if result.tiles_path else None)
+    if result.empty:
+        raise EmptyResultWarning(
+            f"{result.map_path} is empty (all transparent): every pixel of the input is masked (nodata, alpha or "
+            "mask band) or outside --aoi; check the input's nodata value, --bands and --aoi"
+        )
 
 
 @app.command("predict")

@@ -11,6 +11,7 @@ Ctrl-C never leaves a half-written dataset under the final name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -21,6 +22,7 @@ from PIL import Image
 from geopix import style
 from geopix.data.rasterize import ALL_CLASSES, Labels
 from geopix.errors import OutputExistsError
+from geopix.output import hold_lock, refuse_foreign
 
 MASK_DIR = "M"
 MANIFEST = "dataset.json"
@@ -54,6 +56,7 @@ class PairWriter:
 
     def __init__(self, out: str | Path, *, tile: int, stride: int, overwrite: bool) -> None:
         self.out = Path(out)
+        refuse_foreign(self.out, _is_dataset, "a dataset", "folder")
         if self.out.exists() and not overwrite:
             raise OutputExistsError(f"{self.out} exists; pass --overwrite or choose another folder")
         self.tile, self.stride = tile, stride
@@ -63,8 +66,16 @@ class PairWriter:
         self.total = 0
         self.counts = np.zeros(len(style.CLASSES), np.int64)
         self._stems: set[str] = set()
+        self._held = contextlib.ExitStack()  # the output locks, from __enter__ to __exit__
 
     def __enter__(self) -> PairWriter:
+        # the same lock as every command that writes: the folder that gets OUT and OUT.partial, and OUT
+        with contextlib.ExitStack() as held:
+            held.enter_context(hold_lock(self.out.parent, "folder"))
+            if self.out.is_dir():
+                held.enter_context(hold_lock(self.out, "folder"))
+            refuse_foreign(self.out, _is_dataset, "a dataset", "folder")
+            self._held = held.pop_all()
         shutil.rmtree(self.partial, ignore_errors=True)
         for d in ("A", "B", MASK_DIR):
             (self.partial / d).mkdir(parents=True)
@@ -73,6 +84,7 @@ class PairWriter:
     def __exit__(self, exc_type: object, *rest: object) -> None:
         if exc_type is not None:
             shutil.rmtree(self.partial, ignore_errors=True)
+        self._held.close()
 
     def stem_for(self, raster: str | Path) -> str:
         """A tile-name prefix unique in this dataset: the file's stem, or ``folder_stem`` on a clash."""
@@ -118,3 +130,8 @@ class PairWriter:
             shutil.rmtree(self.out)
         self.partial.rename(self.out)
         return self.out
+
+
+def _is_dataset(path: Path) -> bool:
+    """A folder ``PairWriter`` wrote: its manifest is there."""
+    return (path / MANIFEST).is_file()

@@ -92,7 +92,7 @@ def default_source_resolution(ref: PairRef) -> float:
         try:
             with Image.open(ref.a) as im:
                 size = im.size
-        except OSError as exc:
+        except (OSError, Image.DecompressionBombError) as exc:
             raise DatasetError(f"cannot read training image {ref.a}: {exc}") from exc
         if size == (2 * MAPS_HALF_PX, MAPS_HALF_PX):
             return MAPS_RESOLUTION_M
@@ -110,7 +110,7 @@ def read_pair(ref: PairRef, direction: str = "AtoB") -> tuple[np.ndarray, np.nda
         else:
             with Image.open(ref.b) as im:
                 b = np.asarray(im.convert("RGB"))
-    except OSError as exc:
+    except (OSError, Image.DecompressionBombError) as exc:  # a bomb: more pixels than PIL decodes safely
         raise DatasetError(f"cannot read training image {ref.a}: {exc}") from exc
     if a.shape != b.shape:
         raise DatasetError(f"pair {ref.name}: A is {a.shape[:2]} but B is {b.shape[:2]}; they must match")

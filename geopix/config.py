@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # heavy modules (torch, GDAL); only their types are needed he
     from geopix.fidelity import RealSet
     from geopix.models.checkpoint import LoadedModel
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 OutputResolution = Literal["source", "model"]
 Direction = Literal["AtoB", "BtoA"]  # AtoB: aerial → map
 Norm = Literal["batch", "instance", "none"]
@@ -101,8 +101,9 @@ class InferConfig:
     batch_size: int = 8
     threads: int | None = None  # torch intra-op threads per worker; None: cores / workers
     channels_last: bool = True
-    #: bf16 where the hardware runs it natively (CUDA, or a CPU with AVX512-BF16/AMX), fp32
-    #: elsewhere.  ``auto`` is resolved once per render, for every worker.
+    #: ``auto``: int8 (OpenVINO, ``geopix[int8]``) on a CPU with VNNI/AMX when the model's int8
+    #: passes its quality gate, else bf16 where the hardware runs it natively (CUDA, or a CPU with
+    #: AVX512-BF16/AMX), else fp32.  ``auto`` is resolved once per render, for every worker.
     precision: Precision = "auto"
 
     def __post_init__(self) -> None:

@@ -290,8 +290,11 @@ class EvalConfig:
     baseline_color: tuple[int, int, int] = DEFAULT_BASELINE_COLOR
     bn_mode: BnMode = "eval"
     n_samples: int = 4  # rows of samples.png
+    #: fp32 unless asked: scores compare models, so they must not move with the device.
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
+        check_choice("--precision", self.precision, Precision)
         if self.batch_size < 1:
             raise OptionError(f"--batch-size {self.batch_size} must be at least 1; try --batch-size 8")
         if self.limit is not None and self.limit < 1:
@@ -315,6 +318,8 @@ class RealEvalConfig:
     out_dir: str | Path
     device: str = "auto"
     overlap: int = 64  # of the render's tiles
+    #: fp32 unless asked: scores compare models, so they must not move with the device.
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         # The renders check these too, but only once the first one starts, after out_dir is made.
@@ -325,8 +330,8 @@ class RealEvalConfig:
         return TileConfig(overlap=self.overlap)
 
     def infer_config(self) -> InferConfig:
-        """fp32: the scores compare models, so they must not move with the device's default precision."""
-        return InferConfig(device=self.device, precision="fp32")
+        """``precision`` (fp32 by default, never ``auto``'s choice of the device)."""
+        return InferConfig(device=self.device, precision=self.precision)
 
 
 def _check_cutting(tile: int, stride: int, resolution_m: float | None) -> None:

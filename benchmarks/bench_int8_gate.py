@@ -76,7 +76,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sets_json = Path(tmp) / "sets.json"
         sets_json.write_text(json.dumps({"sets": [
-            {"name": name, "rasters": [str(real / r) for r in rasters], "layers": [f"{real / v}=building" for v in layers]}
+            {"name": name, "rasters": [str(real / r) for r in rasters],
+             "layers": [f"{real / v}=building" for v in layers]}
             for name, (rasters, layers) in REAL_SETS.items()
         ]}))  # fmt: skip
         for p in ["fp32", *precisions]:

@@ -18,6 +18,7 @@ Runtimes that are not installed are skipped (``pip install onnxruntime openvino 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -159,12 +160,10 @@ def main() -> None:
         "torch": torch.__version__,
         "installed_mib": {d: installed_mib(d) for d in ("torch", "onnxruntime", "onnx", "openvino", "nncf")},
     }
-    try:
+    with contextlib.suppress(OSError, StopIteration):
         env["cpu"] = next(
             ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln
         )
-    except (OSError, StopIteration):
-        pass
     print(json.dumps(env))
     print(f"tiles: {what}; model {args.model}; {args.threads} thread(s); min of {args.rounds} interleaved rounds")
 
@@ -205,7 +204,10 @@ def main() -> None:
                     row["net_wall"] = min(row.get("net_wall", 1e9), w / len(tiles) * 1e3)
                     row["net_cpu"] = min(row.get("net_cpu", 1e9), c / len(tiles) * 1e3)
         base = best["torch fp32 batch 1 (reference loop)"]["net_cpu"]
-        print(f"{'how':44s} {'net ms/tile (wall | cpu)':>26s} {'+decoding (wall | cpu)':>24s} {'x ref (cpu)':>11s} {'agree':>7s}")
+        print(
+            f"{'how':44s} {'net ms/tile (wall | cpu)':>26s} {'+decoding (wall | cpu)':>24s} "
+            f"{'x ref (cpu)':>11s} {'agree':>7s}"
+        )
         for name, row in best.items():
             agree = ""
             if name in runs and "batch 1" not in name:

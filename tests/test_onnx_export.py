@@ -29,7 +29,9 @@ def palette_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = load_checkpoint(random_checkpoint(folder / "r.safetensors", ngf=4, head="palette"))
     torch.manual_seed(3)
     net = dataclasses.replace(model.spec, palette=STYLE_PALETTE, output_nc=len(STYLE_PALETTE)).build()
-    net.load_state_dict({k: (torch.randn_like(v) * 0.2 if k.endswith("weight") else v) for k, v in net.state_dict().items()})
+    net.load_state_dict(
+        {k: (torch.randn_like(v) * 0.2 if k.endswith("weight") else v) for k, v in net.state_dict().items()}
+    )
     spec = dataclasses.replace(
         model.spec,
         palette=STYLE_PALETTE,

@@ -179,9 +179,7 @@ def export_onnx(spec: ModelSpec, net: nn.Module, path: str | Path, tile: int = 2
         _export(MapGraph(spec, fold_batchnorm(net)).eval(), tmp, tile, "image", "map")
         model = onnx.load(str(tmp))
         onnx.helper.set_model_props(model, metadata(spec, tile))
-        model.doc_string = (
-            f"geopix {spec.direction} map model: RGB 0..255 in, map RGB 0..255 out; see metadata_props"
-        )
+        model.doc_string = f"geopix {spec.direction} map model: RGB 0..255 in, map RGB 0..255 out; see metadata_props"
         onnx.save(model, str(tmp))
         tmp.replace(path)
     except BaseException:

@@ -38,9 +38,10 @@ TILE = 256
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("GEOPIX_CACHE_DIR") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    ) / "geopix"
+    root = (
+        os.environ.get("GEOPIX_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "geopix"
+    )
     return Path(root) / "int8"
 
 

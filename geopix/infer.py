@@ -62,7 +62,7 @@ def int8_capable(device: torch.device | str) -> bool:
     return torch.device(device).type == "cpu" and native_int8() and has_openvino()
 
 
-def int8_ready(model_path: str, device: torch.device | str = "cpu") -> bool:
+def int8_ready(model_path: str, device: torch.device | str = "cpu", loaded: LoadedModel | None = None) -> bool:
     """Should ``auto`` pick int8 for this model here: capable (:func:`int8_capable`) and its int8
     model (built and cached once, ``geopix.models.quantize``) passes the class-agreement gate.
     Measured on a Zen 4 CPU with VNNI (benchmarks/bench_runtimes.py), int8 beats bf16 and fp32."""
@@ -71,7 +71,7 @@ def int8_ready(model_path: str, device: torch.device | str = "cpu") -> bool:
     from geopix.models.checkpoint import load_checkpoint
     from geopix.models.quantize import int8_model
 
-    loaded = load_checkpoint(model_path)
+    loaded = loaded or load_checkpoint(model_path)
     return int8_model(model_path, loaded.spec, loaded.net).passes
 
 
@@ -91,6 +91,8 @@ class Predictor:
         loads the quantized model then (``geopix.models.quantize``)."""
         self.spec = spec
         self.device = torch.device(device)
+        if precision == "auto" and checkpoint and int8_ready(checkpoint, self.device, LoadedModel(spec, net)):
+            precision = "int8"  # predict, info, serve: auto as render resolves it (cluster_precision)
         self.precision = resolve_precision(precision, self.device)
         self.int8 = None
         if self.precision == "int8":

@@ -89,8 +89,10 @@ def test_int8_model_is_built_once_and_a_corrupt_cache_is_rebuilt(palette_model: 
 def test_auto_picks_int8_only_when_the_gate_passes(palette_model: Path, monkeypatch) -> None:
     auto = InferConfig(device="cpu", precision="auto")
     assert cluster_precision(auto, None, str(palette_model)) == "int8"
+    assert Predictor.from_loaded(load_checkpoint(palette_model), "cpu", precision="auto").precision == "int8"
     monkeypatch.setattr(quantize, "MIN_AGREEMENT", 1.01)  # no model passes
     assert cluster_precision(auto, None, str(palette_model)) in ("bf16", "fp32")
+    assert Predictor.from_loaded(load_checkpoint(palette_model), "cpu", precision="auto").precision != "int8"
 
 
 @needs_int8

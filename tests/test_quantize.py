@@ -82,6 +82,9 @@ def test_int8_model_is_built_once_and_a_corrupt_cache_is_rebuilt(palette_model: 
     first.path.write_text("<not a model")  # a torn or corrupt file
     rebuilt = quantize.int8_model(palette_model, model.spec, model.net)
     assert rebuilt.path == first.path and rebuilt.agreement == pytest.approx(first.agreement)
+    weights = first.path.with_suffix(".bin")
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated weights
+    assert quantize.int8_model(palette_model, model.spec, model.net).path.with_suffix(".bin").stat().st_size > 1000
     assert not list(first.path.parent.glob(".*"))  # no temporary left behind
 
 

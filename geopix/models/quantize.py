@@ -168,7 +168,7 @@ def _load_cached(xml: Path, meta_path: Path) -> Int8Model | None:
     """The cached model, or None when a file is missing or does not load (then it is rebuilt)."""
     try:
         meta = json.loads(meta_path.read_text())
-        openvino().Core().compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": 1})
+        openvino().Core().read_model(str(xml))  # parses the graph and checks its weights file
         return Int8Model(xml, float(meta["agreement"]), int(meta["check_tiles"]), str(meta["calibration"]))
     except Exception:  # missing, truncated or corrupt: any of OpenVINO's or json's errors
         return None

@@ -45,7 +45,7 @@ def main() -> None:
         rows.append({"run": "reference loop (batch 1, fp32)", "precision": "fp32", "seconds": base["seconds"],
                      "wall": base_wall, "stages": {}})  # fmt: skip
         print(f"reference loop: {base['seconds']:.1f} s ({base_wall:.1f} s whole process)", flush=True)
-        for precision in ["auto", *mine.precisions.split(",")]:
+        for precision in ["auto", *(p for p in mine.precisions.split(",") if p)]:
             args.precision = precision
             doc, wall, _ = _child("_e2e", args, model, src, Path(tmp))
             rows.append({"run": f"geopix --precision {precision}", "precision": doc["precision"],

@@ -242,13 +242,27 @@ def _worker_precision(precision: str, device: str) -> str:
     return resolve_precision(precision, resolve_device(device))
 
 
-def cluster_precision(infer: InferConfig, client=None) -> str:
+def _worker_int8(device: str) -> bool:
+    from geopix.infer import int8_capable, resolve_device
+
+    return int8_capable(resolve_device(device))
+
+
+def cluster_precision(infer: InferConfig, client=None, model_path: str | None = None) -> str:
     """Resolve ``--precision auto`` once for the whole render, so every worker computes alike.
 
-    bf16 only when *every* worker runs it natively; one fp32-only worker makes it fp32.
+    int8 when every worker can run it fast (``infer.int8_capable``) and ``model_path``'s int8
+    model passes its quality gate (``infer.int8_ready``, built here once and cached); else bf16
+    only when *every* worker runs it natively; one fp32-only worker makes it fp32.
     """
     if infer.precision != "auto":
         return infer.precision
+    if model_path is not None:
+        from geopix.infer import int8_ready, resolve_device
+
+        capable = _worker_int8(infer.device) if client is None else all(client.run(_worker_int8, infer.device).values())
+        if capable and int8_ready(model_path, resolve_device(infer.device)):
+            return "int8"
     if client is None:
         return _worker_precision(infer.precision, infer.device)
     answers = set(client.run(_worker_precision, infer.precision, infer.device).values())

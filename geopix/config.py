@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 from geopix.errors import DatasetError, GeopixError, OptionError, TilingError
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 OutputResolution = Literal["source", "model"]
 Direction = Literal["AtoB", "BtoA"]  # AtoB: aerial → map
 Norm = Literal["batch", "instance", "none"]
@@ -99,8 +99,9 @@ class InferConfig:
     batch_size: int = 8
     threads: int | None = None  # torch intra-op threads per worker; None: cores / workers
     channels_last: bool = True
-    #: bf16 where the hardware runs it natively (CUDA, or a CPU with AVX512-BF16/AMX), fp32
-    #: elsewhere.  ``auto`` is resolved once per render, for every worker.
+    #: ``auto``: int8 (OpenVINO, ``geopix[int8]``) on a CPU with VNNI/AMX when the model's int8
+    #: passes its quality gate, else bf16 where the hardware runs it natively (CUDA, or a CPU with
+    #: AVX512-BF16/AMX), else fp32.  ``auto`` is resolved once per render, for every worker.
     precision: Precision = "auto"
 
     def __post_init__(self) -> None:
@@ -287,8 +288,11 @@ class EvalConfig:
     baseline_color: tuple[int, int, int] = DEFAULT_BASELINE_COLOR
     bn_mode: BnMode = "eval"
     n_samples: int = 4  # rows of samples.png
+    #: fp32 unless asked: scores compare models, so they must not move with the device.
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
+        check_choice("--precision", self.precision, Precision)
         if self.batch_size < 1:
             raise OptionError(f"--batch-size {self.batch_size} must be at least 1; try --batch-size 8")
         if self.limit is not None and self.limit < 1:
@@ -314,6 +318,8 @@ class RealEvalConfig:
     out_dir: str | Path
     device: str = "auto"
     overlap: int = 64  # of the render's tiles
+    #: fp32 unless asked: scores compare models, so they must not move with the device.
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         # The renders check these too, but only once the first one starts, after out_dir is made.
@@ -324,8 +330,8 @@ class RealEvalConfig:
         return TileConfig(overlap=self.overlap)
 
     def infer_config(self) -> InferConfig:
-        """fp32: the scores compare models, so they must not move with the device's default precision."""
-        return InferConfig(device=self.device, precision="fp32")
+        """``precision`` (fp32 by default, never ``auto``'s choice of the device)."""
+        return InferConfig(device=self.device, precision=self.precision)
 
 
 def _check_cutting(tile: int, stride: int, resolution_m: float | None) -> None:

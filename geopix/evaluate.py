@@ -254,7 +254,7 @@ def evaluate(
         source_resolution_m = default_source_resolution(pairs[0])
     # A copy for train mode: the caller's model must come back exactly as it went in.
     net = copy.deepcopy(loaded.net) if config.bn_mode == "train" else loaded.net
-    predictor = Predictor.from_loaded(LoadedModel(spec, net, loaded.path), config.device)
+    predictor = Predictor.from_loaded(LoadedModel(spec, net, loaded.path), config.device, precision=config.precision)
     if config.bn_mode == "train":
         _use_batch_stats(predictor.net)  # after Predictor's eval(): dropout stays off
 

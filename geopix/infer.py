@@ -13,8 +13,8 @@ from torch import nn
 
 from geopix.errors import DeviceError
 from geopix.models.checkpoint import LoadedModel, ModelSpec
+from geopix.models.decode import PaletteDecoder
 from geopix.models.generator import palette_to_rgb
-from geopix.style import COLOURS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -47,10 +47,32 @@ def native_bf16(device: torch.device | str) -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``auto`` → ``bf16`` where it is native (see :func:`native_bf16`), else ``fp32``."""
+    """``auto`` → ``bf16`` where it is native (see :func:`native_bf16`), else ``fp32``.
+
+    int8 depends on the model too (its quality gate): :func:`int8_ready` decides it first."""
     if precision != "auto":
         return precision
     return "bf16" if native_bf16(device) else "fp32"
+
+
+def int8_capable(device: torch.device | str) -> bool:
+    """Could this process run int8 fast: a CPU device with int8 dot products and OpenVINO installed?"""
+    from geopix.runtime import has_openvino, native_int8
+
+    return torch.device(device).type == "cpu" and native_int8() and has_openvino()
+
+
+def int8_ready(model_path: str, device: torch.device | str = "cpu", loaded: LoadedModel | None = None) -> bool:
+    """Should ``auto`` pick int8 for this model here: capable (:func:`int8_capable`) and its int8
+    model (built and cached once, ``geopix.models.quantize``) passes the class-agreement gate.
+    Measured on a Zen 4 CPU with VNNI (benchmarks/bench_runtimes.py), int8 beats bf16 and fp32."""
+    if not int8_capable(device):
+        return False
+    from geopix.models.checkpoint import load_checkpoint
+    from geopix.models.quantize import int8_model
+
+    loaded = loaded or load_checkpoint(model_path)
+    return int8_model(model_path, loaded.spec, loaded.net).passes
 
 
 class Predictor:
@@ -63,27 +85,39 @@ class Predictor:
         device: torch.device | str = "cpu",
         channels_last: bool = True,
         precision: str = "fp32",
+        checkpoint: str = "",
     ) -> None:
+        """``checkpoint``: the file ``net`` came from; int8 needs it (its cache key) and builds or
+        loads the quantized model then (``geopix.models.quantize``)."""
         self.spec = spec
         self.device = torch.device(device)
+        if precision == "auto" and checkpoint and int8_ready(checkpoint, self.device, LoadedModel(spec, net)):
+            precision = "int8"  # predict, info, serve: auto as render resolves it (cluster_precision)
         self.precision = resolve_precision(precision, self.device)
-        self.autocast_dtype = _DTYPES[self.precision]
+        self.int8 = None
+        if self.precision == "int8":
+            from geopix.models.quantize import int8_model
+            from geopix.runtime import OpenVinoNetwork, check_int8
+
+            check_int8(self.device)
+            if not checkpoint:
+                raise DeviceError("--precision int8 needs the checkpoint file (its cache key); load the model by path")
+            self.int8 = int8_model(checkpoint, spec, net)
+            self.runner = OpenVinoNetwork(self.int8.path)
+        self.autocast_dtype = _DTYPES.get(self.precision)
         self.net = net.to(self.device).eval()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
-        self.palette = (
-            torch.tensor(spec.palette, dtype=torch.float32, device=self.device) if spec.head == "palette" else None
-        )
-        self.class_colours = (
-            torch.as_tensor(COLOURS, device=self.device) if spec.head == "palette" and spec.palette_keep_class else None
-        )
+        # The palette decoding's per-model constants, computed once (on the CPU: the GPU path
+        # keeps palette_to_rgb on the device).
+        self.decoder = PaletteDecoder.for_spec(spec) if spec.head == "palette" else None
 
     @classmethod
     def from_loaded(
         cls, model: LoadedModel, device: str = "auto", channels_last: bool = True, precision: str = "fp32"
     ) -> Predictor:
-        return cls(model.spec, model.net, resolve_device(device), channels_last, precision)
+        return cls(model.spec, model.net, resolve_device(device), channels_last, precision, model.path)
 
     @torch.inference_mode()
     def predict(self, tiles: np.ndarray) -> np.ndarray:
@@ -91,27 +125,36 @@ class Predictor:
         m = self.spec.multiple
         if tiles.shape[-1] % m or tiles.shape[-2] % m:
             raise ValueError(f"tile sides {tiles.shape[-2:]} must be multiples of {m}")
+        out = self.logits(tiles)
+        if self.decoder is not None:
+            rgb = self.decoder(out.cpu()) if self.device.type == "cpu" else self._decode_on_device(out)
+        else:
+            rgb = (out.clamp(-1, 1) + 1.0) * 127.5
+        return rgb.cpu().numpy()
+
+    @torch.inference_mode()
+    def logits(self, tiles: np.ndarray) -> torch.Tensor:
+        """The network's fp32 output (palette logits or tanh RGB) for (N, C, H, W) tiles in [-1, 1]."""
+        if self.int8 is not None:
+            return self.runner(tiles)
         x = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32)).to(self.device)
         x = x.contiguous(memory_format=self.memory_format)
         if self.autocast_dtype is None:
             out = self.net(x)
         else:
-            # Autocast runs convolutions in bf16/fp16; the colour decoding below is fp32.
+            # Autocast runs convolutions in bf16/fp16; the colour decoding is fp32.
             with torch.autocast(self.device.type, dtype=self.autocast_dtype):
                 out = self.net(x)
-        out = out.float()
-        if self.palette is not None:
-            rgb = palette_to_rgb(
-                out,
-                self.palette,
-                self.spec.palette_sharpness,
-                self.spec.palette_bias,
-                self.class_colours,
-                bias_decides=self.spec.palette_bias_decides,
-            )
-        else:
-            rgb = (out.clamp(-1, 1) + 1.0) * 127.5
-        return rgb.cpu().numpy()
+        return out.float()
+
+    def _decode_on_device(self, out: torch.Tensor) -> torch.Tensor:
+        from geopix.style import COLOURS
+
+        d = self.decoder
+        classes = torch.as_tensor(COLOURS, device=out.device) if d.keep else None
+        return palette_to_rgb(
+            out, d.pal.to(out.device), d.sharpness, self.spec.palette_bias, classes, bias_decides=d.bias_decides
+        )
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 → (N, H, W, 3) uint8; pads (reflect) to the network's multiple."""

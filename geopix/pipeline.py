@@ -251,7 +251,8 @@ def compute(prepared: Prepared, on_progress: ProgressFn | None = None) -> Comput
 def _run_blocks(config: RenderConfig, job: BlockJob, plan: RenderPlan, client, on_progress) -> Computed:
     # Resolve `auto` precision once, for every worker, before the fingerprint: a render
     # resumed on another scheduler then never mixes bf16 and fp32 blocks.
-    job = dataclasses.replace(job, infer=dataclasses.replace(job.infer, precision=cluster_precision(job.infer, client)))
+    precision = cluster_precision(job.infer, client, job.model_path)
+    job = dataclasses.replace(job, infer=dataclasses.replace(job.infer, precision=precision))
     all_blocks = plan.block_shape[0] * plan.block_shape[1]
     done = open_store(
         job.store,

@@ -38,6 +38,22 @@ def need_shared(path: Path = SHARED) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def int8_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The int8 models tests build (``--precision int8``/``auto`` with geopix[int8]) go to a session
+    folder, not the user's cache; subprocesses (the CLI, Dask workers) inherit it."""
+    import os
+
+    folder = tmp_path_factory.mktemp("int8_cache")
+    old = os.environ.get("GEOPIX_CACHE_DIR")
+    os.environ["GEOPIX_CACHE_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("GEOPIX_CACHE_DIR", None)
+    else:
+        os.environ["GEOPIX_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")

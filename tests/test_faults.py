@@ -538,7 +538,7 @@ def test_second_render_into_the_same_folder_is_refused_and_the_first_is_unharmed
         (["--threads", "-3"], "--threads -3 must be at least 1"),
         (["--batch-size", "0"], "--batch-size 0 must be at least 1"),
         (["--device", "foo"], "--device 'foo' must be auto, cpu, cuda or cuda:N"),
-        (["--precision", "fp8"], "--precision 'fp8' must be one of auto, fp32, bf16, fp16"),
+        (["--precision", "fp8"], "--precision 'fp8' must be one of auto, fp32, bf16, fp16, int8"),
         (["--output-resolution", "fine"], "--output-resolution 'fine' must be one of source, model"),
         (["--memory-budget", "lots"], "--memory-budget 'lots' is not a size"),
     ],

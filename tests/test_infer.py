@@ -22,8 +22,8 @@ def model(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_precision_is_validated() -> None:
-    with pytest.raises(GeopixError, match="--precision 'int8'"):
-        InferConfig(precision="int8")
+    with pytest.raises(GeopixError, match="--precision 'int4'"):
+        InferConfig(precision="int4")
 
 
 def test_auto_precision_follows_the_hardware() -> None:

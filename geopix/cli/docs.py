@@ -53,11 +53,41 @@ NOTES = """\
 mapping). Other types are refused with a hint to convert. Nodata values, alpha bands and internal
 masks become the output's mask; pixels outside an AOI are masked too.
 
-**Precision** (`--precision auto`): bf16 where the hardware runs it natively (CUDA compute
-capability ≥ 8, CPUs with AVX512-BF16/AMX), else fp32; resolved once per render for every worker
-and part of the resume fingerprint. Measured on real imagery (`benchmarks/bench_precision.py`,
-259 tiles): bf16 vs fp32 mean |diff| 0.07 / 255, p99 2, 0.18 % of pixels off by > 5 (class
-boundaries); 1.5–2.2× faster on the development CPU.
+**Precision** (`--precision auto`): int8 where it is fast and good enough, else bf16 where the
+hardware runs it natively (CUDA compute capability ≥ 8, CPUs with AVX512-BF16/AMX), else fp32;
+resolved once per render for every worker and part of the resume fingerprint. Measured on real
+imagery (`benchmarks/bench_precision.py`, 259 tiles): bf16 vs fp32 mean |diff| 0.07 / 255, p99 2,
+0.18 % of pixels off by > 5 (class boundaries); 1.5–2.2× faster on the development CPU.
+
+**int8** (`--precision int8`, `pip install 'geopix[int8]'`): the network quantized to int8 by NNCF
+and run by OpenVINO on the CPU. It is made once per checkpoint, calibrated on real tiles (maps
+train and the real sets where `$GEOPIX_CALIBRATION_DATA` or `../shared/data` has them, else the
+bundled demo raster and synthetic scenes), and cached under `$GEOPIX_CACHE_DIR` (default
+`~/.cache/geopix/int8`; a corrupt entry is rebuilt); each worker loads it once. It needs a CPU
+with int8 dot products (VNNI, AVX-VNNI, AMX, Arm dotprod): elsewhere, on a GPU device, or without
+the extra, int8 is refused with the reason. `auto` picks int8 when every worker can run it and
+the model's int8 agrees with fp32 on ≥ 99 % of the palette classes of held-out tiles (measured
+when it is made); `geopix render` shows the precision it ran. Why OpenVINO: ONNX Runtime's CPU
+int8 leaves the transposed convolutions (half the U-Net) in fp32, so its int8 was barely faster
+than fp32 (`benchmarks/bench_runtimes.py`, figures in docs/scaling.md).
+
+**ONNX export** (`geopix export MODEL model.onnx --format onnx`, `pip install 'geopix[onnx]'`): a
+self-describing file, RGB 0..255 in (`image`, N×3×H×W float32, H and W multiples of 256), the
+map's RGB 0..255 out (`map`; round and clip to uint8): the input scaling and the palette decoding
+are inside the graph, and `metadata_props` hold the tile size, ground resolution, normalisation,
+colour statistics, palette and decoding. Run it without geopix:
+
+```bash
+geopix export sat2map model.onnx --format onnx
+```
+
+```python
+import numpy as np, onnxruntime as ort
+session = ort.InferenceSession("model.onnx")
+meta = session.get_modelmeta().custom_metadata_map  # tile_size, ground_resolution_m, palette, ...
+rgb = np.zeros((1, 3, 256, 256), np.float32)  # your image at meta["ground_resolution_m"] m/px
+map_rgb = np.clip(np.rint(session.run(["map"], {"image": rgb})[0]), 0, 255).astype(np.uint8)
+```
 
 **Workers** (render): by default one in-process worker with a task thread per core and one torch
 thread each; `--workers N` starts N worker processes with `cores / N` torch threads each. A

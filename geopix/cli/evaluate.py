@@ -65,6 +65,7 @@ def _eval_real(
     maps: list[str],
     out: Path | None,
     device: str,
+    precision: str = "fp32",
 ) -> None:
     """``geopix eval`` on georeferenced (raster, vectors) sets: render, classify, score per class."""
     from rich.console import Console
@@ -79,7 +80,8 @@ def _eval_real(
         sets = ({"name": rasters[0].stem, "rasters": tuple(rasters), "layers": tuple(layers), "map": _value_map(maps)},)
     else:
         sets = data
-    cfg = RealEvalConfig(model, sets, out if out is not None else _default_out(model, "real"), device=device)
+    out_dir = out if out is not None else _default_out(model, "real")
+    cfg = RealEvalConfig(model, sets, out_dir, device=device, precision=precision)
     with interrupted_says("no report written; rerun the same command"):
         report = evaluate_sets(cfg)
     for line in report.warnings:
@@ -167,11 +169,16 @@ def eval_cmd(
     source_resolution: SourceResolution = None,
     baseline_color: str = typer.Option("232,229,222", help="R,G,B of the constant-image baseline."),
     progress: ShowProgress = True,
+    precision: str = typer.Option(
+        "fp32",
+        "--precision",
+        help="fp32 | bf16 | fp16 | int8: what the generator runs in (scores compare models, so never auto).",
+    ),
 ) -> None:
     """Score a generator on a paired split (accuracy@5/10, RMSE, L1, PSNR, SSIM, class IoU),
     or on georeferenced rasters with vector labels (--raster/--layer or a sets .json: IoU per class)."""
     if raster or (data is not None and data.suffix.lower() == ".json"):
-        _eval_real(model, data, raster or [], layer or [], value_map or [], out, device)
+        _eval_real(model, data, raster or [], layer or [], value_map or [], out, device, precision)
         return
     if data is None:
         raise GeopixError("pass DATA (a paired dataset folder or a sets .json) or --raster with --layer")
@@ -197,6 +204,7 @@ def eval_cmd(
         source_resolution_m=source_resolution,
         baseline_color=color,
         bn_mode=bn_mode,
+        precision=precision,
     )
     with progress_bar(progress) as bar, interrupted_says("no report written; rerun the same command"):
         report = evaluate(cfg, on_progress=bar)

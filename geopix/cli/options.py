@@ -22,7 +22,11 @@ BatchSize = Annotated[int, typer.Option("--batch-size", help="Tiles (eval: image
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 Precision = Annotated[
     str,
-    typer.Option("--precision", help="fp32 | bf16 | fp16 | auto (bf16 where native: CUDA, CPUs with AVX512-BF16/AMX)."),
+    typer.Option(
+        "--precision",
+        help="fp32 | bf16 | fp16 | int8 | auto (int8 on VNNI/AMX CPUs with geopix[int8] installed when the "
+        "model's int8 passes its quality gate, else bf16 where native: CUDA, CPUs with AVX512-BF16/AMX).",
+    ),
 ]
 Workers = Annotated[
     int | None,

@@ -193,8 +193,16 @@ def export_cmd(
         0.5, min=0.0, max=1.0, help="Share of --average-with's weights in the average (0..1)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists."),
+    fmt: str = typer.Option(
+        "safetensors",
+        "--format",
+        help="safetensors (a geopix checkpoint) | onnx (RGB 0..255 in, map RGB out, self-describing; runs on "
+        "ONNX Runtime without geopix, see docs/cli.md; needs geopix[onnx]).",
+    ),
+    tile_size: int = typer.Option(256, "--tile-size", help="--format onnx: the tile side recorded in its metadata."),
 ) -> None:
-    """Re-save a checkpoint for shipping (fp16, corrected metadata, optionally averaged with another)."""
+    """Re-save a checkpoint for shipping (fp16, corrected metadata, optionally averaged with another), or
+    export it as a self-describing ONNX model."""
     import json
 
     from geopix.models.checkpoint import load_checkpoint
@@ -227,13 +235,23 @@ def export_cmd(
         training = json.loads(spec.training or "{}")
         training["note"] = json.loads(note.read_text())
         overrides["training"] = json.dumps(training)
-    path = export_checkpoint(
-        source,
-        dst,
-        half=half,
-        average_with=average_with,
-        average_weight=average_weight,
-        class_bias=_class_offsets(class_bias) if class_bias else None,
+    if fmt not in ("safetensors", "onnx"):
+        raise OptionError(f"--format {fmt!r} must be safetensors or onnx")
+    options = {
+        "average_with": average_with,
+        "average_weight": average_weight,
+        "class_bias": _class_offsets(class_bias) if class_bias else None,
         **overrides,
-    )
+    }
+    if fmt == "onnx":
+        import tempfile
+
+        from geopix.models.onnx_export import export_onnx, onnx_modules
+
+        onnx_modules()  # the clear error before any work
+        with tempfile.TemporaryDirectory() as tmp:
+            model = load_checkpoint(export_checkpoint(source, Path(tmp) / "m.safetensors", half=False, **options))
+        path = export_onnx(model.spec, model.net, dst, tile_size)
+    else:
+        path = export_checkpoint(source, dst, half=half, **options)
     typer.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")

@@ -1,0 +1,96 @@
+"""OpenVINO on the CPU: runs a geopix network quantized to int8 (``--precision int8``).
+
+Chosen by measurement over ONNX Runtime (``benchmarks/bench_runtimes.py``): ONNX Runtime's CPU
+provider has no int8 transposed convolution, so half of the U-Net stays fp32 and int8 is barely
+faster than fp32 there; OpenVINO runs the whole network in int8.  A compiled model takes tiles in
+[-1, 1] and returns the network's output as a torch tensor, so the decoding after it is the one
+every precision uses.  Threads: the process's torch setting (``geopix.process`` sets it per
+worker); each thread of a worker gets its own infer request on the one compiled model.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geopix.errors import DeviceError, OptionError
+
+#: CPU features that give int8 convolutions their speed (dot-product instructions).
+INT8_FLAGS = {"x86_64": ("avx512_vnni", "avx_vnni", "amx_int8"), "aarch64": ("asimddp",)}
+
+
+def openvino():
+    """The ``openvino`` module, or an error naming the extra that installs it."""
+    try:
+        import openvino
+    except ImportError:
+        raise OptionError(
+            "--precision int8 runs on OpenVINO, which is not installed: pip install 'geopix[int8]' "
+            "(openvino and nncf), or use --precision fp32 or bf16"
+        ) from None
+    return openvino
+
+
+def has_openvino() -> bool:
+    try:
+        openvino()
+    except OptionError:
+        return False
+    return True
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def native_int8() -> bool:
+    """Does this CPU have int8 dot-product instructions (VNNI, AMX, Arm dotprod)?"""
+    machine = platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
+    return bool(cpu_flags() & set(INT8_FLAGS.get(machine, ())))
+
+
+def check_int8(device: torch.device) -> None:
+    """Explain why int8 cannot run here: no OpenVINO, a GPU device, or a CPU without dot products."""
+    if device.type != "cpu":
+        raise DeviceError(f"--precision int8 runs on the CPU only; use --device cpu, or bf16/fp16 on {device}")
+    openvino()
+    if not native_int8():
+        wanted = ", ".join(f for flags in INT8_FLAGS.values() for f in flags)
+        raise DeviceError(
+            f"--precision int8 needs a CPU with int8 dot-product instructions ({wanted}); this one "
+            f"({platform.machine()}) has none, so int8 would not be faster: use --precision fp32"
+        )
+
+
+class OpenVinoNetwork:
+    """``net(tiles)``: (N, C, H, W) float32 in [-1, 1] → the network's (N, K, H, W) output (torch)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        ov = openvino()
+        config = {
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+            # fp32 between the int8 layers, also on CPUs with bf16: the map must not move with the CPU.
+            "INFERENCE_PRECISION_HINT": "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        self.path = Path(path)
+        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self._local = threading.local()
+
+    def __call__(self, tiles: np.ndarray) -> torch.Tensor:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        request.infer([np.ascontiguousarray(tiles, dtype=np.float32)])
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())

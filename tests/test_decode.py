@@ -1,0 +1,61 @@
+"""The fast palette decoding draws the same map as ``palette_to_rgb`` for the same logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from geopix.models.decode import PaletteDecoder
+from geopix.models.generator import palette_to_rgb
+from geopix.style import COLOURS
+
+#: The shipped sat2map palette (10 k-means colours, three of them anti-aliasing blends).
+PALETTE = (
+    (232, 229, 222), (202, 222, 172), (176, 207, 254), (242, 240, 234), (253, 253, 251),
+    (247, 220, 140), (247, 158, 38), (222, 218, 210), (203, 205, 190), (227, 174, 75),
+)  # fmt: skip
+BIAS = (0.0, 0.25, 0.0, 0.0, 0.05, 0.0, 0.0, 0.05, 0.05, 0.05)
+
+
+def logits(seed: int, n: int = 2, side: int = 64) -> torch.Tensor:
+    """Logits like a trained head's: mostly one clear winner, many near-ties, some exact ties."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1.5, (n, len(PALETTE), side, side)).astype(np.float32)
+    x[:, 0] += rng.uniform(0, 4, (n, side, side)).astype(np.float32)
+    x[:, 3, :8] = x[:, 0, :8]  # exact ties: argmax keeps the first
+    return torch.from_numpy(x)
+
+
+@pytest.mark.parametrize(
+    ("sharpness", "bias", "keep", "decides"),
+    [(8.0, BIAS, True, False), (8.0, BIAS, True, True), (8.0, (), True, False), (3.0, BIAS, False, False),
+     (0.0, BIAS, False, False), (0.0, (), True, False)],
+)  # fmt: skip
+def test_same_map_as_palette_to_rgb(sharpness: float, bias: tuple, keep: bool, decides: bool) -> None:
+    x = logits(int(sharpness) + len(bias) + keep + 2 * decides)
+    cc = torch.as_tensor(COLOURS) if keep else None
+    ref = palette_to_rgb(x, PALETTE, sharpness, bias, cc, bias_decides=decides)
+    got = PaletteDecoder(PALETTE, sharpness, bias, COLOURS if keep else None, bias_decides=decides)(x)
+    assert got.shape == ref.shape
+    # Float rounding only (the blend's sums run in another order): far below an 8-bit step, so the
+    # 8-bit maps differ by at most one unit, and only where a value sits on a rounding edge.
+    assert (got - ref).abs().max() < 1e-2
+    diff = (got.round().clamp(0, 255) - ref.round().clamp(0, 255)).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
+    if sharpness == 0:
+        assert torch.equal(got, ref)  # argmax alone: the palette colours themselves
+
+
+def test_any_memory_format_and_thread_buffers_give_the_same_colours() -> None:
+    x = logits(7, n=3, side=128)
+    dec = PaletteDecoder(PALETTE, 8.0, BIAS, COLOURS)
+    a = dec(x)
+    b = dec(x.contiguous(memory_format=torch.channels_last))
+    c = dec(x[:1])  # another batch size reuses this thread's buffers
+    assert torch.equal(a, b) and torch.equal(a[:1], c)
+
+
+def test_wrong_channel_count_is_refused() -> None:
+    with pytest.raises(ValueError, match="logit channels"):
+        PaletteDecoder(PALETTE, 8.0)(torch.zeros(1, 4, 8, 8))

@@ -1,0 +1,144 @@
+"""--precision int8: the quantized model agrees with fp32, is built once, and refuses clearly."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from geopix.cluster import cluster_precision
+from geopix.config import InferConfig, RenderConfig, TileConfig
+from geopix.errors import DeviceError, OptionError
+from geopix.infer import Predictor, int8_capable
+from geopix.models import quantize
+from geopix.models.checkpoint import load_checkpoint, save_checkpoint
+from geopix.pipeline import render
+from geopix.runtime import check_int8
+from geopix.style import classify
+from geopix.testing import random_checkpoint, synthetic_aerial
+
+needs_int8 = pytest.mark.skipif(
+    not int8_capable("cpu"), reason="needs geopix[int8] (openvino, nncf) and a CPU with VNNI/AMX/dotprod"
+)
+STYLE_PALETTE = ((232, 229, 222), (202, 222, 172), (176, 207, 254), (242, 240, 234), (253, 253, 251),
+                 (247, 220, 140), (247, 158, 38))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def palette_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random palette-head checkpoint decoded like sat2map (softmax blend, offsets, keep_class)."""
+    folder = tmp_path_factory.mktemp("q")
+    model = load_checkpoint(random_checkpoint(folder / "r.safetensors", ngf=4, head="palette", seed=2))
+    spec = dataclasses.replace(
+        model.spec, palette=STYLE_PALETTE, output_nc=len(STYLE_PALETTE), palette_sharpness=8.0,
+        palette_bias=(0.0, 0.25, 0.0, 0.0, 0.05, 0.0, 0.0), palette_keep_class=True,
+    )  # fmt: skip
+    torch.manual_seed(2)
+    net = spec.build()
+    from geopix.models.generator import init_weights
+
+    init_weights(net)
+    return save_checkpoint(net.eval(), spec, folder / "palette.safetensors")
+
+
+def tiles(seed: int = 5, n: int = 4) -> np.ndarray:
+    from geopix.testing import _scene
+
+    return np.stack([_scene((256, 256), seed + i)[0].transpose(2, 0, 1) for i in range(n)]) / 127.5 - 1.0
+
+
+@needs_int8
+def test_int8_agrees_with_fp32_on_fixture_tiles(palette_model: Path) -> None:
+    model = load_checkpoint(palette_model)
+    x = tiles().astype(np.float32)
+    fp32 = Predictor(model.spec, model.net, "cpu", precision="fp32").predict(x)
+    q = Predictor.from_loaded(model, "cpu", precision="int8")
+    int8 = q.predict(x)
+    assert q.precision == "int8" and q.int8 is not None and q.int8.passes
+    agree = (classify(fp32.transpose(0, 2, 3, 1)) == classify(int8.transpose(0, 2, 3, 1))).mean()
+    assert agree >= 0.99
+    assert np.abs(int8 - fp32).max() > 0  # it really ran the quantized network
+    np.testing.assert_array_equal(int8, q.predict(x))  # deterministic
+
+
+@needs_int8
+def test_int8_model_is_built_once_and_a_corrupt_cache_is_rebuilt(palette_model: Path, monkeypatch) -> None:
+    model = load_checkpoint(palette_model)
+    first = quantize.int8_model(palette_model, model.spec, model.net)
+    built = first.path.stat().st_mtime_ns
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("rebuilt although cached")
+
+    with monkeypatch.context() as m:
+        m.setattr(quantize, "build_int8", no_rebuild)
+        again = quantize.int8_model(palette_model, model.spec, model.net)
+    assert again == first and again.path.stat().st_mtime_ns == built
+    first.path.write_text("<not a model")  # a torn or corrupt file
+    rebuilt = quantize.int8_model(palette_model, model.spec, model.net)
+    assert rebuilt.path == first.path and rebuilt.agreement == pytest.approx(first.agreement)
+    weights = first.path.with_suffix(".bin")
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated weights
+    assert quantize.int8_model(palette_model, model.spec, model.net).path.with_suffix(".bin").stat().st_size > 1000
+    assert not list(first.path.parent.glob(".*"))  # no temporary left behind
+
+
+@needs_int8
+def test_auto_picks_int8_only_when_the_gate_passes(palette_model: Path, monkeypatch) -> None:
+    auto = InferConfig(device="cpu", precision="auto")
+    assert cluster_precision(auto, None, str(palette_model)) == "int8"
+    assert Predictor.from_loaded(load_checkpoint(palette_model), "cpu", precision="auto").precision == "int8"
+    monkeypatch.setattr(quantize, "MIN_AGREEMENT", 1.01)  # no model passes
+    assert cluster_precision(auto, None, str(palette_model)) in ("bf16", "fp32")
+    assert Predictor.from_loaded(load_checkpoint(palette_model), "cpu", precision="auto").precision != "int8"
+
+
+@needs_int8
+def test_int8_renders_do_not_change_a_byte_with_chunking(palette_model: Path, tmp_path: Path) -> None:
+    src = synthetic_aerial(tmp_path / "in.tif", (600, 700), res=2.0)
+    maps = []
+    for name, chunk, scheduler in (("a", 512, "sync"), ("b", 2048, None), ("c", 512, None)):
+        render(RenderConfig(input=src, output_dir=tmp_path / name, model=str(palette_model),
+                            tiles=TileConfig(256, 64, chunk), infer=InferConfig(precision="int8"),
+                            scheduler=scheduler))  # fmt: skip
+        maps.append((tmp_path / name / "map.tif").read_bytes())
+    assert maps[0] == maps[1] == maps[2]
+    with rasterio.open(tmp_path / "a" / "map.tif") as ds:
+        assert ds.read().std() > 0
+
+
+def test_int8_without_openvino_names_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    with pytest.raises(OptionError, match=r"geopix\[int8\]"):
+        check_int8(torch.device("cpu"))
+
+
+def test_int8_on_a_cpu_without_dot_products_is_a_clear_error(monkeypatch) -> None:
+    import geopix.runtime as runtime
+
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"sse4_2", "avx2"})
+    with pytest.raises(DeviceError, match="--precision fp32"):
+        check_int8(torch.device("cpu"))
+    assert not int8_capable("cpu")  # and auto does not pick it there
+
+
+def test_int8_on_a_gpu_device_is_refused() -> None:
+    with pytest.raises(DeviceError, match="CPU only"):
+        check_int8(torch.device("cuda"))
+
+
+def test_calibration_without_shared_data_is_deterministic(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GEOPIX_CALIBRATION_DATA", str(tmp_path / "absent"))
+    spec = load_checkpoint(random_checkpoint(tmp_path / "m.safetensors", ngf=4)).spec
+    _, source = quantize.calibration_source(spec)
+    assert source.startswith("fallback")
+    a_cal, a_check = quantize.calibration_tiles(spec)
+    b_cal, b_check = quantize.calibration_tiles(spec)
+    assert np.array_equal(a_cal, b_cal) and np.array_equal(a_check, b_check)
+    assert len(a_cal) + len(a_check) == quantize.TILES and a_cal.min() >= -1 and a_cal.max() <= 1

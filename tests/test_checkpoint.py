@@ -389,3 +389,26 @@ def test_checkpoints_get_the_umask_mode(tmp_path: Path) -> None:
         os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert stat.S_IMODE(exported.stat().st_mode) == 0o644
+
+
+def test_export_overwrite_replaces_only_a_geopix_model_and_never_its_input(tmp_path: Path) -> None:
+    """The output-ownership rule for ``geopix export``: --overwrite replaces a model file geopix
+    wrote, never another file of that name, and never SRC (or --average-with) itself."""
+    from geopix.cli import main
+    from geopix.errors import OutputExistsError
+    from geopix.testing import random_checkpoint
+
+    src = random_checkpoint(tmp_path / "src.safetensors", head="palette")
+    before = src.read_bytes()
+    assert main(["export", str(src), str(src), "--overwrite"]) == OutputExistsError.exit_code
+    other = random_checkpoint(tmp_path / "other.safetensors", head="palette")
+    assert main(["export", str(other), str(src), "--average-with", str(src), "--overwrite"]) == 10
+    assert src.read_bytes() == before  # the input is untouched
+    notes = tmp_path / "notes.safetensors"
+    notes.write_text("my notes, not a model")
+    assert main(["export", str(src), str(notes), "--overwrite"]) == OutputExistsError.exit_code
+    assert notes.read_text() == "my notes, not a model"
+    dst = tmp_path / "dst.safetensors"
+    assert main(["export", str(src), str(dst)]) == 0
+    assert main(["export", str(other), str(dst)]) == OutputExistsError.exit_code  # exists: --overwrite needed
+    assert main(["export", str(other), str(dst), "--overwrite"]) == 0  # a geopix model: replaced

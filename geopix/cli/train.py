@@ -206,12 +206,16 @@ def export_cmd(
     import json
 
     from geopix.models.checkpoint import load_checkpoint
-    from geopix.models.export import export_checkpoint
+    from geopix.models.export import export_checkpoint, is_geopix_model
     from geopix.models.registry import resolve_model
+    from geopix.output import refuse_foreign, refuse_input
 
     source = resolve_model(src)
+    inputs = [source, *([resolve_model(average_with)] if average_with else []), *([note] if note else [])]
+    refuse_input([dst], inputs, "DST")  # never its own input, --overwrite or not
     if dst.exists() and not overwrite:
         raise OutputExistsError(f"{dst} already exists; pass --overwrite to replace it or choose another DST")
+    refuse_foreign(dst, is_geopix_model, "a geopix model file", "DST")
     # SRC's own metadata, read here only where an option builds on it (export_checkpoint reads it too).
     needs_spec = (input_stats is not None and direction is None) or note is not None
     spec = load_checkpoint(source).spec if needs_spec else None

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from geopix.errors import CheckpointError, OptionError
-from geopix.models.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
+from geopix.models.checkpoint import FORMAT, ModelSpec, load_checkpoint, save_checkpoint
 from geopix.models.registry import resolve_model
 from geopix.style import palette_bias
 
@@ -75,3 +75,23 @@ def export_checkpoint(
         training["averaged_with"] = {"model": str(average_with), "weight": average_weight}
         spec = dataclasses.replace(spec, training=json.dumps(training, default=str))
     return save_checkpoint(model.net, spec, dst, half=half)
+
+
+def is_geopix_model(path: str | Path) -> bool:
+    """Is ``path`` a model file geopix wrote (a checkpoint of our format, or an ONNX map model)?
+
+    ``geopix export --overwrite`` replaces only such a file: never a user's other file of that name."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    if path.suffix.lower() == ".onnx":
+        marker = b"geopix_spec"  # a metadata_props key of export_onnx's files, stored as plain bytes
+        with open(path, "rb") as f:
+            return any(marker in chunk for chunk in iter(lambda: f.read(1 << 20), b""))
+    try:
+        from safetensors import SafetensorError, safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except (SafetensorError, OSError, ValueError):
+        return False

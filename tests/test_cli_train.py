@@ -141,9 +141,10 @@ def test_an_existing_run_is_refused_and_left_untouched(data: Path, tmp_path: Pat
 def test_export_refuses_to_overwrite(data: Path, tmp_path: Path) -> None:
     assert _run(data, tmp_path / "run", "--preset", "palette", "--epochs", "1", "--epochs-decay", "0") == 0
     src, dst = tmp_path / "run" / "generator.safetensors", tmp_path / "shipped.safetensors"
-    dst.write_bytes(b"an older export")
+    assert main(["export", str(src), str(dst), "--palette-sharpness", "2"]) == 0  # an older export
+    older = dst.read_bytes()
     assert main(["export", str(src), str(dst)]) == OutputExistsError.exit_code
-    assert dst.read_bytes() == b"an older export"
+    assert dst.read_bytes() == older
     assert main(["export", str(src), str(dst), "--palette-sharpness", "8", "--overwrite"]) == 0
     assert load_model(dst).spec.palette_sharpness == 8
 

@@ -230,7 +230,7 @@ def test_train_save_every(maps: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     real_save = Trainer.save
 
     def spy(self: Trainer) -> None:
-        saved.append(self.epoch)
+        saved.append(self.state.epoch)
         real_save(self)
 
     monkeypatch.setattr(Trainer, "save", spy)

@@ -193,7 +193,8 @@ def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig, record: Path
 
     def fit_and_keep(self: Trainer) -> Path:
         out = fit(self)
-        nets = {"G": self.G, "D": self.D} if self.D is not None else {"G": self.G}
+        st = self.state
+        nets = {"G": st.G, "D": st.D} if st.D is not None else {"G": st.G}
         params.update({f"{n}.{k}": v.detach().clone() for n, net in nets.items() for k, v in net.named_parameters()})
         return out
 

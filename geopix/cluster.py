@@ -18,11 +18,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from geopix.config import InferConfig
 from geopix.errors import ClusterError, GeopixError
 from geopix.process import configure_process
+
+if TYPE_CHECKING:  # torch: only the type is needed here
+    from geopix.models.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -248,12 +251,15 @@ def _worker_int8(device: str) -> bool:
     return int8_capable(resolve_device(device))
 
 
-def cluster_precision(infer: InferConfig, client=None, model_path: str | None = None) -> str:
+def cluster_precision(
+    infer: InferConfig, client=None, model_path: str | None = None, loaded: LoadedModel | None = None
+) -> str:
     """Resolve ``--precision auto`` once for the whole render, so every worker computes alike.
 
     int8 when every worker can run it fast (``infer.int8_capable``) and ``model_path``'s int8
     model passes its quality gate (``infer.int8_ready``, built here once and cached); else bf16
-    only when *every* worker runs it natively; one fp32-only worker makes it fp32.
+    only when *every* worker runs it natively; one fp32-only worker makes it fp32.  ``loaded``:
+    the model already in memory (the render's), so the gate does not read the checkpoint again.
     """
     if infer.precision != "auto":
         return infer.precision
@@ -261,7 +267,7 @@ def cluster_precision(infer: InferConfig, client=None, model_path: str | None = 
         from geopix.infer import int8_ready, resolve_device
 
         capable = _worker_int8(infer.device) if client is None else all(client.run(_worker_int8, infer.device).values())
-        if capable and int8_ready(model_path, resolve_device(infer.device)):
+        if capable and int8_ready(model_path, resolve_device(infer.device), loaded):
             return "int8"
     if client is None:
         return _worker_precision(infer.precision, infer.device)

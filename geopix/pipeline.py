@@ -243,15 +243,17 @@ def compute(prepared: Prepared, on_progress: ProgressFn | None = None) -> Comput
                 elif stats_in and client is not None:
                     info = client.submit(colour_match, job.info, stats_in, pure=False).result()
                     job = dataclasses.replace(job, info=info)
-                return _run_blocks(config, job, plan, client, on_progress)
+                return _run_blocks(config, job, plan, client, on_progress, prepared.model)
     finally:
         close_readers()  # the cluster has closed: no task thread of this process reads any more
 
 
-def _run_blocks(config: RenderConfig, job: BlockJob, plan: RenderPlan, client, on_progress) -> Computed:
+def _run_blocks(
+    config: RenderConfig, job: BlockJob, plan: RenderPlan, client, on_progress, model: LoadedModel
+) -> Computed:
     # Resolve `auto` precision once, for every worker, before the fingerprint: a render
     # resumed on another scheduler then never mixes bf16 and fp32 blocks.
-    precision = cluster_precision(job.infer, client, job.model_path)
+    precision = cluster_precision(job.infer, client, job.model_path, model)
     job = dataclasses.replace(job, infer=dataclasses.replace(job.infer, precision=precision))
     all_blocks = plan.block_shape[0] * plan.block_shape[1]
     done = open_store(

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from geopix.models.checkpoint import ModelSpec
+from geopix.models.distribute import sha256_file
 from geopix.models.onnx_export import network_graph
 from geopix.runtime import openvino
 
@@ -149,18 +150,10 @@ class Int8Model:
         return self.agreement >= MIN_AGREEMENT
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cache_key(checkpoint: str | Path, source: str) -> str:
     import nncf
 
-    parts = [_file_sha256(Path(checkpoint)), openvino().__version__, nncf.__version__, RECIPE, source]
+    parts = [sha256_file(checkpoint), openvino().__version__, nncf.__version__, RECIPE, source]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from geopix import style
-from geopix.data.pairs import PairRef, find_pairs, find_places, read_mask, read_pair
+from geopix.data.pairs import PairRef, find_pairs, find_places, read_image, read_mask
 from geopix.data.rasterize import ALL_CLASSES
 from geopix.errors import DatasetError
 
@@ -148,7 +148,7 @@ def evaluate_pairs(
         acc = PlaceCounts()
         for start in range(0, len(refs), batch_size):
             chunk = refs[start : start + batch_size]
-            images = np.stack([read_pair(r)[0] for r in chunk])
+            images = np.stack([read_image(r.a) for r in chunk])  # the aerial; its drawn map is not scored
             rgb = predictor.predict_batch(images)
             for ref, out in zip(chunk, rgb, strict=True):
                 acc.add(style.classify(out), read_mask(ref))

@@ -218,6 +218,20 @@ def eval_cmd(
     typer.echo(f"report: {report.files['report']}")
 
 
+def _class_list(text: str) -> tuple[str, ...]:
+    """``--covers building, road`` → ``("building", "road")``."""
+    return tuple(c.strip() for c in text.split(","))
+
+
+def _say_pairs(result, out: Path, note: str = "") -> None:
+    """The one line both dataset builders end with: pairs, resolution, what is labelled."""
+    drawn = ", ".join(f"{k} {v}" for k, v in result.class_pixels.items() if v)
+    typer.echo(
+        f"{result.pairs} pairs at {result.resolution_m:.2f} m/px written to {out} "
+        f"({result.known_share:.0%} of pixels labelled; covers {', '.join(result.covers)}{note}; pixels: {drawn})"
+    )
+
+
 @dataset_app.command("make")
 def dataset_make_cmd(
     out: Path = typer.Argument(..., help="Output folder; pairs go to OUT/A/NAME.png and OUT/B/NAME.png."),
@@ -266,7 +280,7 @@ def dataset_vectors_cmd(
         tile=tile,
         stride=stride,
         value_map=_value_map(value_map),
-        covers=frozenset(c.strip() for c in covers.split(",")) if covers else None,
+        covers=frozenset(_class_list(covers)) if covers else None,
         match_colors=match_colors,
         overwrite=overwrite,
     )
@@ -274,11 +288,7 @@ def dataset_vectors_cmd(
         result = make_vector_pairs(cfg)
     for line in result.warnings:
         typer.secho(f"warning: {line}", err=True, fg=typer.colors.YELLOW)
-    drawn = ", ".join(f"{k} {v}" for k, v in result.class_pixels.items() if v)
-    typer.echo(
-        f"{result.pairs} pairs at {result.resolution_m:.2f} m/px written to {out} "
-        f"({result.known_share:.0%} of pixels labelled; covers {', '.join(result.covers)}; pixels: {drawn})"
-    )
+    _say_pairs(result, out)
 
 
 @dataset_app.command("labels")
@@ -323,7 +333,7 @@ def dataset_labels_cmd(
         tuple(labels),
         codes,
         out,
-        covers=tuple(c.strip() for c in covers.split(",")) if covers else None,
+        covers=_class_list(covers) if covers else None,
         incomplete=incomplete,
         source_resolution_m=source_resolution,
         model=model,
@@ -335,9 +345,4 @@ def dataset_labels_cmd(
     )
     with interrupted_says(f"no pairs written ({out} untouched); rerun the same command"):
         result = make_label_pairs(cfg)
-    drawn = ", ".join(f"{k} {v}" for k, v in result.class_pixels.items() if v)
-    typer.echo(
-        f"{result.pairs} pairs at {result.resolution_m:.2f} m/px written to {out} "
-        f"({result.known_share:.0%} of pixels labelled; covers {', '.join(result.covers)}"
-        f"{'; incomplete: background is unknown' if result.incomplete else ''}; pixels: {drawn})"
-    )
+    _say_pairs(result, out, "; incomplete: background is unknown" if result.incomplete else "")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -96,19 +97,23 @@ class CodeTable:
         return cls(table, frozenset(cover_set), incomplete)
 
     @classmethod
-    def load(cls, path: str | Path) -> CodeTable:
-        """A JSON code table: ``{"codes": {"0": "background", "1": "building", "255": "unknown"}}``, optionally
-        with ``"covers": [...]`` and ``"incomplete": true``."""
+    def resolve(
+        cls, codes: str | Path | Mapping[str | int, str | Sequence[str]], covers: Sequence[str] | None, incomplete: bool
+    ) -> CodeTable:
+        """The table of ``codes`` (a dict, or a JSON file: ``{"codes": {"0": "background", "1": "building",
+        "255": "unknown"}}``, optionally with ``"covers": [...]`` and ``"incomplete": true``); ``covers``
+        given here replaces the file's, ``incomplete`` adds to it."""
+        if not isinstance(codes, str | Path):
+            return cls.parse(codes, covers, incomplete)
         try:
-            doc = json.loads(Path(path).read_text())
-            return cls.parse(doc["codes"], doc.get("covers"), bool(doc.get("incomplete", False)))
+            doc = json.loads(Path(codes).read_text())
+            entries, file_covers, file_incomplete = doc["codes"], doc.get("covers"), bool(doc.get("incomplete"))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            if isinstance(exc, DatasetError):
-                raise
             raise DatasetError(
-                f"cannot read code table {path} ({exc}); expected JSON "
+                f"cannot read code table {codes} ({exc}); expected JSON "
                 '{"codes": {"0": "background", "1": "building", "255": "unknown"}}'
             ) from exc
+        return cls.parse(entries, covers if covers is not None else file_covers, incomplete or file_incomplete)
 
     def luts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """256-entry tables: drawn class index, allowed bit mask, and whether the code is in the table."""
@@ -165,10 +170,10 @@ def _local_transform(res_m: float, height: int) -> Affine:
     return Affine(res_m, 0, 0, 0, -res_m, height * res_m)
 
 
-def _on_local_grid(path: Path, data: np.ndarray, res_m: float, memfiles: list[MemoryFile]) -> str:
-    """An in-memory GeoTIFF of ``data`` (bands, h, w) on :data:`LOCAL_CRS` at ``res_m``: a path GDAL opens."""
-    mem = MemoryFile()
-    memfiles.append(mem)
+def _on_local_grid(data: np.ndarray, res_m: float, stack: ExitStack) -> str:
+    """An in-memory GeoTIFF of ``data`` (bands, h, w) on :data:`LOCAL_CRS` at ``res_m``: a path GDAL opens
+    until ``stack`` closes."""
+    mem = stack.enter_context(MemoryFile())
     with mem.open(
         driver="GTiff",
         width=data.shape[2],
@@ -183,7 +188,7 @@ def _on_local_grid(path: Path, data: np.ndarray, res_m: float, memfiles: list[Me
 
 
 def _open_pair(
-    image: Path, label: Path, source_res: float | None, memfiles: list[MemoryFile]
+    image: Path, label: Path, source_res: float | None, stack: ExitStack
 ) -> tuple[str, np.ndarray, Affine, CRS]:
     """The image as a georeferenced path, and its label codes with their grid; sizes and CRS checked."""
     try:
@@ -213,7 +218,7 @@ def _open_pair(
             )
         if lab_crs is not None:
             raise DatasetError(f"{label} is georeferenced ({lab_crs}) but {image} is not; give both or neither a CRS")
-        path = _on_local_grid(image, img_data, source_res, memfiles)
+        path = _on_local_grid(img_data, source_res, stack)
         return path, codes, _local_transform(source_res, img_shape[0]), LOCAL_CRS
     if lab_crs is not None and lab_crs != img_crs:
         raise DatasetError(
@@ -247,27 +252,16 @@ def make_label_pairs(config: LabelPairsConfig | None = None, /, **kwargs) -> Lab
     from geopix.models.registry import load_model
 
     config = resolve_config(LabelPairsConfig, config, kwargs, "make_label_pairs")
-    table = (
-        CodeTable.load(config.codes)
-        if isinstance(config.codes, str | Path)
-        else CodeTable.parse(config.codes, config.covers, config.incomplete)
-    )
-    if config.covers is not None or config.incomplete:
-        table = CodeTable.parse(
-            {str(k): list(v) for k, v in table.codes.items()},
-            config.covers if config.covers is not None else sorted(table.covers),
-            config.incomplete or table.incomplete,
-        )
+    table = CodeTable.resolve(config.codes, config.covers, config.incomplete)
     pairs = match_labels(config.images, config.labels)
     top_lut, allowed_lut_, mapped = table.luts()
     spec = load_model(config.model).spec
     res = spec.ground_resolution_m if config.resolution_m is None else config.resolution_m
     writer = PairWriter(config.out_dir, tile=config.tile, stride=config.step, overwrite=config.overwrite)
-    memfiles: list[MemoryFile] = []
     with writer:
-        try:
-            for image, label in pairs:
-                path, codes, src_tf, crs = _open_pair(image, label, config.source_resolution_m, memfiles)
+        for image, label in pairs:
+            with ExitStack() as stack:
+                path, codes, src_tf, crs = _open_pair(image, label, config.source_resolution_m, stack)
                 stray = np.unique(codes[~mapped[codes]])
                 if stray.size:
                     raise DatasetError(
@@ -279,16 +273,10 @@ def make_label_pairs(config: LabelPairsConfig | None = None, /, **kwargs) -> Lab
                 if config.match_colors and spec.input_stats:
                     info = colour_match(info, spec.input_stats)
                 a, valid = read_work(info, grid)
-                work_codes = codes_on_grid(codes, src_tf, crs, grid.transform(info), (grid.height, grid.width))
-                allowed = allowed_lut_[work_codes]
-                allowed[~valid] = 0
-                writer.add_raster(writer.stem_for(image), a, Labels(top_lut[work_codes], allowed))
-                for mem in memfiles:
-                    mem.close()
-                memfiles.clear()
-        finally:
-            for mem in memfiles:
-                mem.close()
+            work_codes = codes_on_grid(codes, src_tf, crs, grid.transform(info), (grid.height, grid.width))
+            allowed = allowed_lut_[work_codes]
+            allowed[~valid] = 0
+            writer.add_raster(writer.stem_for(image), a, Labels(top_lut[work_codes], allowed))
         if writer.pairs == 0:
             raise DatasetError("no tile has a known label pixel; check the code table (every code 'unknown'?)")
         result = LabelPairsResult(

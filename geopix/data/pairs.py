@@ -99,19 +99,23 @@ def default_source_resolution(ref: PairRef) -> float:
     return OTHER_RESOLUTION_M
 
 
+def read_image(path: Path) -> np.ndarray:
+    """One training image as HxWx3 uint8; a file PIL cannot (or will not) decode is a ``DatasetError``."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, Image.DecompressionBombError) as exc:  # a bomb: more pixels than PIL decodes safely
+        raise DatasetError(f"cannot read training image {path}: {exc}") from exc
+
+
 def read_pair(ref: PairRef, direction: str = "AtoB") -> tuple[np.ndarray, np.ndarray]:
     """Return (input, target) as HxWx3 uint8, swapped for ``BtoA``."""
-    try:
-        with Image.open(ref.a) as im:
-            a = np.asarray(im.convert("RGB"))
-        if ref.b is None:
-            w = a.shape[1] // 2
-            a, b = a[:, :w], a[:, w : 2 * w]
-        else:
-            with Image.open(ref.b) as im:
-                b = np.asarray(im.convert("RGB"))
-    except (OSError, Image.DecompressionBombError) as exc:  # a bomb: more pixels than PIL decodes safely
-        raise DatasetError(f"cannot read training image {ref.a}: {exc}") from exc
+    a = read_image(ref.a)
+    if ref.b is None:
+        w = a.shape[1] // 2
+        a, b = a[:, :w], a[:, w : 2 * w]
+    else:
+        b = read_image(ref.b)
     if a.shape != b.shape:
         raise DatasetError(f"pair {ref.name}: A is {a.shape[:2]} but B is {b.shape[:2]}; they must match")
     return (a, b) if direction == "AtoB" else (b, a)

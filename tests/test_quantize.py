@@ -89,6 +89,30 @@ def test_int8_model_is_built_once_and_a_corrupt_cache_is_rebuilt(palette_model: 
 
 
 @needs_int8
+def test_threads_asking_for_one_int8_model_build_it_once(tmp_path: Path, monkeypatch) -> None:
+    """Renders on threads (workflows/render_many) ask for one checkpoint's int8 model at once: torch's
+    ONNX exporter refuses a second export in another thread, so the second caller must wait for
+    the first's build and load it (CI failed here once)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("GEOPIX_CACHE_DIR", str(tmp_path / "cache"))  # nothing cached yet
+    ckpt = random_checkpoint(tmp_path / "m.safetensors", ngf=4)
+    model = load_checkpoint(ckpt)
+    builds = []
+    real_build = quantize.build_int8
+
+    def counted(*args, **kwargs):
+        builds.append(1)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(quantize, "build_int8", counted)
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(lambda _: quantize.int8_model(ckpt, model.spec, model.net), range(3)))
+    assert len(builds) == 1
+    assert got[0] == got[1] == got[2]
+
+
+@needs_int8
 def test_auto_picks_int8_only_when_the_gate_passes(palette_model: Path, monkeypatch) -> None:
     auto = InferConfig(device="cpu", precision="auto")
     assert cluster_precision(auto, None, str(palette_model)) == "int8"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import warnings
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from geopix.models.checkpoint import ModelSpec
 
 #: ONNX opset of every graph geopix writes (ONNX Runtime 1.16+ and OpenVINO 2023+ read it).
 OPSET = 17
+_EXPORTING = threading.Lock()
 
 
 def onnx_modules():
@@ -141,7 +143,9 @@ def metadata(spec: ModelSpec, tile: int) -> dict[str, str]:
 def _export(module: nn.Module, path: Path, tile: int, in_name: str, out_name: str) -> None:
     x = torch.zeros(1, module_inputs(module), tile, tile)
     axes = {0: "n", 2: "h", 3: "w"}
-    with warnings.catch_warnings(), torch.no_grad():
+    # torch's exporter keeps global state (GLOBALS.in_onnx_export) and refuses a second export
+    # running in another thread; renders on threads may each build an int8 model.
+    with _EXPORTING, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
             module,

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,11 @@ RECIPE = "nncf-ptq-mixed-minmax-nooverflowfix-1"
 MIN_AGREEMENT = 0.99
 TILES = 48  # half calibrate, half check
 TILE = 256
+
+# One build per key at a time in a process: several renders on threads (workflows/render_many)
+# may all ask for the same model; the first builds, the others wait and load its result.
+_BUILDING: dict[str, threading.Lock] = {}
+_BUILDING_GUARD = threading.Lock()
 
 
 def cache_dir() -> Path:
@@ -228,6 +234,25 @@ def int8_model(checkpoint: str | Path, spec: ModelSpec, net: torch.nn.Module, da
     cached = _load_cached(xml, meta_path)
     if cached is not None:
         return cached
+    with _BUILDING_GUARD:
+        lock = _BUILDING.setdefault(key, threading.Lock())
+    with lock:
+        cached = _load_cached(xml, meta_path)  # built by another thread while this one waited
+        if cached is not None:
+            return cached
+        return _build_and_cache(spec, net, data, source, checkpoint, xml, meta_path)
+
+
+def _build_and_cache(
+    spec: ModelSpec,
+    net: torch.nn.Module,
+    data: Path | None,
+    source: str,
+    checkpoint: str | Path,
+    xml: Path,
+    meta_path: Path,
+) -> Int8Model:
+    folder, key = xml.parent, xml.stem
     with tempfile.TemporaryDirectory(dir=folder, prefix=f".{key}.") as tmp:
         calibrate, check = calibration_tiles(spec, data)
         tmp_xml = Path(tmp) / f"{key}.xml"

@@ -111,7 +111,8 @@ class Predictor:
             self.net.to(memory_format=torch.channels_last)
         # The palette decoding's per-model constants, computed once (on the CPU: the GPU path
         # keeps palette_to_rgb on the device).
-        self.decoder = PaletteDecoder.for_spec(spec) if spec.head == "palette" else None
+        prescaled = self.int8 is not None and self.int8.prescaled  # the int8 graph did the first step
+        self.decoder = PaletteDecoder.for_spec(spec, prescaled) if spec.head == "palette" else None
 
     @classmethod
     def from_loaded(
@@ -134,7 +135,8 @@ class Predictor:
 
     @torch.inference_mode()
     def logits(self, tiles: np.ndarray) -> torch.Tensor:
-        """The network's fp32 output (palette logits or tanh RGB) for (N, C, H, W) tiles in [-1, 1]."""
+        """The network's fp32 output (palette logits or tanh RGB) for (N, C, H, W) tiles in [-1, 1];
+        from a prescaled int8 graph, the logits as ``decode.prescale`` leaves them."""
         if self.int8 is not None:
             return self.runner(tiles)
         x = torch.from_numpy(np.ascontiguousarray(tiles, dtype=np.float32)).to(self.device)

@@ -10,7 +10,7 @@ import rasterio
 
 import geopix.execute as execute
 from geopix.blend import Accumulator, bilinear
-from geopix.config import RenderConfig, TileConfig
+from geopix.config import InferConfig, RenderConfig, TileConfig
 from geopix.pipeline import render
 from geopix.plan import RenderPlan, Resampling, Window
 
@@ -85,6 +85,7 @@ def test_render_with_stand_in_equals_whole_image(
         tiles=TileConfig(tile, overlap, chunk),
         scheduler="sync",
         resample=False,
+        infer=InferConfig(precision="fp32"),  # the stand-in: no int8 model to build for it
     )
     render(cfg)
     with rasterio.open(aerial) as src:

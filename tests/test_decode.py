@@ -59,3 +59,40 @@ def test_any_memory_format_and_thread_buffers_give_the_same_colours() -> None:
 def test_wrong_channel_count_is_refused() -> None:
     with pytest.raises(ValueError, match="logit channels"):
         PaletteDecoder(PALETTE, 8.0)(torch.zeros(1, 4, 8, 8))
+
+
+@pytest.mark.parametrize(("sharpness", "bias", "keep"), [(8.0, BIAS, True), (3.0, (), False), (0.0, BIAS, False)])
+def test_prescaled_logits_give_the_same_map(sharpness: float, bias: tuple, keep: bool) -> None:
+    """The int8 graph ends in ``prescale``'s step; the decoder then skips it and draws the same map."""
+    from types import SimpleNamespace
+
+    from geopix.models.decode import prescale
+
+    spec = SimpleNamespace(
+        head="palette", palette=PALETTE, palette_sharpness=sharpness, palette_bias=bias,
+        palette_keep_class=keep, palette_bias_decides=False,
+    )  # fmt: skip
+    scale, b = prescale(spec)
+    x = logits(11)
+    plain = PaletteDecoder.for_spec(spec)(x)
+    pre = PaletteDecoder.for_spec(spec, prescaled=True)((x + torch.tensor(b).view(1, -1, 1, 1)) * scale)
+    assert (pre - plain).abs().max() < 1e-2
+    diff = (pre.round() - plain.round()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
+    if sharpness == 0:
+        assert scale == 1.0 and torch.equal(pre, plain)
+
+
+def test_bias_decides_has_no_prescaled_form() -> None:
+    from types import SimpleNamespace
+
+    from geopix.models.decode import prescale
+
+    spec = SimpleNamespace(
+        head="palette", palette=PALETTE, palette_sharpness=8.0, palette_bias=BIAS,
+        palette_keep_class=True, palette_bias_decides=True,
+    )  # fmt: skip
+    assert prescale(spec) is None
+    assert prescale(SimpleNamespace(head="rgb")) is None
+    with pytest.raises(ValueError, match="bias_decides"):
+        PaletteDecoder.for_spec(spec, prescaled=True)

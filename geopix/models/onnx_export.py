@@ -22,6 +22,7 @@ from torch import nn
 
 from geopix.errors import OptionError
 from geopix.models.checkpoint import ModelSpec
+from geopix.models.decode import prescale
 
 #: ONNX opset of every graph geopix writes (ONNX Runtime 1.16+ and OpenVINO 2023+ read it).
 OPSET = 17
@@ -164,11 +165,32 @@ def module_inputs(module: nn.Module) -> int:
     return first.in_channels
 
 
-def network_graph(spec: ModelSpec, net: nn.Module, path: str | Path) -> Path:
+class Prescaled(nn.Module):
+    """``(net(x) + bias) · scale``: the decoder's first step (``decode.prescale``) as the graph's
+    last, where a runtime fuses it into the last layer."""
+
+    def __init__(self, net: nn.Module, scale: float, bias: list[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.scale = scale
+        self.register_buffer("bias", torch.tensor(bias, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.net(x) + self.bias) * self.scale
+
+
+def network_graph(spec: ModelSpec, net: nn.Module, path: str | Path, prescaled: bool = False) -> Path:
     """The network alone (tiles in [-1, 1] → logits), BatchNorm folded: what int8 quantizes.
+    ``prescaled``: its logits as ``decode.prescale`` leaves them (the spec must allow it).
     Written by torch alone (no ``onnx`` package needed)."""
     path = Path(path)
-    _export(fold_batchnorm(net), path, spec.multiple, "image", "logits")
+    module = fold_batchnorm(net)
+    if prescaled:
+        factors = prescale(spec)
+        if factors is None:
+            raise ValueError(f"a {spec.head}-head model with these decoding options has no prescaled logits")
+        module = Prescaled(module, *factors)
+    _export(module, path, spec.multiple, "image", "logits")
     return path
 
 

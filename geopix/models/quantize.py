@@ -27,12 +27,13 @@ import numpy as np
 import torch
 
 from geopix.models.checkpoint import ModelSpec
+from geopix.models.decode import prescale
 from geopix.models.distribute import sha256_file
 from geopix.models.onnx_export import network_graph
 from geopix.runtime import openvino
 
 #: Bump when the quantization recipe changes: old cache entries are then not reused.
-RECIPE = "nncf-ptq-mixed-minmax-nooverflowfix-1"
+RECIPE = "nncf-ptq-mixed-minmax-nooverflowfix-prescaled-2"
 #: Class agreement with fp32 that int8 must reach on the check tiles for ``auto`` to pick it.
 MIN_AGREEMENT = 0.99
 TILES = 48  # half calibrate, half check
@@ -150,6 +151,8 @@ class Int8Model:
     agreement: float
     check_tiles: int
     calibration: str
+    #: Its logits come out as ``decode.prescale`` leaves them (decode with ``prescaled=True``).
+    prescaled: bool = False
 
     @property
     def passes(self) -> bool:
@@ -168,19 +171,21 @@ def _load_cached(xml: Path, meta_path: Path) -> Int8Model | None:
     try:
         meta = json.loads(meta_path.read_text())
         openvino().Core().read_model(str(xml))  # parses the graph and checks its weights file
-        return Int8Model(xml, float(meta["agreement"]), int(meta["check_tiles"]), str(meta["calibration"]))
+        return Int8Model(
+            xml, float(meta["agreement"]), int(meta["check_tiles"]), str(meta["calibration"]), bool(meta["prescaled"])
+        )
     except Exception:  # missing, truncated or corrupt: any of OpenVINO's or json's errors
         return None
 
 
-def class_agreement(spec: ModelSpec, ref: torch.Tensor, other: torch.Tensor) -> float:
-    """Share of pixels whose palette class (style class of the decoded colour) is the same."""
+def class_agreement(spec: ModelSpec, ref: torch.Tensor, other: torch.Tensor, prescaled: bool = False) -> float:
+    """Share of pixels whose palette class (style class of the decoded colour) is the same;
+    ``prescaled``: ``other`` comes from a prescaled graph (``ref`` never does)."""
     from geopix.models.decode import PaletteDecoder
     from geopix.style import classify
 
     if spec.head == "palette":
-        decode = PaletteDecoder.for_spec(spec)
-        a, b = decode(ref), decode(other)
+        a, b = PaletteDecoder.for_spec(spec)(ref), PaletteDecoder.for_spec(spec, prescaled)(other)
     else:
         a, b = (ref.clamp(-1, 1) + 1) * 127.5, (other.clamp(-1, 1) + 1) * 127.5
     ca = classify(a.permute(0, 2, 3, 1).numpy())
@@ -204,16 +209,18 @@ def quantize_options(nncf) -> dict:
     }
 
 
-def build_int8(spec: ModelSpec, net: torch.nn.Module, calibrate: np.ndarray, check: np.ndarray, xml: Path) -> float:
+def build_int8(
+    spec: ModelSpec, net: torch.nn.Module, calibrate: np.ndarray, check: np.ndarray, xml: Path, prescaled: bool
+) -> float:
     """Quantize ``net`` calibrated on ``calibrate`` into ``xml`` (+ its ``.bin``); return the class
-    agreement with fp32 on ``check``."""
+    agreement with fp32 on ``check``.  ``prescaled``: the graph ends in ``decode.prescale``'s step."""
     import nncf
 
     from geopix.runtime import OpenVinoNetwork
 
     ov = openvino()
     with tempfile.TemporaryDirectory(dir=xml.parent) as tmp:
-        model = ov.Core().read_model(str(network_graph(spec, net, Path(tmp) / "fp32.onnx")))
+        model = ov.Core().read_model(str(network_graph(spec, net, Path(tmp) / "fp32.onnx", prescaled)))
         batches = nncf.Dataset([calibrate[i : i + 8] for i in range(0, len(calibrate), 8)])
         quantized = nncf.quantize(model, batches, subset_size=len(calibrate), **quantize_options(nncf))
         ov.save_model(quantized, str(xml), compress_to_fp16=False)
@@ -221,7 +228,7 @@ def build_int8(spec: ModelSpec, net: torch.nn.Module, calibrate: np.ndarray, che
         ref = torch.cat([net.float()(torch.from_numpy(check[i : i + 8])).float() for i in range(0, len(check), 8)])
     q = OpenVinoNetwork(xml)
     got = torch.cat([q(check[i : i + 8]) for i in range(0, len(check), 8)])
-    return class_agreement(spec, ref, got)
+    return class_agreement(spec, ref, got, prescaled)
 
 
 def int8_model(checkpoint: str | Path, spec: ModelSpec, net: torch.nn.Module, data: Path | None = None) -> Int8Model:
@@ -256,13 +263,15 @@ def _build_and_cache(
     with tempfile.TemporaryDirectory(dir=folder, prefix=f".{key}.") as tmp:
         calibrate, check = calibration_tiles(spec, data)
         tmp_xml = Path(tmp) / f"{key}.xml"
-        agreement = build_int8(spec, net, calibrate, check, tmp_xml)
+        prescaled = prescale(spec) is not None
+        agreement = build_int8(spec, net, calibrate, check, tmp_xml, prescaled)
         meta = {
             "checkpoint": str(checkpoint),
             "agreement": agreement,
             "check_tiles": len(check),
             "calibration": source,
             "recipe": RECIPE,
+            "prescaled": prescaled,
         }
         (Path(tmp) / "meta.json").write_text(json.dumps(meta, indent=1))
         # The weights first, then the graph that names them, then the record: a reader that finds
@@ -270,4 +279,4 @@ def _build_and_cache(
         os.replace(tmp_xml.with_suffix(".bin"), xml.with_suffix(".bin"))
         os.replace(tmp_xml, xml)
         os.replace(Path(tmp) / "meta.json", meta_path)
-    return Int8Model(xml, agreement, len(check), source)
+    return Int8Model(xml, agreement, len(check), source, prescaled)

@@ -85,6 +85,16 @@ _MODELS: dict[tuple[str, str, str], object] = {}
 _MODELS_LOCK = threading.Lock()
 
 
+def _task_threads() -> int:
+    """How many tasks this Dask worker runs at once (they share its model); 1 outside a worker."""
+    from distributed import get_worker
+
+    try:
+        return max(1, int(get_worker().state.nthreads))
+    except ValueError:  # not in a worker: the synchronous scheduler
+        return 1
+
+
 def get_predictor(model_path: str, infer: InferConfig):
     """Load the model once per process (and per device/precision setting).
 
@@ -99,7 +109,7 @@ def get_predictor(model_path: str, infer: InferConfig):
         pred = _MODELS.get(key)
         if pred is None:
             pred = Predictor.from_loaded(
-                load_checkpoint(model_path), infer.device, infer.channels_last, infer.precision
+                load_checkpoint(model_path), infer.device, infer.channels_last, infer.precision, _task_threads()
             )
             _MODELS[key] = pred
     return pred

@@ -86,9 +86,11 @@ class Predictor:
         channels_last: bool = True,
         precision: str = "fp32",
         checkpoint: str = "",
+        callers: int = 1,
     ) -> None:
         """``checkpoint``: the file ``net`` came from; int8 needs it (its cache key) and builds or
-        loads the quantized model then (``geopix.models.quantize``)."""
+        loads the quantized model then (``geopix.models.quantize``).  ``callers``: how many
+        threads will call :meth:`predict` at once (int8 runs that many at a time)."""
         self.spec = spec
         self.device = torch.device(device)
         if precision == "auto" and checkpoint and int8_ready(checkpoint, self.device, LoadedModel(spec, net)):
@@ -103,7 +105,7 @@ class Predictor:
             if not checkpoint:
                 raise DeviceError("--precision int8 needs the checkpoint file (its cache key); load the model by path")
             self.int8 = int8_model(checkpoint, spec, net)
-            self.runner = OpenVinoNetwork(self.int8.path)
+            self.runner = OpenVinoNetwork(self.int8.path, streams=callers)
         self.autocast_dtype = _DTYPES.get(self.precision)
         self.net = net.to(self.device).eval()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -116,9 +118,14 @@ class Predictor:
 
     @classmethod
     def from_loaded(
-        cls, model: LoadedModel, device: str = "auto", channels_last: bool = True, precision: str = "fp32"
+        cls,
+        model: LoadedModel,
+        device: str = "auto",
+        channels_last: bool = True,
+        precision: str = "fp32",
+        callers: int = 1,
     ) -> Predictor:
-        return cls(model.spec, model.net, resolve_device(device), channels_last, precision, model.path)
+        return cls(model.spec, model.net, resolve_device(device), channels_last, precision, model.path, callers)
 
     @torch.inference_mode()
     def predict(self, tiles: np.ndarray) -> np.ndarray:

@@ -74,16 +74,24 @@ def check_int8(device: torch.device) -> None:
 
 
 class OpenVinoNetwork:
-    """``net(tiles)``: (N, C, H, W) float32 in [-1, 1] → the network's (N, K, H, W) output (torch)."""
+    """``net(tiles)``: (N, C, H, W) float32 in [-1, 1] → the network's (N, K, H, W) output (torch).
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+    ``streams``: how many threads call it at once (a Dask worker's task threads).  Each gets an
+    OpenVINO stream of ``threads`` threads; with one stream the calls queue behind each other
+    (measured, sat2map int8, 2 cores, two callers: 11.8 ms per tile with one stream of one
+    thread, 7.5 with two)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, streams: int = 1) -> None:
         ov = openvino()
-        config = {
-            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+        threads = threads or torch.get_num_threads()
+        config: dict[str, object] = {
             # fp32 between the int8 layers, also on CPUs with bf16: the map must not move with the CPU.
             "INFERENCE_PRECISION_HINT": "f32",
-            "PERFORMANCE_HINT": "LATENCY",
         }
+        if streams > 1:
+            config |= {"NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": threads * streams}
+        else:
+            config |= {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
         self.path = Path(path)
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
         self._local = threading.local()

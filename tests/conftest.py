@@ -45,6 +45,10 @@ def int8_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     import os
 
     folder = tmp_path_factory.mktemp("int8_cache")
+    if "MUTANT_UNDER_TEST" in os.environ:
+        # mutmut runs a pytest session per mutant: keep the int8 models (keyed by the checkpoint's
+        # bytes, and the test checkpoints are seeded) for the next, in its own mutants/ copy.
+        folder = Path(__file__).resolve().parents[1] / ".int8-cache"
     old = os.environ.get("GEOPIX_CACHE_DIR")
     os.environ["GEOPIX_CACHE_DIR"] = str(folder)
     yield folder

@@ -141,7 +141,11 @@ def main() -> None:
     ap.add_argument("--geotiffs", type=Path, default=SHARED)
     ap.add_argument("--json", default="")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    from geopix.process import configure_process
+
+    # As a render's processes run: glibc keeps freed multi-MB buffers (decoded maps, logits) on
+    # the heap instead of unmapping and page-faulting them again at every call.
+    configure_process(args.threads)
 
     from geopix.models.decode import PaletteDecoder
     from geopix.models.generator import palette_to_rgb

@@ -67,6 +67,23 @@ def test_int8_agrees_with_fp32_on_fixture_tiles(palette_model: Path) -> None:
 
 
 @needs_int8
+def test_int8_with_a_stream_per_task_thread_draws_the_same_map(palette_model: Path) -> None:
+    """Two task threads of a worker call one model at once (a stream each): each gets exactly
+    what one thread alone gets, so the map does not depend on how many threads a worker has."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = load_checkpoint(palette_model)
+    x = tiles(n=8).astype(np.float32)
+    alone = Predictor.from_loaded(model, "cpu", precision="int8").predict(x)
+    shared = Predictor.from_loaded(model, "cpu", precision="int8", callers=2)
+    assert shared.int8.prescaled and shared.runner.compiled.get_property("NUM_STREAMS") == 2
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(shared.predict, [x[:4], x[4:], x[:4], x[4:]]))
+    np.testing.assert_array_equal(np.concatenate(got[:2]), alone)
+    np.testing.assert_array_equal(np.concatenate(got[2:]), alone)
+
+
+@needs_int8
 def test_int8_model_is_built_once_and_a_corrupt_cache_is_rebuilt(palette_model: Path, monkeypatch) -> None:
     model = load_checkpoint(palette_model)
     first = quantize.int8_model(palette_model, model.spec, model.net)

@@ -109,12 +109,14 @@ def test_int8_model_is_built_once_and_a_corrupt_cache_is_rebuilt(palette_model: 
 def test_threads_asking_for_one_int8_model_build_it_once(tmp_path: Path, monkeypatch) -> None:
     """Renders on threads (workflows/render_many) ask for one checkpoint's int8 model at once: torch's
     ONNX exporter refuses a second export in another thread, so the second caller must wait for
-    the first's build and load it (CI failed here once)."""
+    the first's build and load it (CI failed here once); another checkpoint's build waits too."""
     from concurrent.futures import ThreadPoolExecutor
 
     monkeypatch.setenv("GEOPIX_CACHE_DIR", str(tmp_path / "cache"))  # nothing cached yet
     ckpt = random_checkpoint(tmp_path / "m.safetensors", ngf=4)
     model = load_checkpoint(ckpt)
+    other = random_checkpoint(tmp_path / "other.safetensors", ngf=4, seed=9)
+    other_model = load_checkpoint(other)
     builds = []
     real_build = quantize.build_int8
 
@@ -123,10 +125,16 @@ def test_threads_asking_for_one_int8_model_build_it_once(tmp_path: Path, monkeyp
         return real_build(*args, **kwargs)
 
     monkeypatch.setattr(quantize, "build_int8", counted)
-    with ThreadPoolExecutor(3) as pool:
-        got = list(pool.map(lambda _: quantize.int8_model(ckpt, model.spec, model.net), range(3)))
-    assert len(builds) == 1
-    assert got[0] == got[1] == got[2]
+
+    def build(which: int) -> quantize.Int8Model:
+        if which == 3:  # another checkpoint at the same time: NNCF cannot run twice at once either
+            return quantize.int8_model(other, other_model.spec, other_model.net)
+        return quantize.int8_model(ckpt, model.spec, model.net)
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(build, range(4)))
+    assert len(builds) == 2
+    assert got[0] == got[1] == got[2] != got[3]
 
 
 @needs_int8

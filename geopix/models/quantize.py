@@ -39,10 +39,10 @@ MIN_AGREEMENT = 0.99
 TILES = 48  # half calibrate, half check
 TILE = 256
 
-# One build per key at a time in a process: several renders on threads (workflows/render_many)
-# may all ask for the same model; the first builds, the others wait and load its result.
-_BUILDING: dict[str, threading.Lock] = {}
-_BUILDING_GUARD = threading.Lock()
+# One build at a time in a process: several renders on threads (workflows/render_many) may ask
+# for the same model (the first builds, the others wait and load its result), and neither torch's
+# ONNX exporter nor NNCF (its progress display) can run twice at once in one process.
+_BUILDING = threading.Lock()
 
 
 def cache_dir() -> Path:
@@ -241,9 +241,7 @@ def int8_model(checkpoint: str | Path, spec: ModelSpec, net: torch.nn.Module, da
     cached = _load_cached(xml, meta_path)
     if cached is not None:
         return cached
-    with _BUILDING_GUARD:
-        lock = _BUILDING.setdefault(key, threading.Lock())
-    with lock:
+    with _BUILDING:
         cached = _load_cached(xml, meta_path)  # built by another thread while this one waited
         if cached is not None:
             return cached

@@ -96,3 +96,75 @@ def test_bias_decides_has_no_prescaled_form() -> None:
     assert prescale(SimpleNamespace(head="rgb")) is None
     with pytest.raises(ValueError, match="bias_decides"):
         PaletteDecoder.for_spec(spec, prescaled=True)
+
+
+def _spec(sharpness: float, bias: tuple, keep: bool, decides: bool = False):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        head="palette", palette=PALETTE, palette_sharpness=sharpness, palette_bias=bias,
+        palette_keep_class=keep, palette_bias_decides=decides,
+    )  # fmt: skip
+
+
+def test_defaults_are_argmax_without_offsets_or_classes() -> None:
+    """``PaletteDecoder(palette)``: argmax alone, as ``palette_to_rgb``'s defaults."""
+    x = logits(21)
+    assert torch.equal(PaletteDecoder(PALETTE)(x), palette_to_rgb(x, PALETTE))
+    blend = PaletteDecoder(PALETTE, 8.0, BIAS, COLOURS)(x)  # bias_decides defaults to off
+    ref = palette_to_rgb(x, PALETTE, 8.0, BIAS, torch.as_tensor(COLOURS))
+    assert (blend - ref).abs().max() < 1e-2
+
+
+@pytest.mark.parametrize(("sharpness", "keep"), [(8.0, False), (0.5, True), (0.5, False)])
+def test_for_spec_decodes_as_the_spec_says(sharpness: float, keep: bool) -> None:
+    """``for_spec`` honours keep_class and a sharpness below 1 (also prescaled: the scale is
+    s · log2 e for every s > 0, not only s > 1)."""
+    from geopix.models.decode import prescale
+
+    spec = _spec(sharpness, BIAS, keep)
+    x = logits(23)
+    ref = palette_to_rgb(x, PALETTE, sharpness, BIAS, torch.as_tensor(COLOURS) if keep else None)
+    scale, b = prescale(spec)
+    pre = (x + torch.tensor(b).view(1, -1, 1, 1)) * scale
+    for got in (PaletteDecoder.for_spec(spec)(x), PaletteDecoder.for_spec(spec, prescaled=True)(pre)):
+        assert (got - ref).abs().max() < 1e-2
+
+
+@pytest.mark.parametrize("decides", [False, True])
+def test_large_per_pixel_offsets_change_nothing(decides: bool) -> None:
+    """Logits are only compared within a pixel: adding ±300 to all of a pixel's logits keeps its
+    colour (a global instead of a per-pixel maximum would push other pixels' weights to 0)."""
+    x = logits(25, n=1, side=32)
+    offset = torch.linspace(-300, 300, 32 * 32).view(1, 1, 32, 32)
+    dec = PaletteDecoder(PALETTE, 8.0, BIAS, COLOURS, bias_decides=decides)
+    ref = palette_to_rgb(x, PALETTE, 8.0, BIAS, torch.as_tensor(COLOURS), bias_decides=decides)
+    assert (dec(x + offset) - ref).abs().max() < 5e-2  # float32 rounding of logits near ±300
+
+
+def test_scratch_buffers_are_kept_per_thread_and_never_resized() -> None:
+    """A call allocates no planes (they are kept per thread and size) and none is the wrong shape:
+    torch would silently resize an ``out=`` buffer, with a warning, on every call."""
+    import warnings
+
+    from geopix.models.decode import CHUNK
+
+    dec = PaletteDecoder(PALETTE, 8.0, BIAS, COLOURS)
+    x = logits(27, n=1, side=256)  # 65536 px: full runs of CHUNK
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first = dec(x)
+        planes = dec._buffers(CHUNK)
+        assert dec(x).equal(first) and dec._buffers(CHUNK) is planes
+
+
+def test_the_gpu_path_decodes_the_same_map() -> None:
+    """``Predictor._decode_on_device`` (the GPU path: ``palette_to_rgb`` with the decoder's
+    palette and options) draws what the CPU decoder draws; run here on CPU tensors."""
+    from geopix.infer import Predictor
+
+    spec = _spec(8.0, BIAS, True)
+    pred = Predictor.__new__(Predictor)
+    pred.spec, pred.decoder = spec, PaletteDecoder.for_spec(spec)
+    x = logits(29)
+    assert (pred._decode_on_device(x) - pred.decoder(x)).abs().max() < 1e-2

@@ -84,6 +84,7 @@ def test_raster_smaller_than_one_tile_gets_one_tile() -> None:
     p = RenderPlan(10, 7, 10, 7, 256, 64, 1024)
     (block,) = list(p.blocks())
     assert block.tiles == ((0, 0),) and block.out == Window(0, 0, 10, 7)
+    assert len(p.grid) == 1 and p.n_tiles == 1  # one tile in the grid, not only in the block
 
 
 def test_region_restricts_blocks_to_the_aoi() -> None:
@@ -139,3 +140,57 @@ def test_tile_size_error_names_a_setting_that_works() -> None:
     with pytest.raises(TilingError, match=r"try --tile-size 512 --overlap 64"):
         check_tiling(300, 64, 256, 8)
     check_tiling(512, 64, 256, 8)
+
+
+# ---- from mutation testing (docs/testing.md): each test below failed on a surviving mutant ----
+
+
+def test_empty_rasters_and_chunks_are_refused_naming_the_sizes() -> None:
+    for dims in ((0, 5, 5, 5), (5, 0, 5, 5), (5, 5, 0, 5), (5, 5, 5, 0)):
+        with pytest.raises(TilingError, match=r"empty raster: output \d+×\d+, work \d+×\d+"):
+            RenderPlan(*dims)
+    with pytest.raises(TilingError, match="--chunk-size 0 must be positive"):
+        RenderPlan(5, 5, 5, 5, chunk=0)
+    assert len(list(RenderPlan(5, 5, 5, 5, 32, 4, chunk=1).blocks())) == 25  # 1 px blocks are fine
+    for h, w in ((0, 5), (5, 0)):
+        with pytest.raises(TilingError, match=f"cannot tile an empty {h}×{w} raster"):
+            TileGrid(h, w)
+
+
+def test_tiles_for_the_last_rows_stops_at_the_last_tile() -> None:
+    """A raster ending within ``lead`` of a multiple of the stride: the windows of the last tiles
+    reach past it, and no tile beyond the grid is listed."""
+    g = TileGrid(440, 445, 256, 32)  # stride 224, lead 16: 440 > 2·224 − 16
+    assert g.tiles_for(Window(0, 0, 440, 445)) == tuple(g) and len(g) == 4
+
+
+def test_work_region_is_the_smallest_window_bilinear_reads() -> None:
+    rs = Resampling(10, 10, 20, 20)  # 2 work px per output px
+    # output rows 0..4 sample work rows 0.5 .. 8.5: bilinear reads rows 0..9
+    assert rs.work_region(Window(0, 0, 5, 5)) == Window(0, 0, 10, 10)
+
+
+def test_a_one_pixel_overlap_still_ramps() -> None:
+    np.testing.assert_allclose(ramp(6, 1), [0.5, 1, 1, 1, 1, 0.5])
+    assert blend_window(32, 4).dtype == np.float32  # the accumulator's type: half the memory of float64
+
+
+def test_blocks_are_ordered_as_a_checkerboard() -> None:
+    """One colour of the checkerboard first (row-major within it), so the second colour finds
+    every border tile it shares already predicted (execute.TileCache)."""
+    from geopix.plan import cache_friendly_order
+
+    p = RenderPlan(700, 900, 700, 900, 64, 8, 200)
+    order = [b.index for b in cache_friendly_order(list(p.blocks()))]
+    colours = [(i + j) % 2 for i, j in order]
+    first = colours.count(0)
+    assert colours == [0] * first + [1] * (len(order) - first)
+    assert order[:first] == sorted(order[:first]) and order[first:] == sorted(order[first:])
+    assert sorted(order) == [b.index for b in p.blocks()]
+
+
+def test_tile_size_error_suggests_an_integer_overlap() -> None:
+    from geopix.plan import check_tiling
+
+    with pytest.raises(TilingError, match=r"try --tile-size 512 --overlap 128$"):
+        check_tiling(300, 200, 256, 8)

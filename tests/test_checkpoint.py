@@ -326,6 +326,37 @@ def test_keep_class_only_stops_blends_that_cross_a_class() -> None:
     )
 
 
+def test_keep_class_takes_the_largest_step_that_keeps_the_class() -> None:
+    """Against the definition, pixel by pixel: t = min(1, min over the other classes j of
+    slack_j / toward_j), the half-space ``x · (c_j − c_a) ≤ (|c_j|² − |c_a|²)/2 − |c_j − c_a|``
+    (one RGB unit inside the bisector).  Targets anywhere in the RGB cube, so many cross a face:
+    a clamp skipped, or one too short, shows."""
+    from geopix.models.generator import keep_class
+    from geopix.style import COLOURS
+
+    palette = torch.tensor(load_model("sat2map").spec.palette, dtype=torch.float32)
+    cc = torch.as_tensor(COLOURS)
+    g = torch.Generator().manual_seed(3)
+    idx = torch.randint(0, len(palette), (4000,), generator=g)
+    start, target = palette[idx], torch.rand(4000, 3, generator=g) * 255
+    got = keep_class(start, target, palette, idx, cc)
+    owner = torch.cdist(palette, cc).argmin(1)[idx]
+    want = torch.empty_like(got)
+    for p in range(len(idx)):
+        a, t = owner[p], 1.0
+        for j in range(len(cc)):
+            if j == a:
+                continue
+            n = cc[j] - cc[a]
+            slack = max(0.0, float((cc[j] @ cc[j] - cc[a] @ cc[a]) / 2 - n.norm() - n @ start[p]))
+            toward = float(n @ (target[p] - start[p]))
+            if toward > 0:
+                t = min(t, slack / toward)
+        want[p] = start[p] + t * (target[p] - start[p])
+    assert (got - want).abs().max() < 1e-2
+    assert ((got - target).abs().amax(1) > 1).float().mean() > 0.3  # most of these targets were stopped
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), scale=st.floats(0.1, 8.0), offset=st.floats(0.05, 2.0))
 def test_offsets_that_decide_change_the_class_not_the_drawn_confidence(seed: int, scale: float, offset: float) -> None:

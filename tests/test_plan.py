@@ -95,8 +95,9 @@ def test_region_restricts_blocks_to_the_aoi() -> None:
 
 @pytest.mark.parametrize(("tile", "overlap"), [(256, 128), (256, -1), (0, 0)])
 def test_impossible_tilings_are_refused(tile: int, overlap: int) -> None:
-    with pytest.raises(TilingError):
+    with pytest.raises(TilingError, match=f"tile {tile} with overlap {overlap} cannot work"):
         TileGrid(100, 100, tile, overlap)
+    assert len(TileGrid(3, 3, 1, 0)) == 9  # the smallest tiling: 1 px tiles, no overlap
 
 
 def test_blend_window_is_smooth_symmetric_and_positive() -> None:

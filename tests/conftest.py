@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import settings
+from hypothesis import Phase, settings
 
 from geopix.testing import random_checkpoint, synthetic_aerial
 
@@ -22,10 +22,18 @@ torch.set_num_threads(1)
 # CI replays the same Hypothesis examples on every run (a red build is reproducible, never a fluke
 # of that run's draw) and keeps no example database; locally Hypothesis explores as usual.
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+# Mutation testing (tests/mutation.py) only needs to know that a mutant fails: the same examples
+# as CI, and no shrinking of a failure (minutes per killed mutant on the decoding's tests).
+settings.register_profile(
+    "mutation", derandomize=True, database=None, phases=(Phase.explicit, Phase.reuse, Phase.generate)
+)
 
 
 def hypothesis_profile(environ: Mapping[str, str]) -> str:
-    """``"ci"`` where CI runs (GitHub Actions, GitLab and most others set ``CI=true``), else ``"default"``."""
+    """``"mutation"`` under mutmut, ``"ci"`` where CI runs (GitHub Actions, GitLab and most others
+    set ``CI=true``), else ``"default"``."""
+    if "MUTANT_UNDER_TEST" in environ:
+        return "mutation"
     return "ci" if environ.get("CI", "").lower() in ("1", "true", "yes") else "default"
 
 

@@ -11,6 +11,7 @@ from tests.conftest import hypothesis_profile
 def test_ci_derandomises_hypothesis() -> None:
     assert hypothesis_profile({"CI": "true"}) == hypothesis_profile({"CI": "1"}) == "ci"
     assert hypothesis_profile({}) == hypothesis_profile({"CI": "false"}) == "default"
+    assert hypothesis_profile({"CI": "true", "MUTANT_UNDER_TEST": "geopix.plan.x_ramp__mutmut_1"}) == "mutation"
     ci = settings.get_profile("ci")
     assert ci.derandomize and ci.database is None
     assert not settings.get_profile("default").derandomize  # locally Hypothesis still explores

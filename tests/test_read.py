@@ -188,3 +188,67 @@ def test_uint16_stretch_of_a_constant_band_is_one_level_wide(tmp_path: Path) -> 
     with rasterio.open(path) as src:
         x = to_unit(src.read(list(info.bands)), info)
     assert np.isfinite(x).all() and (x[1] == -1.0).all()
+
+
+# ---- from mutation testing (docs/testing.md): each test below failed on a surviving mutant ----
+
+
+def _raster(path: Path, bands: np.ndarray, nodata: float | None = 0) -> Path:
+    from rasterio.transform import from_origin
+
+    profile = {"driver": "GTiff", "width": bands.shape[2], "height": bands.shape[1], "count": 3,
+               "dtype": str(bands.dtype), "crs": "EPSG:32633",
+               "transform": from_origin(500000, 5300000, 2, 2)}  # fmt: skip
+    with rasterio.open(path, "w", **profile, **({"nodata": nodata} if nodata is not None else {})) as dst:
+        dst.write(bands)
+    return path
+
+
+def test_plain_8_bit_values_map_to_minus_one_to_one_as_float32() -> None:
+    """Training images and plain images (no raster info): ``x / 127.5 − 1``, by the formula and
+    by the lookup table alike."""
+    small = np.array([0, 51, 255], np.uint8).reshape(3, 1, 1)
+    large = np.tile(np.arange(256, dtype=np.uint8), (3, 4, 1))  # > 768 values: the table
+    for data in (small, large):
+        got = to_unit(data)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, data.astype(np.float32) / np.float32(127.5) - np.float32(1.0))
+    assert to_unit(large).min() == -1.0 and to_unit(large).max() == 1.0
+
+
+def test_colour_match_is_the_affine_map_of_the_valid_pixels_statistics(tmp_path: Path) -> None:
+    """gain = target std / std, bias = target mean − gain · mean, over the valid pixels only (the
+    nodata ones are 0 and would pull the mean down), to 6 decimals; a constant band keeps gain 1."""
+    rng = np.random.default_rng(4)
+    bands = rng.integers(10, 250, (3, 40, 50)).astype(np.uint8)
+    bands[1] = np.where(np.arange(50) % 2, 100, 101)[None, :]  # std 0.5: still matched
+    bands[2] = 90  # constant: nothing to stretch
+    bands[:, :10] = 0  # nodata
+    info = inspect_raster(_raster(tmp_path / "m.tif", bands))
+    got = colour_match(info, TARGET).colour
+    valid = bands[:, 10:].reshape(3, -1).astype(np.float64)
+    for b, ((gain, bias), (t_mean, t_std)) in enumerate(zip(got, TARGET, strict=True)):
+        want = t_std / valid[b].std() if b < 2 else 1.0
+        assert gain == pytest.approx(want, rel=1e-5)
+        assert bias == pytest.approx(t_mean - want * valid[b].mean(), abs=1e-4)
+    assert got[1][0] == pytest.approx(TARGET[1][1] / 0.5, rel=1e-5)
+
+
+def test_a_raster_with_no_valid_pixel_is_matched_and_stretched_from_all_its_pixels(tmp_path: Path) -> None:
+    """No valid pixel in the overview (an empty scene, or valid ones too few to survive the
+    overview): the statistics fall back to every pixel rather than failing."""
+    eight = inspect_raster(_raster(tmp_path / "e8.tif", np.zeros((3, 20, 20), np.uint8)))
+    assert colour_match(eight, TARGET).colour == tuple((1.0, t[0]) for t in TARGET)
+    sixteen = inspect_raster(_raster(tmp_path / "e16.tif", np.full((3, 20, 20), 7, np.uint16), nodata=7))
+    assert sixteen.stretch == ((7.0, 8.0),) * 3
+
+
+def test_colour_matched_values_are_clipped_to_the_8_bit_range_in_float32(tmp_path: Path) -> None:
+    data = np.tile(np.arange(0, 256, 5, dtype=np.uint8), (3, 20, 1))
+    info = inspect_raster(_raster(tmp_path / "c.tif", data, nodata=None))
+    steep = replace(info, colour=((2.0, -100.0),) * 3)  # 0..255 → -100..410
+    for d in (data, data[:, :1, ::5]):  # the table and the formula (33 values: 0..250)
+        got = to_unit(d, steep)
+        assert got.dtype == np.float32 and got.min() == -1.0 and got.max() == 1.0
+    wide = inspect_raster(_raster(tmp_path / "w.tif", (data.astype(np.uint16) * 200), nodata=None))
+    assert to_unit(data.astype(np.uint16) * 200, wide).dtype == np.float32

@@ -417,3 +417,30 @@ def test_unknown_tile_format() -> None:
     assert media_type("png") == "image/png"
     with pytest.raises(TileFormatError, match="'gif' is unknown; expected one of png, webp, jpg"):
         media_type("gif")
+
+
+# ---- from mutation testing (docs/testing.md): codec.damage, which the server asks of every tile ----
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("png", "PNG"), ("jpg", "JPEG"), ("webp", "WebP")])
+def test_damage_names_what_is_wrong_with_a_tile(fmt: str, name: str) -> None:
+    from geopix.tilesets.codec import damage, encode_tile
+
+    rgba = np.full((4, 64, 64), 255, np.uint8)
+    rgba[:3] = 120
+    rgba[:3, ::3, ::5] = 30  # some detail, so the file has a body to cut
+    whole = encode_tile(rgba, fmt, 90)
+    other = encode_tile(rgba, "png" if fmt != "png" else "jpg", 90)
+    assert damage(whole, fmt) is None
+    assert damage(b"", fmt) == "is empty (0 bytes)"
+    assert damage(other, fmt) == f"is not a {name} image"
+    cut = whole[: len(whole) // 2]
+    if fmt == "webp":
+        assert damage(cut, fmt) == f"is a cut-short WebP image ({len(cut)} of {len(whole)} bytes)"
+        assert damage(b"RIFF" + whole[4:8] + b"WAVE" + whole[12:], fmt) == "is not a WebP image"
+        assert damage(whole[:4] + b"\0\0\0\0" + whole[8:], fmt) is None  # declared 8 bytes: whole
+    else:
+        assert damage(cut, fmt).startswith(f"is a cut-short {name} image ({len(cut)} bytes")
+        # the end marker must be at the end: 100 bytes after it are a file that kept going
+        assert damage(whole + b"\0" * 100, fmt) is not None
+        assert damage(whole + b"\0" * 10, fmt) is None  # a little padding after it is fine

@@ -228,8 +228,8 @@ def _percentile_stretch(src: rasterio.io.DatasetReader, bands: tuple[int, ...]) 
     data, valid = _overview(src, bands, RioResampling.nearest)
     out = []
     for band in data:
-        v = band[valid] if valid.any() else band.ravel()
-        lo, hi = np.percentile(v, [2, 98]) if v.size else (0.0, 65535.0)
+        v = band[valid] if valid.any() else band.ravel()  # at least the overview's one pixel
+        lo, hi = np.percentile(v, [2, 98])
         out.append((float(lo), float(max(hi, lo + 1))))
     return tuple(out)
 

@@ -94,3 +94,27 @@ def test_render_with_stand_in_equals_whole_image(
     with rasterio.open(tmp_path / "map.tif") as out:
         got = out.read().astype(np.float32)
     assert np.abs(got - expected).max() <= 0.5 + 1e-3  # only the final rounding to uint8
+
+
+# ---- from mutation testing (docs/testing.md): each test below failed on a surviving mutant ----
+
+
+def test_to_uint8_rounds_and_clips_to_the_8_bit_range() -> None:
+    from geopix.blend import to_uint8
+
+    got = to_uint8(np.array([-5.0, 0.4, 0.6, 127.5, 254.6, 255.4, 300.0], np.float32))
+    assert got.dtype == np.uint8
+    assert got.tolist() == [0, 0, 1, 128, 255, 255, 255]  # rint: 127.5 → 128 (to even)
+
+
+def test_uncovered_pixels_are_zero_and_not_covered() -> None:
+    """Only where a tile landed has a value; elsewhere 0 and ``covered`` False (the write masks
+    those pixels), never a division by zero or leftover memory; the sums are float32."""
+    acc = Accumulator(Window(0, 0, 48, 48), 3, 32, 8)
+    assert acc.sum.dtype == np.float32 and acc.wsum.dtype == np.float32
+    acc.add(Window(-4, -4, 32, 32), np.full((3, 32, 32), 200.0, np.float32))
+    with np.errstate(all="raise"):  # 0/0 outside the tile would raise here
+        values, covered = acc.result()
+    assert covered[:28, :28].all() and not covered[28:].any() and not covered[:, 28:].any()
+    np.testing.assert_allclose(values[:, :28, :28], 200.0, rtol=1e-6)
+    assert values.dtype == np.float32 and not values[:, 28:].any() and not values[:, :, 28:].any()

@@ -73,6 +73,11 @@ def check_int8(device: torch.device) -> None:
         )
 
 
+#: The side of the warm-up tile: a multiple of every geopix U-Net's input multiple.
+WARM_SIDE = 256
+_WARMING = threading.Lock()
+
+
 class OpenVinoNetwork:
     """``net(tiles)``: (N, C, H, W) float32 in [-1, 1] → the network's (N, K, H, W) output (torch).
 
@@ -95,6 +100,12 @@ class OpenVinoNetwork:
         self.path = Path(path)
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
         self._local = threading.local()
+        # One inference now, by one thread: OpenVINO's Python bindings initialise function-local
+        # statics on the first call, and two task threads making their first calls at once
+        # deadlocked there (one held the initialiser's guard, the other the GIL; seen in CI).
+        channels = self.compiled.input(0).get_partial_shape()[1]
+        with _WARMING:
+            self(np.zeros((1, channels.get_length() if channels.is_static else 3, WARM_SIDE, WARM_SIDE), np.float32))
 
     def __call__(self, tiles: np.ndarray) -> torch.Tensor:
         request = getattr(self._local, "request", None)

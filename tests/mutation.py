@@ -37,6 +37,7 @@ SCOPE: dict[str, tuple[str, ...]] = {
     "palette decoding": (
         "geopix.models.generator.x_palette_to_rgb__mutmut_*",
         "geopix.models.generator.x_keep_class__mutmut_*",
+        "geopix.models.generator.x_class_faces__mutmut_*",
         "geopix.models.decode.*",
     ),
     "tile codec": ("geopix.tilesets.codec.*",),

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from geopix.models.generator import class_faces
+
 #: Pixels decoded at a time: their planes stay in the L2 cache between the steps, and there are
 #: few enough runs that torch's per-call overhead stays small (measured on sat2map's prescaled
 #: int8 logits, 1 thread, ms per 256² tile: 65536 px 1.74, 32768 1.70, 16384 1.80).
@@ -70,11 +72,7 @@ class PaletteDecoder:
         if self.keep:
             cc = torch.as_tensor(np.asarray(class_colours, np.float32))
             self.cc = cc
-            self.owner = torch.cdist(pal, cc).argmin(1)  # (K,): each colour's class
-            normal = cc[None, :, :] - cc[:, None, :]  # (C, C, 3): from class a towards class j
-            width = normal.norm(dim=-1)
-            sq = cc.pow(2).sum(1)
-            offset = (sq[None, :] - sq[:, None]) / 2 - width  # keep_class's half-space offsets
+            self.owner, normal, width, _, offset = class_faces(pal, cc)
             # Per palette colour k (class a), per class j: (c_j − c_a)·k and keep_class's slack of
             # k, none towards its own class (no face there).
             normal, offset, width = normal[self.owner], offset[self.owner], width[self.owner]  # (K, C, ...)

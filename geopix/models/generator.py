@@ -213,6 +213,20 @@ def palette_to_rgb(
     return keep_class(pal[idx], expected.permute(0, 2, 3, 1), pal, idx, class_colours).permute(0, 3, 1, 2)
 
 
+def class_faces(palette: torch.Tensor, cc: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The nearest-colour cells :func:`keep_class` keeps a blend inside, for palette colours
+    ``palette`` (K, 3) and class colours ``cc`` (C, 3): each palette colour's class ``owner``
+    (K,); per pair of classes (a, j) the face normal ``c_j − c_a`` (C, C, 3), its length
+    ``width`` (C, C: one RGB unit in half-space units) and the half-space offset
+    ``(|c_j|² − |c_a|²) / 2 − |c_j − c_a|`` (C, C: one unit inside the bisector); and ``|c|²`` (C,)."""
+    owner = torch.cdist(palette, cc).argmin(1)
+    normal = cc[None, :, :] - cc[:, None, :]
+    width = normal.norm(dim=-1)
+    sq = cc.pow(2).sum(1)
+    offset = (sq[None, :] - sq[:, None]) / 2 - width
+    return owner, normal, width, sq, offset
+
+
 def keep_class(
     start: torch.Tensor, target: torch.Tensor, palette: torch.Tensor, idx: torch.Tensor, class_colours: torch.Tensor
 ) -> torch.Tensor:
@@ -227,11 +241,7 @@ def keep_class(
     margin, so a target inside needs no clamp: ``t`` = 1 either way.
     """
     cc = torch.as_tensor(class_colours, dtype=torch.float32, device=start.device)
-    owner = torch.cdist(palette, cc).argmin(1)  # the class of each palette colour
-    normal = cc[None, :, :] - cc[:, None, :]  # (C, C, 3): from class a towards class j
-    width = normal.norm(dim=-1)  # (C, C): the one-RGB-unit margin, in half-space units
-    sq = cc.pow(2).sum(1)  # (C,)
-    offset = (sq[None, :] - sq[:, None]) / 2 - width
+    owner, normal, width, sq, offset = class_faces(palette, cc)
     cls = owner[idx]  # N,H,W
     dist = (target.pow(2).sum(-1, keepdim=True) - 2 * target @ cc.T + sq).clamp(min=0)  # N,H,W,C
     gap = dist - dist.gather(-1, cls[..., None]) - 2 * width[cls]

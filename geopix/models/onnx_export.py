@@ -23,6 +23,7 @@ from torch import nn
 from geopix.errors import OptionError
 from geopix.models.checkpoint import ModelSpec
 from geopix.models.decode import prescale
+from geopix.models.generator import class_faces
 
 #: ONNX opset of every graph geopix writes (ONNX Runtime 1.16+ and OpenVINO 2023+ read it).
 OPSET = 17
@@ -84,14 +85,11 @@ class MapGraph(nn.Module):
         bias = torch.tensor(spec.palette_bias or [0.0] * len(pal), dtype=torch.float32)
         self.register_buffer("bias", bias.view(1, -1, 1, 1))
         cc = torch.as_tensor(COLOURS)
-        owner = torch.cdist(pal, cc).argmin(1)
-        normal = cc[None, :, :] - cc[:, None, :]
-        width = normal.norm(dim=-1)
-        sq = cc.pow(2).sum(1)
+        owner, normal, width, sq, offset = class_faces(pal, cc)
         self.register_buffer("cc", cc)
         self.register_buffer("sq", sq)
         self.register_buffer("owner_normal", normal[owner])  # (K, C, 3): by palette colour
-        self.register_buffer("owner_offset", ((sq[None, :] - sq[:, None]) / 2 - width)[owner])  # (K, C)
+        self.register_buffer("owner_offset", offset[owner])  # (K, C)
         self.register_buffer("owner_margin", 2 * width[owner])  # (K, C)
         self.register_buffer("own", nn.functional.one_hot(owner, len(cc)).bool())  # (K, C)
 

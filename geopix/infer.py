@@ -93,8 +93,13 @@ class Predictor:
         threads will call :meth:`predict` at once (int8 runs that many at a time)."""
         self.spec = spec
         self.device = torch.device(device)
-        if precision == "auto" and checkpoint and int8_ready(checkpoint, self.device, LoadedModel(spec, net)):
-            precision = "int8"  # predict, info, serve: auto as render resolves it (cluster_precision)
+        gated = None  # auto's int8 model, looked up once: int8 below reuses it
+        if precision == "auto" and checkpoint and int8_capable(self.device):
+            from geopix.models.quantize import int8_model
+
+            gated = int8_model(checkpoint, spec, net)
+            if gated.passes:
+                precision = "int8"  # predict, info, serve: auto as render resolves it (cluster_precision)
         self.precision = resolve_precision(precision, self.device)
         self.int8 = None
         if self.precision == "int8":
@@ -104,7 +109,7 @@ class Predictor:
             check_int8(self.device)
             if not checkpoint:
                 raise DeviceError("--precision int8 needs the checkpoint file (its cache key); load the model by path")
-            self.int8 = int8_model(checkpoint, spec, net)
+            self.int8 = gated or int8_model(checkpoint, spec, net)
             self.runner = OpenVinoNetwork(self.int8.path, streams=callers)
         self.autocast_dtype = _DTYPES.get(self.precision)
         self.net = net.to(self.device).eval()

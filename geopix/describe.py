@@ -83,14 +83,15 @@ def generator_rate(model: LoadedModel, tile: int, infer: InferConfig | None = No
 
     infer = infer or InferConfig()
     predictor = Predictor.from_loaded(model, infer.device, infer.channels_last, infer.precision)
-    shape = (infer.batch_size, model.spec.input_nc, tile, tile)
+    per_call = predictor.tiles_per_call(infer.batch_size)
+    shape = (per_call, model.spec.input_nc, tile, tile)
     x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
     predictor.predict(x)
     n, t0 = 0, time.perf_counter()
     while n < 2 or time.perf_counter() - t0 < seconds:
         predictor.predict(x)
         n += 1
-    return n * infer.batch_size / (time.perf_counter() - t0)
+    return n * per_call / (time.perf_counter() - t0)
 
 
 def estimated_seconds(n_tiles: int, rate: float) -> float:

@@ -187,7 +187,7 @@ def process_block(job: BlockJob, block: Block) -> dict[str, float]:
             preds[ij] = cached
         else:
             todo.append((ij, sl, shared))
-    bs = job.infer.batch_size
+    bs = predictor.tiles_per_call(job.infer.batch_size)
     for batch in _batches(todo, bs):
         t1 = time.perf_counter()
         x = np.zeros((bs, 3, plan.tile, plan.tile), dtype=np.float32)  # fixed shape: same kernels

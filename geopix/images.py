@@ -82,9 +82,10 @@ def _predict_all(
         x = np.pad(x, pads, mode="reflect" if min(h, w) > 1 else "edge")
         acc = Accumulator(region, 3, tiles.tile_size, tiles.overlap)
         order = list(grid)
-        for k in range(0, len(order), infer.batch_size):
-            chunk = order[k : k + infer.batch_size]
-            batch = np.zeros((infer.batch_size, 3, tiles.tile_size, tiles.tile_size), np.float32)
+        bs = predictor.tiles_per_call(infer.batch_size)
+        for k in range(0, len(order), bs):
+            chunk = order[k : k + bs]
+            batch = np.zeros((bs, 3, tiles.tile_size, tiles.tile_size), np.float32)
             for n, ij in enumerate(chunk):
                 batch[n] = x[(slice(None), *grid.window(*ij).relative_to(read))]
             pred = predictor.predict(batch)

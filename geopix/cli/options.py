@@ -18,7 +18,12 @@ Overlap = Annotated[
         "--overlap", help="Overlap between neighbouring windows, blended smoothly (see benchmarks/README.md)."
     ),
 ]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Tiles (eval: images) per forward pass.")]
+BatchSize = Annotated[
+    int,
+    typer.Option(
+        "--batch-size", help="Tiles (eval: images) per forward pass; render and predict at int8 pass at most 2."
+    ),
+]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")]
 Precision = Annotated[
     str,

@@ -1,16 +1,17 @@
 """Process-wide settings: GDAL's block cache and remote reads, glibc's allocator, torch threads,
-what SIGTERM does.
+what SIGTERM does, the garbage collector.
 
 They change the whole process, so nothing sets them on import: the entry points call
 ``configure_process`` (``geopix.cli.main``, a render on the sync scheduler) and Dask workers
 get it from the ``cluster.ProcessSetup`` worker plugin; ``sigterm_interrupts`` is held by
 ``geopix.cli.main`` and by ``train.train`` for the length of the call, as is ``torch_threads``
-by ``train.train``.  None of them changes a pixel.
+by ``train.train``; ``freeze_gc`` is called by the CLI.  None of them changes a pixel.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import signal
@@ -57,6 +58,31 @@ REMOTE_READ_SETTINGS = {
 
 
 _ALLOCATOR_TUNED = False
+
+
+_GC_FREEZE = False
+
+
+def allow_gc_freeze() -> None:
+    """Called by the console script before a command runs: ``freeze_gc`` freezes from then on.
+    Not by ``main()``, which tests call in their own (long-lived) process."""
+    global _GC_FREEZE
+    _GC_FREEZE = True
+
+
+def freeze_gc() -> None:
+    """Leave every object that exists now out of the garbage collector's later passes (once
+    ``allow_gc_freeze`` has been called).
+
+    Imported modules live as long as the process, and torch alone makes over a million
+    objects: each full collection walks them all, and so does the interpreter's last one at
+    exit.  Measured, 8192² render from the CLI: six full collections took 0.56 s of
+    GIL-holding time, and the exit's 0.7–1.2 s (the wall time went from 23.4 to 22.0 s with
+    a freeze after the imports and one before exit).  Objects frozen are never freed, so
+    call it once the modules are imported, or when nothing is left to free.
+    """
+    if _GC_FREEZE:
+        gc.freeze()
 
 
 def configure_process(torch_threads: int | None = None) -> None:

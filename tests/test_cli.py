@@ -27,7 +27,10 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         assert cmd in out
 
 
-def test_render_and_summary(aerial: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_render_and_summary(
+    aerial: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    frozen = gc_freezes(monkeypatch, allowed=True)
     code = main(
         [
             "render",
@@ -44,9 +47,36 @@ def test_render_and_summary(aerial: Path, checkpoint: Path, tmp_path: Path, caps
         ]
     )
     assert code == 0 and "tiles/s" in capsys.readouterr().err
+    assert frozen  # once the render's modules were imported (process.freeze_gc)
     cfg = RenderConfig(input=aerial, output_dir=tmp_path / "lib", model=str(checkpoint), scheduler="sync")
     lib = render(replace(cfg, tiles=TileConfig(chunk_size=512)))
     assert map_pixels(tmp_path / "map.tif") == map_pixels(lib.map_path)  # what the library renders
+
+
+def gc_freezes(monkeypatch: pytest.MonkeyPatch, *, allowed: bool) -> list[bool]:
+    """Record gc.freeze calls instead of freezing this (long-lived) test process."""
+    import gc
+
+    from geopix import process
+
+    frozen: list[bool] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(process, "_GC_FREEZE", allowed)
+    return frozen
+
+
+def test_only_the_console_script_freezes_the_garbage_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The script's exit skips the last collection over every object (0.7–1.2 s after a render);
+    main() called in a test's process freezes nothing."""
+    from geopix import cli, process
+
+    frozen = gc_freezes(monkeypatch, allowed=False)
+    process.freeze_gc()
+    assert not frozen
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    with pytest.raises(SystemExit) as stop:
+        cli.run()
+    assert stop.value.code == 3 and frozen == [True]
 
 
 @pytest.mark.parametrize(

@@ -100,4 +100,10 @@ def _fail(line: str, code: int, debug: bool, colour: str = "red") -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    """The console script (and ``python -m geopix``): ``main()`` in a process of its own."""
+    from geopix.process import allow_gc_freeze, freeze_gc
+
+    allow_gc_freeze()
+    code = main()
+    freeze_gc()  # the process ends now: its last garbage collection would free nothing needed
+    sys.exit(code)

@@ -104,7 +104,9 @@ def render_cmd(
     from geopix.budget import parse_size
     from geopix.mosaic import resolve_input
     from geopix.pipeline import render
+    from geopix.process import freeze_gc
 
+    freeze_gc()  # a render's modules are imported: collections need not walk their objects
     cfg = RenderConfig(
         input=resolve_input(inputs, asset),
         output_dir=output_dir,

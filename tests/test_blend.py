@@ -24,6 +24,11 @@ def stand_in(x: np.ndarray) -> np.ndarray:
 
 
 class StandIn:
+    """What ``execute`` asks of a ``Predictor``."""
+
+    def tiles_per_call(self, batch_size: int) -> int:
+        return batch_size
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         return stand_in(x)
 

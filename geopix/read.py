@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio._err import CPLE_BaseError
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.enums import Resampling as RioResampling
 from rasterio.errors import RasterioIOError
 from rasterio.transform import Affine
@@ -330,8 +330,17 @@ class WorkReader:
         self._src = rasterio.open(info.path)
         self._vrt = None
         self._ds = self._src
+        #: Source pixels per work-grid pixel, when a decimating read replaces the warp.
+        self._scale: tuple[float, float] | None = None
         if (grid.height, grid.width) != (info.height, info.width):
             downsampling = grid.width < info.width
+            if downsampling and WARP_FREE_READS and _all_valid(self._src, info.bands):
+                # GDAL's own averaging read of the window's exact source footprint: the same
+                # pixels as the warper's average, bit for bit (tests/test_read.py), and 7.6×
+                # faster (a 1088² block of a 0.3 m raster at 1 m: 0.043 s against 0.33 s).
+                # The work grid covers the raster's extent exactly, so the footprint is a scale.
+                self._scale = (info.width / grid.width, info.height / grid.height)
+                return
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self._vrt = WarpedVRT(
@@ -363,12 +372,46 @@ class WorkReader:
         inside = Window(r0, c0, int(rows.max()) + 1 - r0, int(cols.max()) + 1 - c0)
         rw = RioWindow(inside.col, inside.row, inside.width, inside.height)
         with damaged_is_an_error(self.info.path, f" at work-grid window {inside}"):
-            data = self._ds.read(list(self.info.bands), window=rw)
-            valid = self._ds.dataset_mask(window=rw) > 0
+            if self._scale is not None:
+                data, valid = self._decimated(inside)
+            else:
+                data = self._ds.read(list(self.info.bands), window=rw)
+                valid = self._ds.dataset_mask(window=rw) > 0
         if inside != window:  # the window reaches past an edge: fold it back
             data = data[:, rows - r0][:, :, cols - c0]
             valid = valid[rows - r0][:, cols - c0]
         return to_unit(data, self.info), valid
+
+    def _decimated(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """``window`` of the work grid averaged from its source footprint (every pixel valid).
+
+        GDAL computes a fractional footprint's weights relative to the window it is asked
+        for, so one pixel read inside two windows could differ by one level: each pixel is
+        read inside its fixed ``DECIMATE_CELL``² cell of the grid, whichever window asks."""
+        sx, sy = self._scale
+        bands, cell, grid = list(self.info.bands), DECIMATE_CELL, self.grid
+        out = np.empty((len(bands), window.height, window.width), dtype=self._src.dtypes[bands[0] - 1])
+        for r in range(window.row // cell * cell, window.row_stop, cell):
+            for c in range(window.col // cell * cell, window.col_stop, cell):
+                h, w = min(cell, grid.height - r), min(cell, grid.width - c)
+                footprint = RioWindow(c * sx, r * sy, w * sx, h * sy)
+                part = self._src.read(bands, window=footprint, out_shape=(len(bands), h, w), resampling=_AVERAGE)
+                here = (whole := Window(r, c, h, w)).intersection(window)
+                out[(slice(None), *here.relative_to(window))] = part[(slice(None), *here.relative_to(whole))]
+        return out, np.ones(out.shape[1:], dtype=bool)
+
+
+_AVERAGE = RioResampling.average
+#: Side of the work-grid cells a decimating read is done in (``WorkReader._decimated``).
+DECIMATE_CELL = 128
+#: Downsampled reads of an all-valid raster skip the warper (``WorkReader``); off, they warp.
+WARP_FREE_READS = True
+
+
+def _all_valid(src: rasterio.io.DatasetReader, bands: tuple[int, ...]) -> bool:
+    """No nodata value, mask or alpha band: every source pixel is valid."""
+    flags = src.mask_flag_enums
+    return all(flags[b - 1] == [MaskFlags.all_valid] for b in bands)
 
 
 def read_source_mask(info: RasterInfo, window: Window) -> np.ndarray:

@@ -137,6 +137,47 @@ def test_past_edge_pixels_do_not_depend_on_the_window_read(tmp_path: Path) -> No
     assert np.array_equal(narrow, np.pad(whole, ((0, 0), (0, 0), (0, 185)), mode="reflect")[:, :, 384:640])
 
 
+@pytest.mark.parametrize("size", [(700, 913), (1021, 640), (333, 2000)])
+def test_a_downsampled_read_skips_the_warper_and_no_pixel_depends_on_the_window(
+    tmp_path: Path, size: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An all-valid raster at 0.3 m read at 1 m by averaging each pixel's source footprint:
+    any window (edges, reflected halos) holds the pixels of the whole grid's read, bit for
+    bit, and they are the warper's average within one level (its footprints differ in the
+    last bits)."""
+    import geopix.read as read
+
+    src = synthetic_aerial(tmp_path / "a.tif", size, res=0.3, seed=3)
+    info = inspect_raster(src)
+    grid = work_grid(info, 1.0, True)
+    rng = np.random.default_rng(1)
+    windows = [Window(-40, -40, 120, 130), Window(100, 100, 1, 1)]
+    windows += [Window(int(r), int(c), int(h), int(w)) for r, c, h, w in rng.integers(-30, 300, (60, 4)) if h > 0 < w]
+    with WorkReader(info, grid) as fast:
+        assert fast._scale is not None and fast._vrt is None
+        whole, valid = fast.read(Window(0, 0, grid.height, grid.width))
+        for w in windows:
+            rows, cols = reflect_index(w.row, w.row_stop, grid.height), reflect_index(w.col, w.col_stop, grid.width)
+            data, ok = fast.read(w)
+            assert np.array_equal(data, whole[:, rows][:, :, cols]) and ok.all(), w
+    assert valid.all()
+    monkeypatch.setattr(read, "WARP_FREE_READS", False)
+    with WorkReader(info, grid) as warped:
+        assert warped._vrt is not None
+        want, want_valid = warped.read(Window(0, 0, grid.height, grid.width))
+    levels = np.abs(whole - want) * 127.5
+    assert want_valid.all() and levels.max() < 1.01 and (levels > 0.5).mean() < 0.001
+
+
+def test_a_raster_with_nodata_or_alpha_is_still_warped(tmp_path: Path) -> None:
+    """The warper's mask of a partly valid raster is kept: no decimating read there."""
+    for name, kw in (("n", {"nodata": 0, "nodata_corner": True}), ("a", {"alpha": True, "nodata_corner": True})):
+        info = inspect_raster(synthetic_aerial(tmp_path / f"{name}.tif", (300, 300), res=0.3, **kw))
+        with WorkReader(info, work_grid(info, 1.0, True)) as reader:
+            assert reader._scale is None and reader._vrt is not None
+            assert not reader.read(Window(0, 0, 90, 90))[1].all()
+
+
 def _stretched(raw: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The documented uint16 rule, computed here independently: per band, the 2nd and 98th percentiles
     of the valid pixels become 0 and 255 (rounded), values outside them clip."""

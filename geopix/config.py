@@ -133,6 +133,7 @@ class RenderConfig:
     workers: int | None = None  # local worker processes; None: one in-process worker, a thread per core
     scheduler: str | None = None  # address, scheduler file, or "sync"; None: $DASK_SCHEDULER_ADDRESS or local
     scheduler_file: Path | None = None  # written by `dask scheduler --scheduler-file`
+    dashboard: bool = False  # the local cluster serves the Dask dashboard (loopback) and says where
     allow_no_crs: bool = False
     overwrite: bool = False
     keep_zarr: bool = False

@@ -235,7 +235,7 @@ def compute(prepared: Prepared, on_progress: ProgressFn | None = None) -> Comput
             # Otherwise the colour statistics decode the overview (GDAL, without the GIL) while the
             # cluster starts (mostly Python): on an 8192² raster 1.1 s and 1.1 s, now overlapped.
             matched = pool.submit(colour_match, job.info, stats_in) if stats_in and not on_cluster else None
-            with open_cluster(config.scheduler, config.workers, announce=log.info) as client:
+            with open_cluster(config.scheduler, config.workers, log.info, config.dashboard) as client:
                 if client is not None and config.scheduler is not None and job.model_name is None:
                     send_to_workers(client, job.model_path, job.model_sha256)  # they may not see our files
                 if matched is not None:

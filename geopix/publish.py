@@ -158,6 +158,7 @@ def publish_tiles(
             scheduler=resolve_scheduler(config.scheduler, config.scheduler_file),
             workers=config.workers,
             on_progress=on_progress,
+            dashboard=config.dashboard,
         )
         stage_seconds["pyramid"] = round(time.perf_counter() - t_pyr, 3)
         manifest = {**manifest, "web_tiles": {"path": str(tiles.path), "done": True}}

@@ -17,6 +17,7 @@ as for ``geopix render``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import time
@@ -49,6 +50,8 @@ from geopix.zooms import (
     meta_groups,
     tile_range,
 )
+
+log = logging.getLogger(__name__)
 
 TILE_SIZES = (256, 512)
 WRITERS = {"pmtiles": pmtiles.write, "mbtiles": mbtiles.write}
@@ -193,12 +196,14 @@ def build_pyramid(
     scheduler: str | None = None,
     workers: int | None = None,
     on_progress: ProgressFn | None = None,
+    dashboard: bool = False,
 ) -> PyramidResult:
     """Cut ``map_path`` into a Web-Mercator pyramid at ``out`` (folder, ``.pmtiles`` or ``.mbtiles``).
 
     ``scheduler="sync"`` runs in this process; ``None`` starts a local Dask cluster of
     ``workers`` processes; anything else is a scheduler address or scheduler file.
     ``on_progress("tiles zN", done, total)`` counts candidate tiles (written or empty).
+    ``dashboard``: a local cluster serves the Dask dashboard and its link is logged.
     """
     t0 = time.perf_counter()
     out = tiles_target(out)
@@ -215,7 +220,7 @@ def build_pyramid(
         if out.is_dir() and not out.is_symlink():
             held.enter_context(hold_lock(out, "OUT"))  # a tile set being replaced: not while a run writes it
         check_tiles_output(out, config.overwrite, [src.path])  # under the lock: no other run changes OUT now
-        return _build(src, out, kind, (minz, maxz), config, scheduler, workers, on_progress, t0)
+        return _build(src, out, kind, (minz, maxz), config, (scheduler, workers, dashboard), on_progress, t0)
 
 
 def _build(
@@ -224,13 +229,13 @@ def _build(
     kind: str,
     zooms: tuple[int, int],
     config: PyramidConfig,
-    scheduler: str | None,
-    workers: int | None,
+    cluster: tuple[str | None, int | None, bool],
     on_progress: ProgressFn | None,
     t0: float,
 ) -> PyramidResult:
-    """The build itself, under the output's lock."""
+    """The build itself, under the output's lock (``cluster``: scheduler, workers, dashboard)."""
     minz, maxz = zooms
+    scheduler, workers, dashboard = cluster
     shown = url_of(src.path)  # for messages: a URL as typed, credentials redacted
     file_name = src.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     partial = out.with_name(out.name + ".partial")
@@ -254,7 +259,7 @@ def _build(
             on_progress(f"tiles z{z}", done[0], total)
 
     try:
-        with open_cluster(scheduler, workers) as client:
+        with open_cluster(scheduler, workers, log.info if dashboard else None, dashboard) as client:
             written_above: set[tuple[int, int]] = set()
             for z in range(maxz, minz - 1, -1):
                 written: set[tuple[int, int]] = set()

@@ -309,6 +309,18 @@ def test_serve_host_listens_on_that_interface(tmp_path: Path) -> None:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/tilejson.json", timeout=10)
 
 
+def test_tiles_dashboard_is_served_and_announced_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_pyramid import make_map
+
+    src = make_map(tmp_path / "map.tif")
+    for name, flags in (("plain", []), ("dash", ["--dashboard"])):
+        assert main(["tiles", str(src), str(tmp_path / f"{name}.pmtiles"), "--no-progress", *flags]) == 0
+        err = capsys.readouterr().err
+        assert (err.count("Dask dashboard: http://127.0.0.1:") == 1) is bool(flags), err
+
+
 def test_demo_serves_its_map_in_the_viewer(checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "demo"
     args = ["demo", "-o", str(out), "--model", str(checkpoint), "--workers", "1", "--no-progress", "--port", "0"]

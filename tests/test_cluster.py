@@ -335,14 +335,40 @@ def test_in_flight_tasks_stay_bounded_whatever_the_raster_size(
         assert 1 <= threads <= 2  # --workers 2, one thread each
 
     monkeypatch.setattr(pipeline, "run_tasks", counting)
-    for size in (300, 660):  # 3×3 and 6×6 blocks of 128 px (with the model's 2 m grid)
+    for size, dashboard in ((300, ["--dashboard"]), (660, [])):  # 3×3 and 6×6 blocks of 128 px (2 m grid)
         src = synthetic_aerial(tmp_path / f"s{size}.tif", size, res=2.0)
-        args = ["render", str(src), "-o", str(tmp_path / str(size)), "-m", str(model), "--workers", "2"]
+        args = ["render", str(src), "-o", str(tmp_path / str(size)), "-m", str(model), "--workers", "2", *dashboard]
         assert main([*args, "--chunk-size", "128", "--overlap", "64", "--no-progress"]) == 0
     assert peaks == [(2, 9), (2, 36)]  # the peak is 2 per worker thread, for 9 or 36 blocks alike
     err = capsys.readouterr().err
-    # the local cluster's dashboard (ephemeral port) is announced once per render
-    assert err.count("Dask dashboard: http://127.0.0.1:") == 2
+    # the local cluster's dashboard (ephemeral port) is announced once, by the render that asked for it
+    assert err.count("Dask dashboard: http://127.0.0.1:") == 1
+
+
+@pytest.mark.parametrize("dashboard", [False, True])
+def test_the_default_local_cluster_listens_on_loopback_only(dashboard: bool) -> None:
+    """The in-process worker's HTTP server and the scheduler listen on 127.0.0.1; the dashboard
+    is served (and answers) only when asked for."""
+    import urllib.error
+    import urllib.request
+
+    import psutil
+
+    from geopix.cluster import dashboard_link, open_cluster
+
+    before = {c.laddr for c in psutil.Process().net_connections("inet") if c.status == psutil.CONN_LISTEN}
+    with open_cluster(None, None, dashboard=dashboard) as client:
+        ours = [c.laddr for c in psutil.Process().net_connections("inet") if c.status == psutil.CONN_LISTEN]
+        link = dashboard_link(client, local=True)  # the scheduler's HTTP server, with or without the pages
+        if dashboard:
+            with urllib.request.urlopen(link, timeout=30) as page:
+                assert page.status == 200
+        else:
+            with pytest.raises(urllib.error.HTTPError) as missing:
+                urllib.request.urlopen(link, timeout=30)
+            assert missing.value.code == 404
+    new = [a for a in ours if a not in before]
+    assert new and all(a.ip == "127.0.0.1" for a in new), new
 
 
 # ---- workflows ----------------------------------------------------------------------------------------

@@ -37,6 +37,14 @@ Workers = Annotated[
     int | None,
     typer.Option("--workers", help="Local Dask worker processes (default: one in-process worker, a thread per core)."),
 ]
+Dashboard = Annotated[
+    bool,
+    typer.Option(
+        "--dashboard",
+        help="Serve the local cluster's Dask dashboard (on 127.0.0.1) and print its link; without it the "
+        "cluster starts 0.5 s sooner. A remote cluster's link is printed either way.",
+    ),
+]
 Threads = Annotated[int | None, typer.Option("--threads", help="Torch threads per worker (default: cores / workers).")]
 Scheduler = Annotated[
     str | None,

@@ -12,6 +12,7 @@ from geopix.cli.app import app, interrupted_says
 from geopix.cli.options import (
     Bands,
     BatchSize,
+    Dashboard,
     Device,
     Model,
     Overlap,
@@ -77,6 +78,7 @@ def render_cmd(
     workers: Workers = None,
     threads: Threads = None,
     scheduler: Scheduler = None,
+    dashboard: Dashboard = False,
     scheduler_file: Path = typer.Option(
         None, help="Scheduler file written by `dask scheduler --scheduler-file` (else $DASK_SCHEDULER_ADDRESS)."
     ),
@@ -120,6 +122,7 @@ def render_cmd(
         workers=workers,
         scheduler=scheduler,
         scheduler_file=scheduler_file,
+        dashboard=dashboard,
         allow_no_crs=allow_no_crs,
         overwrite=overwrite,
         keep_zarr=keep_zarr,

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from geopix.cli.app import app, interrupted_says
-from geopix.cli.options import Overwrite, Scheduler, ShowProgress, Workers
+from geopix.cli.options import Dashboard, Overwrite, Scheduler, ShowProgress, Workers
 from geopix.cli.progress import progress_bar
 
 
@@ -22,6 +22,7 @@ def tiles_cmd(
     tile_size: int = typer.Option(256, "--tile-size", help="Tile width in pixels: 256 or 512."),
     workers: Workers = None,
     scheduler: Scheduler = None,
+    dashboard: Dashboard = False,
     overwrite: Overwrite = False,
     progress: ShowProgress = True,
     base_url: str = typer.Option(
@@ -38,7 +39,9 @@ def tiles_cmd(
         minzoom=minzoom, maxzoom=maxzoom, format=fmt, tile_size=tile_size, overwrite=overwrite, base_url=base_url
     )
     with progress_bar(progress) as bar, interrupted_says(f"no tiles written to {out}; rerun the same command"):
-        result = build_pyramid(map_path, out, config, scheduler=scheduler, workers=workers, on_progress=bar)
+        result = build_pyramid(
+            map_path, out, config, scheduler=scheduler, workers=workers, on_progress=bar, dashboard=dashboard
+        )
     per_zoom = ", ".join(f"z{z}: {n}" for z, n in result.tiles_per_zoom.items())
     typer.echo(
         f"{result.tiles} tiles ({per_zoom}), {result.bytes / 1e6:.1f} MB, zoom {result.minzoom}-{result.maxzoom}, "

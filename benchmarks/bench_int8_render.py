@@ -8,7 +8,9 @@ a user runs, ``geopix render MOSAIC -o OUT --no-progress`` with every other sett
 and the same with each of ``--precisions``.  Printed: each one's render seconds (render.json) and
 whole-process wall seconds, its ratio to the reference loop (useful map pixels per second, whole
 process), and geopix's stage split (read, infer, blend, write: summed worker-seconds; finalize:
-wall).  On a shared machine compare ratios within one run only.
+wall).  Then the int8 network and decoding alone on the render's tiles, as its worker calls
+them, and the ratio a render would reach if everything else were free.  On a shared machine
+compare ratios within one run only.
 
     python benchmarks/bench_int8_render.py [--size 8192] [--precisions int8,fp32] [--scene AERIAL.tif]
 """
@@ -63,8 +65,60 @@ def main() -> None:
         split = ", ".join(f"{k} {r['stages'].get(k, 0.0):.1f}" for k in STAGES) if r["stages"] else ""
         print(f"{r['run']:34s} {r['precision']:>7s} {r['seconds']:9.1f} {r['wall']:10.1f} "
               f"{base_wall / r['wall']:16.2f}  {split}")  # fmt: skip
+        floor = None
+        if any(r["precision"] == "int8" for r in rows):
+            floor = inference_floor(src, model, doc["tiles_run"])
+            start = base_wall - base["seconds"]  # what any process pays before it computes: interpreter, imports
+            print(f"\nthe int8 network and decoding alone on the render's {doc['tiles_run']} tiles, as its worker "
+                  f"calls them ({floor['threads']} task threads, {floor['per_call']} tiles per call, no I/O): "
+                  f"{floor['seconds']:.1f} s; with the reference's {start:.1f} s of start-up, a render with free "
+                  f"reading, blending, writing and finalize would be {base_wall / (floor['seconds'] + start):.2f}× "
+                  "the reference here")  # fmt: skip
     if mine.json:
-        Path(mine.json).write_text(json.dumps({"size": mine.size, "mpx": mpx, "runs": rows}, indent=1))
+        doc = {"size": mine.size, "mpx": mpx, "runs": rows, "inference_floor": floor}
+        Path(mine.json).write_text(json.dumps(doc, indent=1))
+
+
+def inference_floor(src: Path, model: str, tiles: int) -> dict:
+    """Wall seconds of the int8 network plus the decoding alone on ``tiles`` real tiles of ``src``
+    (distinct, the render's stride), called as the default in-process worker calls them: a task
+    thread per core sharing one model, each call ``tiles_per_call`` tiles."""
+    import os
+    import threading
+
+    import numpy as np
+    import rasterio
+    import torch
+
+    from geopix.config import InferConfig, TileConfig
+    from geopix.infer import Predictor
+    from geopix.models.checkpoint import load_checkpoint
+
+    threads, t = os.cpu_count() or 1, TileConfig()
+    stride = t.tile_size - t.overlap
+    torch.set_num_threads(1)
+    pred = Predictor.from_loaded(load_checkpoint(model), "cpu", precision="int8", callers=threads)
+    per_call = pred.tiles_per_call(InferConfig().batch_size)
+    with rasterio.open(src) as s:
+        img = s.read([1, 2, 3])
+    starts = range(0, img.shape[1] - t.tile_size + 1, stride)
+    cut = [(r, c) for r in starts for c in starts][:tiles]
+    calls = [np.stack([img[:, r : r + t.tile_size, c : c + t.tile_size] for r, c in cut[i : i + per_call]])
+             .astype(np.float32) / 127.5 - 1.0 for i in range(0, len(cut), per_call)]  # fmt: skip
+    del img
+    pred.predict(calls[0])
+
+    def run(mine: list[np.ndarray]) -> None:
+        for x in mine:
+            pred.predict(x)
+
+    workers = [threading.Thread(target=run, args=(calls[i::threads],)) for i in range(threads)]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return {"seconds": time.perf_counter() - t0, "tiles": len(cut), "threads": threads, "per_call": per_call}
 
 
 def model_resolution(model: str) -> float:

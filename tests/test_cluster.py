@@ -345,32 +345,6 @@ def test_in_flight_tasks_stay_bounded_whatever_the_raster_size(
     assert err.count("Dask dashboard: http://127.0.0.1:") == 1
 
 
-@pytest.mark.parametrize("dashboard", [False, True])
-def test_the_default_local_cluster_listens_on_loopback_only(dashboard: bool) -> None:
-    """The in-process worker's HTTP server and the scheduler listen on 127.0.0.1; the dashboard
-    is served (and answers) only when asked for."""
-    import urllib.error
-    import urllib.request
-
-    import psutil
-
-    from geopix.cluster import dashboard_link, open_cluster
-
-    before = {c.laddr for c in psutil.Process().net_connections("inet") if c.status == psutil.CONN_LISTEN}
-    with open_cluster(None, None, dashboard=dashboard) as client:
-        ours = [c.laddr for c in psutil.Process().net_connections("inet") if c.status == psutil.CONN_LISTEN]
-        link = dashboard_link(client, local=True)  # the scheduler's HTTP server, with or without the pages
-        if dashboard:
-            with urllib.request.urlopen(link, timeout=30) as page:
-                assert page.status == 200
-        else:
-            with pytest.raises(urllib.error.HTTPError) as missing:
-                urllib.request.urlopen(link, timeout=30)
-            assert missing.value.code == 404
-    new = [a for a in ours if a not in before]
-    assert new and all(a.ip == "127.0.0.1" for a in new), new
-
-
 # ---- workflows ----------------------------------------------------------------------------------------
 def _load_workflow(name: str):
     import importlib.util

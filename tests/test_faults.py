@@ -599,29 +599,39 @@ def _listening(proc) -> set[tuple[str, int]]:
     return {(c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="inet") if c.status == "LISTEN"}
 
 
-@pytest.mark.parametrize("workers", [None, 2])
-def test_local_cluster_listens_on_loopback_only_and_its_dashboard_link_opens(workers: int | None) -> None:
-    """Every socket the cluster opens, in this process (in-process worker) or its worker processes."""
+@pytest.mark.parametrize(("workers", "dashboard"), [(None, True), (2, True), (None, False)])
+def test_local_cluster_listens_on_loopback_only_and_its_dashboard_link_opens(
+    workers: int | None, dashboard: bool
+) -> None:
+    """Every socket the cluster opens, in this process (in-process worker) or its worker processes;
+    the dashboard's pages are served, and announced, only when asked for."""
+    import urllib.error
     import urllib.request
 
     import psutil
 
-    from geopix.cluster import open_cluster
+    from geopix.cluster import dashboard_link, open_cluster
 
     links: list[str] = []
     me = psutil.Process()
     before, other_children = _listening(me), {c.pid for c in me.children(recursive=True)}
-    with open_cluster(None, workers, announce=links.append) as client:
+    with open_cluster(None, workers, announce=links.append, dashboard=dashboard) as client:
         client.wait_for_workers(workers or 1)
         opened = _listening(me) - before
         for child in me.children(recursive=True):
             if child.pid not in other_children:  # not another test's cluster
                 opened |= _listening(child)
-        assert len(opened) >= 2  # scheduler, dashboard, worker HTTP servers
+        assert len(opened) >= 2  # scheduler, its HTTP server, worker HTTP servers
         assert all(ip in ("127.0.0.1", "::1") for ip, _ in opened), opened
-        assert len(links) == 1 and links[0].startswith("Dask dashboard: http://127.0.0.1:")
-        with urllib.request.urlopen(links[0].split(": ", 1)[1], timeout=30) as resp:
-            assert resp.status == 200
+        if dashboard:
+            assert len(links) == 1 and links[0].startswith("Dask dashboard: http://127.0.0.1:")
+            with urllib.request.urlopen(links[0].split(": ", 1)[1], timeout=30) as resp:
+                assert resp.status == 200
+        else:
+            assert links == []
+            with pytest.raises(urllib.error.HTTPError) as missing:  # the HTTP server, without the pages
+                urllib.request.urlopen(dashboard_link(client, local=True), timeout=30)
+            assert missing.value.code == 404
 
 
 # ---- (7) messages ------------------------------------------------------------------------------------------

@@ -59,21 +59,20 @@ def main() -> None:
                          "seconds": doc["seconds"], "wall": wall, "stages": doc["stage_seconds"]})  # fmt: skip
             print(f"geopix {precision} → {doc['precision']}: {doc['seconds']:.1f} s ({wall:.1f} s whole "
                   f"process)", flush=True)  # fmt: skip
+        floor = inference_floor(src, model, doc["tiles_run"]) if doc["precision"] == "int8" else None
     print(f"\n{mine.size}² ({mpx:.1f} Mpx) of {Path(args.scene).name}, model {Path(model).name}")
     print(f"{'run':34s} {'ran as':>7s} {'render s':>9s} {'process s':>10s} {'x ref (process)':>16s}  stages (s)")
     for r in rows:
         split = ", ".join(f"{k} {r['stages'].get(k, 0.0):.1f}" for k in STAGES) if r["stages"] else ""
         print(f"{r['run']:34s} {r['precision']:>7s} {r['seconds']:9.1f} {r['wall']:10.1f} "
               f"{base_wall / r['wall']:16.2f}  {split}")  # fmt: skip
-        floor = None
-        if any(r["precision"] == "int8" for r in rows):
-            floor = inference_floor(src, model, doc["tiles_run"])
-            start = base_wall - base["seconds"]  # what any process pays before it computes: interpreter, imports
-            print(f"\nthe int8 network and decoding alone on the render's {doc['tiles_run']} tiles, as its worker "
-                  f"calls them ({floor['threads']} task threads, {floor['per_call']} tiles per call, no I/O): "
-                  f"{floor['seconds']:.1f} s; with the reference's {start:.1f} s of start-up, a render with free "
-                  f"reading, blending, writing and finalize would be {base_wall / (floor['seconds'] + start):.2f}× "
-                  "the reference here")  # fmt: skip
+    if floor is not None:
+        start = base_wall - base["seconds"]  # what any process pays before it computes: interpreter, imports
+        print(f"\nthe int8 network and decoding alone on the render's {floor['tiles']} tiles, as its worker "
+              f"calls them ({floor['threads']} task threads, {floor['per_call']} tiles per call, no I/O): "
+              f"{floor['seconds']:.1f} s; with the reference's {start:.1f} s of start-up, a render with free "
+              f"reading, blending, writing and finalize would be {base_wall / (floor['seconds'] + start):.2f}× "
+              "the reference here")  # fmt: skip
     if mine.json:
         doc = {"size": mine.size, "mpx": mpx, "runs": rows, "inference_floor": floor}
         Path(mine.json).write_text(json.dumps(doc, indent=1))
@@ -101,8 +100,10 @@ def inference_floor(src: Path, model: str, tiles: int) -> dict:
     per_call = pred.tiles_per_call(InferConfig().batch_size)
     with rasterio.open(src) as s:
         img = s.read([1, 2, 3])
-    starts = range(0, img.shape[1] - t.tile_size + 1, stride)
-    cut = [(r, c) for r in starts for c in starts][:tiles]
+    side = img.shape[1] - t.tile_size
+    starts = sorted({*range(0, side + 1, stride), side})  # the render's tile count, the last tile at the edge
+    cut = [(r, c) for r in starts for c in starts]
+    cut = (cut * (tiles // len(cut) + 1))[:tiles]
     calls = [np.stack([img[:, r : r + t.tile_size, c : c + t.tile_size] for r, c in cut[i : i + per_call]])
              .astype(np.float32) / 127.5 - 1.0 for i in range(0, len(cut), per_call)]  # fmt: skip
     del img

@@ -335,10 +335,11 @@ class WorkReader:
         if (grid.height, grid.width) != (info.height, info.width):
             downsampling = grid.width < info.width
             if downsampling and WARP_FREE_READS and _all_valid(self._src, info.bands):
-                # GDAL's own averaging read of the window's exact source footprint: the same
-                # pixels as the warper's average, bit for bit (tests/test_read.py), and 7.6×
-                # faster (a 1088² block of a 0.3 m raster at 1 m: 0.043 s against 0.33 s).
-                # The work grid covers the raster's extent exactly, so the footprint is a scale.
+                # GDAL's own averaging read of each pixel's exact source footprint: the warper's
+                # average within one level (tests/test_read.py), twice as fast (a 1088² block of
+                # a 0.3 m raster at 1 m: 0.23 s against 0.46, decoding included; 0.04 against
+                # 0.33 once decoded).  The work grid covers the raster's extent exactly, so the
+                # footprint is a scale.
                 self._scale = (info.width / grid.width, info.height / grid.height)
                 return
             with warnings.catch_warnings():
@@ -402,7 +403,9 @@ class WorkReader:
 
 
 _AVERAGE = RioResampling.average
-#: Side of the work-grid cells a decimating read is done in (``WorkReader._decimated``).
+#: Side of the work-grid cells a decimating read is done in (``WorkReader._decimated``): per
+#: 1088² block of a 0.3 m raster at 1 m, 0.31 s at 64 (more calls), 0.23 at 128, 0.28 at 256
+#: (more pixels read past the block's edges).
 DECIMATE_CELL = 128
 #: Downsampled reads of an all-valid raster skip the warper (``WorkReader``); off, they warp.
 WARP_FREE_READS = True

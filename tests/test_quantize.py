@@ -194,6 +194,33 @@ def test_int8_calls_carry_at_most_two_tiles_so_a_block_pads_at_most_one(
     assert maps[0] == maps[1]
 
 
+_CACHED_LOOKUP = """
+import sys
+from geopix.models.checkpoint import load_checkpoint
+from geopix.models.quantize import int8_model
+model = load_checkpoint(sys.argv[1])
+assert int8_model(sys.argv[1], model.spec, model.net).passes
+print("nncf" in sys.modules)
+"""
+
+
+@needs_int8
+def test_a_cached_int8_model_is_found_without_importing_nncf(palette_model: Path) -> None:
+    """Only building needs NNCF; importing it for the cache key's version took 0.42 s of every
+    int8 render's start.  The key is unchanged: the same version string."""
+    import subprocess
+
+    import nncf
+
+    model = load_checkpoint(palette_model)
+    built = quantize.int8_model(palette_model, model.spec, model.net)
+    assert quantize.nncf_version() == nncf.__version__
+    done = subprocess.run([sys.executable, "-c", _CACHED_LOOKUP, str(palette_model)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+    assert quantize.int8_model(palette_model, model.spec, model.net) == built
+
+
 def test_int8_without_openvino_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     with pytest.raises(OptionError, match=r"geopix\[int8\]"):

@@ -68,17 +68,24 @@ def int8_capable(device: torch.device | str) -> bool:
     return torch.device(device).type == "cpu" and native_int8() and has_openvino()
 
 
-def int8_ready(model_path: str, device: torch.device | str = "cpu", loaded: LoadedModel | None = None) -> bool:
-    """Should ``auto`` pick int8 for this model here: capable (:func:`int8_capable`) and its int8
-    model (built and cached once, ``geopix.models.quantize``) passes the class-agreement gate.
-    Measured on a Zen 4 CPU with VNNI (benchmarks/bench_runtimes.py), int8 beats bf16 and fp32."""
+def gated_int8(model_path: str, device: torch.device | str = "cpu", loaded: LoadedModel | None = None):
+    """The int8 model ``auto`` picks for this model here, or None: capable (:func:`int8_capable`)
+    and its int8 model (built and cached once, ``geopix.models.quantize``) passes the
+    class-agreement gate.  Measured on a Zen 4 CPU with VNNI (benchmarks/bench_runtimes.py),
+    int8 beats bf16 and fp32."""
     if not int8_capable(device):
-        return False
+        return None
     from geopix.models.checkpoint import load_checkpoint
     from geopix.models.quantize import int8_model
 
     loaded = loaded or load_checkpoint(model_path)
-    return int8_model(model_path, loaded.spec, loaded.net).passes
+    model = int8_model(model_path, loaded.spec, loaded.net)
+    return model if model.passes else None
+
+
+def int8_ready(model_path: str, device: torch.device | str = "cpu", loaded: LoadedModel | None = None) -> bool:
+    """Should ``auto`` pick int8 for this model here (:func:`gated_int8`)."""
+    return gated_int8(model_path, device, loaded) is not None
 
 
 class Predictor:
@@ -100,12 +107,10 @@ class Predictor:
         self.spec = spec
         self.device = torch.device(device)
         gated = None  # auto's int8 model, looked up once: int8 below reuses it
-        if precision == "auto" and checkpoint and int8_capable(self.device):
-            from geopix.models.quantize import int8_model
-
-            gated = int8_model(checkpoint, spec, net)
-            if gated.passes:
-                precision = "int8"  # predict, info, serve: auto as render resolves it (cluster_precision)
+        if precision == "auto" and checkpoint:
+            gated = gated_int8(checkpoint, self.device, LoadedModel(spec, net))
+        if gated is not None:
+            precision = "int8"  # predict, info, serve: auto as render resolves it (cluster_precision)
         self.precision = resolve_precision(precision, self.device)
         self.int8 = None
         if self.precision == "int8":

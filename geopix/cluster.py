@@ -171,13 +171,6 @@ def connect(scheduler: str | None, workers: int | None, dashboard: bool = False)
             client.close()
             raise
         return client, None
-    pages = dashboard
-    if dashboard:
-        try:
-            import bokeh  # noqa: F401  (the dashboard needs it)
-        except ImportError:
-            log.warning("no Dask dashboard: it needs bokeh (pip install bokeh)")
-            pages = False
     # The default (workers None): one in-process worker with a task thread per core.
     # Nothing to spawn, the model is loaded once, and while one thread runs the generator
     # the other reads, blends and writes (measured: 2 threads × 1 torch thread run the
@@ -192,8 +185,8 @@ def connect(scheduler: str | None, workers: int | None, dashboard: bool = False)
         dashboard_address="127.0.0.1:0",
         worker_dashboard_address="127.0.0.1:0",
         # The dashboard's pages only when asked (Dask serves them wherever there is an address).
-        scheduler_kwargs={"dashboard": pages},
-        **({} if pages or not in_process else {"worker_class": _worker_without_pages()}),
+        scheduler_kwargs={"dashboard": dashboard},
+        **({} if dashboard or not in_process else {"worker_class": _worker_without_pages()}),
         # A failed task is reported once, by the client, as one line; the workers' own
         # "Compute Failed ... Traceback" (logged at ERROR) would repeat it.
         silence_logs=logging.CRITICAL,
@@ -216,6 +209,18 @@ def connect(scheduler: str | None, workers: int | None, dashboard: bool = False)
         cluster.close()
         raise
     return client, cluster
+
+
+def _dashboard_pages(asked: bool) -> bool:
+    """Whether a local cluster serves the dashboard's pages: asked for, and bokeh installed."""
+    if not asked:
+        return False
+    try:
+        import bokeh  # noqa: F401  (the dashboard needs it)
+    except ImportError:
+        log.warning("no Dask dashboard: it needs bokeh (pip install bokeh)")
+        return False
+    return True
 
 
 def _worker_without_pages():
@@ -249,8 +254,10 @@ def open_cluster(
     import torch
 
     torch_threads = torch.get_num_threads()  # the in-process worker changes it; put it back
-    client, cluster = connect(scheduler, workers, dashboard)
-    link = dashboard_link(client, local=cluster is not None) if cluster is None or dashboard else None
+    pages = _dashboard_pages(dashboard)
+    client, cluster = connect(scheduler, workers, pages)
+    # A local cluster's HTTP server answers either way: its link only where the pages are.
+    link = dashboard_link(client, local=cluster is not None) if cluster is None or pages else None
     if announce is not None and link:
         announce(f"Dask dashboard: {link}")
     try:

@@ -45,6 +45,7 @@ def main() -> None:
     if not Path(args.scene).exists():
         raise SystemExit(f"{args.scene} is absent: pass --scene AERIAL.tif")
     model = default_model()
+    build_int8(model)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         src = mosaic(Path(args.scene), Path(tmp) / f"mosaic_{mine.size}.tif", mine.size, model_resolution(model))
@@ -80,7 +81,7 @@ def main() -> None:
 
 def inference_floor(src: Path, model: str, tiles: int) -> dict:
     """Wall seconds of the int8 network plus the decoding alone on ``tiles`` real tiles of ``src``
-    (distinct, the render's stride), called as the default in-process worker calls them: a task
+    (the render's ``TileGrid``), called as the default in-process worker calls them: a task
     thread per core sharing one model, each call ``tiles_per_call`` tiles."""
     import os
     import threading
@@ -92,21 +93,22 @@ def inference_floor(src: Path, model: str, tiles: int) -> dict:
     from geopix.config import InferConfig, TileConfig
     from geopix.infer import Predictor
     from geopix.models.checkpoint import load_checkpoint
+    from geopix.plan import TileGrid, Window
 
     threads, t = os.cpu_count() or 1, TileConfig()
-    stride = t.tile_size - t.overlap
     torch.set_num_threads(1)
     pred = Predictor.from_loaded(load_checkpoint(model), "cpu", precision="int8", callers=threads)
     per_call = pred.tiles_per_call(InferConfig().batch_size)
     with rasterio.open(src) as s:
         img = s.read([1, 2, 3])
-    side = img.shape[1] - t.tile_size
-    starts = sorted({*range(0, side + 1, stride), side})  # the render's tile count, the last tile at the edge
-    cut = [(r, c) for r in starts for c in starts]
+    grid = TileGrid(img.shape[1], img.shape[2], t.tile_size, t.overlap)  # the render's tiles
+    padded = np.pad(img, ((0, 0), (t.tile_size,) * 2, (t.tile_size,) * 2), mode="reflect")  # its edges reflect
+    origin = Window(-t.tile_size, -t.tile_size, *padded.shape[1:])
+    cut = list(grid)
     cut = (cut * (tiles // len(cut) + 1))[:tiles]
-    calls = [np.stack([img[:, r : r + t.tile_size, c : c + t.tile_size] for r, c in cut[i : i + per_call]])
+    calls = [np.stack([padded[(slice(None), *grid.window(*ij).relative_to(origin))] for ij in cut[i : i + per_call]])
              .astype(np.float32) / 127.5 - 1.0 for i in range(0, len(cut), per_call)]  # fmt: skip
-    del img
+    del img, padded
     pred.predict(calls[0])
 
     def run(mine: list[np.ndarray]) -> None:
@@ -123,15 +125,20 @@ def inference_floor(src: Path, model: str, tiles: int) -> dict:
 
 
 def model_resolution(model: str) -> float:
-    """The model's ground resolution; its int8 model built now if it is not cached (not timed)."""
+    from geopix.models.checkpoint import load_checkpoint
+
+    return load_checkpoint(model).spec.ground_resolution_m
+
+
+def build_int8(model: str) -> None:
+    """The model's int8 model built now if it is not cached, so no timed run builds it."""
     from geopix.infer import int8_capable
     from geopix.models.checkpoint import load_checkpoint
     from geopix.models.quantize import int8_model
 
-    loaded = load_checkpoint(model)
     if int8_capable("cpu"):
+        loaded = load_checkpoint(model)
         int8_model(model, loaded.spec, loaded.net)
-    return loaded.spec.ground_resolution_m
 
 
 def cli_render(src: Path, out: Path, model: str, precision: str) -> tuple[dict, float]:

@@ -10,7 +10,9 @@ import pytest
 import rasterio
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rasterio.enums import Resampling
 
+from geopix import read
 from geopix.config import RenderConfig, TileConfig
 from geopix.pipeline import render
 from geopix.plan import Window
@@ -293,3 +295,33 @@ def test_colour_matched_values_are_clipped_to_the_8_bit_range_in_float32(tmp_pat
         assert got.dtype == np.float32 and got.min() == -1.0 and got.max() == 1.0
     wide = inspect_raster(_raster(tmp_path / "w.tif", (data.astype(np.uint16) * 200), nodata=None))
     assert to_unit(data.astype(np.uint16) * 200, wide).dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("size", "overviews"),
+    [((1500, 1100), False), ((2048, 3000), False), ((3000, 1025), False), ((1200, 1200), True)],
+)
+@pytest.mark.parametrize("resampling", [Resampling.average, Resampling.nearest])
+def test_the_statistics_overview_read_in_cells_equals_one_read_of_the_whole_raster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: tuple[int, int], overviews: bool, resampling: Resampling
+) -> None:
+    """Cells cut along whole output pixels give each overview pixel the footprint one read gives
+    it (an axis that is not a whole multiple, and a raster with its own overviews, read whole)."""
+    monkeypatch.setattr(read, "OVERVIEW_CELL", 96)  # many cells on a small raster
+    rng = np.random.default_rng(sum(size))
+    bands = rng.integers(1, 256, (3, *size), dtype=np.uint8)
+    bands[:, : size[0] // 3, : size[1] // 5] = 0  # nodata: the valid mask is read in cells too
+    path = _raster(tmp_path / "r.tif", bands)
+    if overviews:
+        with rasterio.open(path, "r+") as ds:
+            ds.build_overviews([3], Resampling.average)
+    with rasterio.open(path) as src:
+        f = -(-max(size) // 1024)
+        shape = (size[0] // f, size[1] // f)
+        cells = len(list(read._overview_cells(src, (1, 2, 3), shape)))
+        assert cells == 1 if overviews else cells > 1  # GDAL picks an overview level per read: whole
+        whole = src.read([1, 2, 3], out_shape=(3, *shape), resampling=resampling)
+        whole_valid = src.dataset_mask(out_shape=shape, resampling=Resampling.nearest) > 0
+        data, valid = read._overview(src, (1, 2, 3), resampling)
+    np.testing.assert_array_equal(data, whole)
+    np.testing.assert_array_equal(valid, whole_valid)

@@ -11,6 +11,7 @@ worker); each thread of a worker gets its own infer request on the one compiled 
 from __future__ import annotations
 
 import platform
+import sys
 import threading
 from pathlib import Path
 
@@ -26,6 +27,7 @@ INT8_FLAGS = {"x86_64": ("avx512_vnni", "avx_vnni", "amx_int8"), "aarch64": ("as
 def openvino():
     """The ``openvino`` module, or an error naming the extra that installs it."""
     try:
+        _decline_openvino_telemetry()
         import openvino
     except ImportError:
         raise OptionError(
@@ -33,6 +35,27 @@ def openvino():
             "(openvino and nncf), or use --precision fp32 or bf16"
         ) from None
     return openvino
+
+
+def _decline_openvino_telemetry() -> None:
+    """Keep ``import openvino`` from reporting to Google Analytics.
+
+    OpenVINO's import sends a usage event (``openvino-telemetry``, a dependency of ``openvino``)
+    unless ``opt_in_out --opt_out`` was run: every render forked a process to post it.  geopix
+    sends nothing nobody asked for, often on closed networks.  Telemetry is one instance per
+    process: made here first, with the opt-in dialog's rule (nothing is sent without consent),
+    OpenVINO's import reuses it.  A user who opted in (``opt_in_out --opt_in``) is left as chosen.
+    """
+    if "openvino" in sys.modules:
+        return
+    try:
+        from openvino_telemetry import Telemetry
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:
+        return
+    if OptInChecker().check(enable_opt_in_dialog=False) == ConsentCheckResult.ACCEPTED:
+        return
+    Telemetry(app_name="OpenVINO", app_version="", tid="", backend="ga4", enable_opt_in_dialog=True)
 
 
 def has_openvino() -> bool:

@@ -251,3 +251,43 @@ def test_calibration_without_shared_data_is_deterministic(monkeypatch, tmp_path:
     b_cal, b_check = quantize.calibration_tiles(spec)
     assert np.array_equal(a_cal, b_cal) and np.array_equal(a_check, b_check)
     assert len(a_cal) + len(a_check) == quantize.TILES and a_cal.min() >= -1 and a_cal.max() <= 1
+
+
+_COUNT_TELEMETRY = """
+import sys
+sent = []
+from openvino_telemetry.utils import sender
+sender.TelemetrySender.send = lambda self, backend, message: sent.append(message)
+if sys.argv[1] == "geopix":
+    from geopix.runtime import openvino
+    openvino()
+else:
+    import openvino
+print(len(sent))
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "consent", "sent"),
+    [("plain", None, 1), ("geopix", None, 0), ("geopix", "0", 0), ("geopix", "1", 1)],
+)
+def test_openvino_reports_nothing_unless_the_user_opted_in(
+    tmp_path: Path, how: str, consent: str | None, sent: int
+) -> None:
+    """A plain ``import openvino`` posts a usage event to Google Analytics (the first case shows
+    the counter sees it); through geopix nothing is sent, unless ``opt_in_out --opt_in`` wrote "1"."""
+    import os
+    import subprocess
+
+    pytest.importorskip("openvino")
+    pytest.importorskip("openvino_telemetry")
+    if consent is not None:
+        (tmp_path / "intel").mkdir()
+        (tmp_path / "intel" / "openvino_telemetry").write_text(consent)
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}  # it is off in CI
+    env["HOME"] = str(tmp_path)  # where the consent file lives
+    done = subprocess.run(
+        [sys.executable, "-c", _COUNT_TELEMETRY, how], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(sent)

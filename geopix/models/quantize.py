@@ -225,11 +225,11 @@ def build_int8(
 ) -> float:
     """Quantize ``net`` calibrated on ``calibrate`` into ``xml`` (+ its ``.bin``); return the class
     agreement with fp32 on ``check``.  ``prescaled``: the graph ends in ``decode.prescale``'s step."""
-    import nncf
-
     from geopix.runtime import OpenVinoNetwork
 
-    ov = openvino()
+    ov = openvino()  # first: NNCF's telemetry then follows its decision (runtime._decline_openvino_telemetry)
+    import nncf
+
     with tempfile.TemporaryDirectory(dir=xml.parent) as tmp:
         model = ov.Core().read_model(str(network_graph(spec, net, Path(tmp) / "fp32.onnx", prescaled)))
         batches = nncf.Dataset([calibrate[i : i + 8] for i in range(0, len(calibrate), 8)])

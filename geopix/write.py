@@ -73,7 +73,10 @@ def write_block(spec: StoreSpec, out: Window, rgba: np.ndarray, index: tuple[int
     The marker is written after the chunk, so a block killed half-way is never counted as
     done; writing the same block twice gives the same bytes (idempotent).
     """
-    arr = zarr.open_array(store=spec.path, mode="r+", **_store_kwargs(spec))
+    # Written whatever it holds: zarr would first compare the chunk with the fill value to skip
+    # an empty one, which took more than half of a 1024² block's write (22.6 → 9.8 ms).  An empty
+    # block is rare (all nodata) and compresses to almost nothing.
+    arr = zarr.open_array(store=spec.path, mode="r+", **_store_kwargs(spec)).with_config({"write_empty_chunks": True})
     r, c = out.row - spec.row, out.col - spec.col
     with disk_full_is_an_error(Path(spec.path)):
         arr[:, r : r + out.height, c : c + out.width] = rgba

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import zarr
 from rasterio.shutil import copy as rio_copy
 from rasterio.transform import Affine
 
@@ -68,3 +69,18 @@ def test_cog_overviews_and_mask_equal_the_cog_drivers(tmp_path: Path) -> None:
         # masked pixels stay out of the averages: the overview of a valid area keeps its colours
         assert a.dataset_mask(out_shape=(650, 550))[640, 10] == 0
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("map")) == ["map.tif"]
+
+
+def test_a_block_is_written_without_comparing_it_with_the_fill_value(tmp_path: Path) -> None:
+    """zarr's check for an empty chunk took more than half of a block's write; the block is
+    written whatever it holds, so an all-nodata block is a chunk like any other (and reads back)."""
+    spec = StoreSpec(str(tmp_path / "s.zarr"), 64, 96, 32)
+    create_store(spec)
+    empty = np.zeros((4, 32, 32), np.uint8)
+    full = np.full((4, 32, 32), 7, np.uint8)
+    write_block(spec, Window(0, 0, 32, 32), empty, (0, 0))
+    write_block(spec, Window(0, 32, 32, 32), full, (0, 1))
+    chunks = sorted(p.name for p in (tmp_path / "s.zarr" / "c" / "0" / "0").iterdir())
+    assert chunks == ["0", "1"]  # zarr skips an empty chunk unless told not to compare
+    back = zarr.open_array(store=spec.path, mode="r")[:]
+    assert (back[:, :32, :32] == 0).all() and (back[:, :32, 32:64] == 7).all()

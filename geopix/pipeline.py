@@ -20,10 +20,10 @@ import os
 import signal
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rasterio.transform import Affine
 
@@ -39,12 +39,9 @@ from geopix.cluster import (
     task_threads,
 )
 from geopix.config import InferConfig, ProgressFn, RenderConfig, TileConfig, resolve_config
-from geopix.describe import estimated_seconds, generator_rate
 from geopix.errors import Interrupted
 from geopix.execute import BlockJob, close_readers
-from geopix.models.checkpoint import LoadedModel
 from geopix.models.distribute import fetch_checkpoint, send_to_workers, sha256_file
-from geopix.models.registry import REGISTRY, load_model
 from geopix.mosaic import resolve_input
 from geopix.output import check_output, claim_output, hold_remote_lock, refuse_input
 from geopix.plan import Block, RenderPlan, cache_friendly_order, check_tiling
@@ -62,10 +59,13 @@ from geopix.publish import (
     write_render_manifest,
 )
 from geopix.pyramid import check_tiles_output
-from geopix.read import RasterInfo, colour_match, inspect_raster, work_grid
+from geopix.read import RasterInfo, colour_match, colour_statistics, inspect_raster, work_grid
 from geopix.remote import check_remote_output, is_url, join
 from geopix.source import VRT_PREFIX, is_remote, redact
 from geopix.write import StoreSpec, done_blocks, finalize_geotiff, open_store, remove_store
+
+if TYPE_CHECKING:
+    from geopix.models.checkpoint import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,9 @@ class Prepared:
     job: BlockJob
     plan: RenderPlan
     memory: MemoryEstimate
+    #: The raster's colour statistics, being read (``read.colour_statistics``) while the model
+    #: loads; None where a worker reads them (a cluster) or colours are not matched.
+    statistics: Future | None = None
 
 
 def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | None = None, **kwargs) -> RenderResult:
@@ -159,9 +162,12 @@ def prepare(config: RenderConfig, out_dir: Path | None = None) -> Prepared:
         config = dataclasses.replace(config, scheduler=scheduler, scheduler_file=None)
     if "://" in str(config.model):  # a checkpoint URL: downloaded once, then a local path
         config = dataclasses.replace(config, model=str(fetch_checkpoint(str(config.model))))
+    info = inspect_raster(resolve_input(config.input), config.bands, config.allow_no_crs)
+    statistics = _read_statistics(config, info)
+    from geopix.models.registry import load_model  # imports torch (0.9 s) while the statistics are read
+
     model = load_model(config.model)
     check_tiling(config.tiles.tile_size, config.tiles.overlap, model.spec.multiple, model.spec.num_downs)
-    info = inspect_raster(resolve_input(config.input), config.bands, config.allow_no_crs)
     out_dir = out_dir if out_dir is not None else Path(config.output_dir)
     job, plan = build_job(config, info, model)
     memory = _memory(config, plan, model)
@@ -174,7 +180,21 @@ def prepare(config: RenderConfig, out_dir: Path | None = None) -> Prepared:
         chunk_size=config.tiles.chunk_size,
     )
     _announce(plan, model, config.infer)
-    return Prepared(config, out_dir, model, job, plan, memory)
+    return Prepared(config, out_dir, model, job, plan, memory, statistics)
+
+
+def _read_statistics(config: RenderConfig, info: RasterInfo) -> Future | None:
+    """Start reading the colour statistics here, before the model loads: the read is GDAL's (no
+    GIL) and loading imports torch, so on an 8192² raster 0.8 s of reading overlaps 0.9 s of
+    importing.  On a cluster the client may be far from the data (a laptop, the raster in a
+    bucket): a worker reads them (``compute``), the client only the header."""
+    if not config.match_colors or config.scheduler not in (None, "sync"):
+        return None
+    pool = ThreadPoolExecutor(1, thread_name_prefix="geopix-statistics")
+    try:
+        return pool.submit(colour_statistics, info)
+    finally:
+        pool.shutdown(wait=False)  # the read goes on; the thread ends with it
 
 
 #: A plan of at least this many tiles is announced (blocks, tiles, time estimate) before the first
@@ -186,6 +206,8 @@ def _announce(plan: RenderPlan, model: LoadedModel, infer: InferConfig) -> None:
     """Log a long plan's size and an estimate from this machine's generator rate (0.5 s to measure)."""
     if plan.n_tiles < ANNOUNCE_TILES:
         return
+    from geopix.describe import estimated_seconds, generator_rate
+
     rate = generator_rate(model, plan.tile, infer)
     seconds = estimated_seconds(plan.n_tiles, rate)
     blocks = plan.block_shape[0] * plan.block_shape[1]
@@ -227,23 +249,19 @@ def compute(prepared: Prepared, on_progress: ProgressFn | None = None) -> Comput
     """Run the blocks still to do into the store (resuming an interrupted render of the same job)."""
     config, job, plan = prepared.config, prepared.job, prepared.plan
     try:
-        with ThreadPoolExecutor(1) as pool:
-            stats_in = prepared.model.spec.input_stats if config.match_colors else None
-            # On a cluster the client may be far from the data (a laptop, the raster in a bucket):
-            # a worker reads the statistics' overview, so the client reads only the header.
-            on_cluster = config.scheduler not in (None, "sync")
-            # Otherwise the colour statistics decode the overview (GDAL, without the GIL) while the
-            # cluster starts (mostly Python): on an 8192² raster 1.1 s and 1.1 s, now overlapped.
-            matched = pool.submit(colour_match, job.info, stats_in) if stats_in and not on_cluster else None
-            with open_cluster(config.scheduler, config.workers, log.info, config.dashboard) as client:
-                if client is not None and config.scheduler is not None and job.model_name is None:
-                    send_to_workers(client, job.model_path, job.model_sha256)  # they may not see our files
-                if matched is not None:
-                    job = dataclasses.replace(job, info=matched.result())
-                elif stats_in and client is not None:
-                    info = client.submit(colour_match, job.info, stats_in, pure=False).result()
-                    job = dataclasses.replace(job, info=info)
-                return _run_blocks(config, job, plan, client, on_progress, prepared.model)
+        stats_in = prepared.model.spec.input_stats if config.match_colors else None
+        with open_cluster(config.scheduler, config.workers, log.info, config.dashboard) as client:
+            if client is not None and config.scheduler is not None and job.model_name is None:
+                send_to_workers(client, job.model_path, job.model_sha256)  # they may not see our files
+            if stats_in and prepared.statistics is not None:
+                job = dataclasses.replace(job, info=colour_match(job.info, stats_in, prepared.statistics.result()))
+            elif stats_in and client is not None:  # a worker reads them (a cluster: see _read_statistics)
+                job = dataclasses.replace(
+                    job, info=client.submit(colour_match, job.info, stats_in, pure=False).result()
+                )
+            elif stats_in:
+                job = dataclasses.replace(job, info=colour_match(job.info, stats_in))
+            return _run_blocks(config, job, plan, client, on_progress, prepared.model)
     finally:
         close_readers()  # the cluster has closed: no task thread of this process reads any more
 
@@ -375,6 +393,8 @@ def fingerprint(job: BlockJob) -> str:
 
 def build_job(config: RenderConfig, info: RasterInfo, model: LoadedModel) -> tuple[BlockJob, RenderPlan]:
     """The pure part of a render once the inputs are known: grids, plan and the worker job."""
+    from geopix.models.registry import REGISTRY
+
     grid = work_grid(info, model.spec.ground_resolution_m, config.resample)
     checkpoint = model_path(config.model)
     on_work = config.output_resolution == "model"

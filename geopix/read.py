@@ -323,27 +323,34 @@ def _to_unit_formula(data: np.ndarray, info: RasterInfo | None) -> np.ndarray:
     return x / 127.5 - 1.0
 
 
-def colour_match(info: RasterInfo, target: tuple[tuple[float, float], ...]) -> RasterInfo:
+def colour_match(
+    info: RasterInfo, target: tuple[tuple[float, float], ...], statistics: tuple[tuple[float, float], ...] | None = None
+) -> RasterInfo:
     """Return ``info`` with a per-band affine map that gives the raster the training inputs'
     mean and standard deviation.
 
-    Statistics come from valid pixels of a ≤1024 px overview of the whole raster, computed
-    once, so every tile gets the same mapping (inference stays a pure function of the
-    pixels).  Measured on Vienna (mean 127 vs 61 in the maps dataset): without it the model
-    painted dark gardens as water.
+    ``statistics``: the raster's own (:func:`colour_statistics`), when already read.  They come
+    from valid pixels of a ≤1024 px overview of the whole raster, computed once, so every tile
+    gets the same mapping (inference stays a pure function of the pixels).  Measured on Vienna
+    (mean 127 vs 61 in the maps dataset): without it the model painted dark gardens as water.
     """
-    with rasterio.open(info.path) as src:
-        data, valid = _overview(src, info.bands, RioResampling.average)
-    x = to_unit(data, info) * 127.5 + 127.5  # the stretch (uint16) first, 0..255
-    pix = x[:, valid] if valid.any() else x.reshape(3, -1)
     out = []
-    for band, (t_mean, t_std) in zip(pix, target, strict=True):
-        s_mean, s_std = float(band.mean()), float(band.std())
+    for (s_mean, s_std), (t_mean, t_std) in zip(statistics or colour_statistics(info), target, strict=True):
         gain = t_std / s_std if s_std > 1e-3 else 1.0
         out.append((round(gain, 6), round(t_mean - gain * s_mean, 6)))
     from dataclasses import replace
 
     return replace(info, colour=tuple(out))
+
+
+def colour_statistics(info: RasterInfo) -> tuple[tuple[float, float], ...]:
+    """Per band, the mean and standard deviation of the valid pixels of a ≤1024 px overview of
+    the raster, in 0..255 after the stretch: what :func:`colour_match` matches to the model's."""
+    with rasterio.open(info.path) as src:
+        data, valid = _overview(src, info.bands, RioResampling.average)
+    x = to_unit(data, info) * 127.5 + 127.5  # the stretch (uint16) first, 0..255
+    pix = x[:, valid] if valid.any() else x.reshape(3, -1)
+    return tuple((float(band.mean()), float(band.std())) for band in pix)
 
 
 def reflect_index(start: int, stop: int, n: int) -> np.ndarray:

@@ -414,3 +414,60 @@ def test_a_long_plan_is_announced_before_the_first_slow_step(
     with caplog.at_level(logging.INFO, logger="geopix"):
         _render(aerial, tmp_path / "o2", checkpoint, tiles=TileConfig(256, 64, 256))
     assert not any(r.getMessage().startswith("plan:") for r in caplog.records)
+
+
+def test_the_colour_statistics_are_read_while_the_model_loads(
+    aerial: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading the model imports torch (0.9 s); the statistics' read (GDAL, no GIL) runs meanwhile,
+    and the map is the one reading them afterwards gives (the matching is the same arithmetic)."""
+    import threading
+
+    import geopix.models.registry
+    import geopix.pipeline
+    from geopix.models.registry import load_model
+
+    stats = load_model("sat2map").spec.input_stats
+    model = random_checkpoint(tmp_path / "stats.safetensors", ngf=4, input_stats=stats)
+    started = threading.Event()
+    real_statistics, real_load = geopix.pipeline.colour_statistics, geopix.models.registry.load_model
+
+    def statistics(info):
+        started.set()
+        return real_statistics(info)
+
+    def load(name):
+        assert started.wait(10), "the statistics were not being read when the model loaded"
+        return real_load(name)
+
+    monkeypatch.setattr(geopix.pipeline, "colour_statistics", statistics)
+    monkeypatch.setattr(geopix.models.registry, "load_model", load)
+    overlapped = _render(aerial, tmp_path / "a", model)
+    monkeypatch.setattr(geopix.pipeline, "_read_statistics", lambda config, info: None)  # read in compute
+    monkeypatch.setattr(geopix.models.registry, "load_model", real_load)
+    monkeypatch.setattr(geopix.pipeline, "colour_statistics", real_statistics)
+    monkeypatch.setattr(geopix.pipeline, "colour_match", _counted(calls := []))
+    after = _render(aerial, tmp_path / "b", model)
+    assert calls == [None]  # compute matched them itself: the comparison is against the old path
+    assert overlapped.read_bytes() == after.read_bytes()
+
+
+def _counted(calls: list):
+    from geopix.read import colour_match
+
+    def match(info, target, statistics=None):
+        calls.append(statistics)
+        return colour_match(info, target, statistics)
+
+    return match
+
+
+def test_importing_the_pipeline_does_not_import_torch() -> None:
+    """So a render's statistics read can overlap torch's import (the test above)."""
+    import subprocess
+    import sys
+
+    code = "import sys, geopix.pipeline; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

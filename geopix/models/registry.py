@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from geopix.errors import CheckpointError, ModelNotAvailableError
-from geopix.models.checkpoint import LoadedModel, load_checkpoint
-from geopix.models.generator import count_parameters
+
+if TYPE_CHECKING:  # loading imports torch (0.9 s): a render reads its colour statistics meanwhile
+    from geopix.models.checkpoint import LoadedModel
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -54,6 +55,8 @@ def resolve_model(name_or_path: str | Path) -> Path:
 
 def load_model(name_or_path: str | Path) -> LoadedModel:
     """Load a generator by registry name or path, ready for inference (eval mode)."""
+    from geopix.models.checkpoint import load_checkpoint
+
     return load_checkpoint(resolve_model(name_or_path))
 
 
@@ -64,5 +67,7 @@ def is_model_name(text: str) -> bool:
 
 def describe_model(name_or_path: str | Path) -> dict[str, object]:
     """A model as ``geopix info MODEL`` shows it: its file, size and what its checkpoint says of itself."""
+    from geopix.models.generator import count_parameters
+
     loaded = load_model(name_or_path)
     return {"path": loaded.path, "parameters": count_parameters(loaded.net), **loaded.spec.summary()}

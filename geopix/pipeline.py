@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import tempfile
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -82,9 +83,17 @@ class Prepared:
     job: BlockJob
     plan: RenderPlan
     memory: MemoryEstimate
-    #: The raster's colour statistics, being read (``read.colour_statistics``) while the model
-    #: loads; None where a worker reads them (a cluster) or colours are not matched.
-    statistics: Future | None = None
+    #: The raster's colour statistics, being read while the model loads; None where a worker
+    #: reads them (a cluster) or colours are not matched.
+    statistics: StatisticsRead | None = None
+
+
+@dataclass(frozen=True)
+class StatisticsRead:
+    """``read.colour_statistics`` running in a thread; ``stop`` ends it at its next cell."""
+
+    future: Future
+    stop: threading.Event
 
 
 def render(config: RenderConfig | None = None, /, *, on_progress: ProgressFn | None = None, **kwargs) -> RenderResult:
@@ -162,11 +171,23 @@ def prepare(config: RenderConfig, out_dir: Path | None = None) -> Prepared:
         config = dataclasses.replace(config, scheduler=scheduler, scheduler_file=None)
     if "://" in str(config.model):  # a checkpoint URL: downloaded once, then a local path
         config = dataclasses.replace(config, model=str(fetch_checkpoint(str(config.model))))
+    from geopix.models.registry import load_model, resolve_model
+
+    resolve_model(config.model)  # a wrong name or path fails before the statistics' read starts
     info = inspect_raster(resolve_input(config.input), config.bands, config.allow_no_crs)
     statistics = _read_statistics(config, info)
-    from geopix.models.registry import load_model  # imports torch (0.9 s) while the statistics are read
+    try:
+        return _plan(config, info, load_model(config.model), out_dir, statistics)  # torch's import: 0.9 s
+    except BaseException:
+        if statistics is not None:
+            statistics.stop.set()  # the error (or Ctrl-C) is not held up by the rest of the read
+        raise
 
-    model = load_model(config.model)
+
+def _plan(
+    config: RenderConfig, info: RasterInfo, model: LoadedModel, out_dir: Path | None, statistics: StatisticsRead | None
+) -> Prepared:
+    """``prepare`` once the model is loaded: the tiling's check, the job, its plan and its memory."""
     check_tiling(config.tiles.tile_size, config.tiles.overlap, model.spec.multiple, model.spec.num_downs)
     out_dir = out_dir if out_dir is not None else Path(config.output_dir)
     job, plan = build_job(config, info, model)
@@ -183,16 +204,16 @@ def prepare(config: RenderConfig, out_dir: Path | None = None) -> Prepared:
     return Prepared(config, out_dir, model, job, plan, memory, statistics)
 
 
-def _read_statistics(config: RenderConfig, info: RasterInfo) -> Future | None:
+def _read_statistics(config: RenderConfig, info: RasterInfo) -> StatisticsRead | None:
     """Start reading the colour statistics here, before the model loads: the read is GDAL's (no
     GIL) and loading imports torch, so on an 8192² raster 0.8 s of reading overlaps 0.9 s of
     importing.  On a cluster the client may be far from the data (a laptop, the raster in a
     bucket): a worker reads them (``compute``), the client only the header."""
     if not config.match_colors or config.scheduler not in (None, "sync"):
         return None
-    pool = ThreadPoolExecutor(1, thread_name_prefix="geopix-statistics")
+    pool, stop = ThreadPoolExecutor(1, thread_name_prefix="geopix-statistics"), threading.Event()
     try:
-        return pool.submit(colour_statistics, info)
+        return StatisticsRead(pool.submit(colour_statistics, info, stop), stop)
     finally:
         pool.shutdown(wait=False)  # the read goes on; the thread ends with it
 
@@ -254,7 +275,8 @@ def compute(prepared: Prepared, on_progress: ProgressFn | None = None) -> Comput
             if client is not None and config.scheduler is not None and job.model_name is None:
                 send_to_workers(client, job.model_path, job.model_sha256)  # they may not see our files
             if stats_in and prepared.statistics is not None:
-                job = dataclasses.replace(job, info=colour_match(job.info, stats_in, prepared.statistics.result()))
+                statistics = prepared.statistics.future.result()
+                job = dataclasses.replace(job, info=colour_match(job.info, stats_in, statistics))
             elif stats_in and client is not None:  # a worker reads them (a cluster: see _read_statistics)
                 job = dataclasses.replace(
                     job, info=client.submit(colour_match, job.info, stats_in, pure=False).result()
@@ -262,6 +284,10 @@ def compute(prepared: Prepared, on_progress: ProgressFn | None = None) -> Comput
             elif stats_in:
                 job = dataclasses.replace(job, info=colour_match(job.info, stats_in))
             return _run_blocks(config, job, plan, client, on_progress, prepared.model)
+    except BaseException:
+        if prepared.statistics is not None:
+            prepared.statistics.stop.set()  # Ctrl-C while they are read: the process need not wait
+        raise
     finally:
         close_readers()  # the cluster has closed: no task thread of this process reads any more
 

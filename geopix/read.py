@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -213,15 +214,22 @@ def damaged_is_an_error(path: str | Path, what: str = "") -> Iterator[None]:
 
 
 def _overview(
-    src: rasterio.io.DatasetReader, bands: tuple[int, ...], resampling: RioResampling
+    src: rasterio.io.DatasetReader,
+    bands: tuple[int, ...],
+    resampling: RioResampling,
+    stop: threading.Event | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The whole raster at ≤1024 px a side, and its valid mask: statistics that hold for every tile."""
+    """The whole raster at ≤1024 px a side, and its valid mask: statistics that hold for every tile.
+
+    ``stop``: once set, the read ends at the next cell (``InterruptedError``)."""
     f = max(1, math.ceil(max(src.width, src.height) / 1024))
     shape = (max(1, src.height // f), max(1, src.width // f))
     with damaged_is_an_error(src.name):
         data = np.empty((len(bands), *shape), dtype=src.dtypes[bands[0] - 1])
         valid = np.empty(shape, dtype=bool)
         for rows, cols in _overview_cells(src, bands, shape):
+            if stop is not None and stop.is_set():
+                raise InterruptedError(f"the overview read of {src.name} was stopped")
             win = RioWindow(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
             at = (_scaled(rows, shape[0], src.height), _scaled(cols, shape[1], src.width))
             out = (at[0].stop - at[0].start, at[1].stop - at[1].start)
@@ -343,11 +351,12 @@ def colour_match(
     return replace(info, colour=tuple(out))
 
 
-def colour_statistics(info: RasterInfo) -> tuple[tuple[float, float], ...]:
+def colour_statistics(info: RasterInfo, stop: threading.Event | None = None) -> tuple[tuple[float, float], ...]:
     """Per band, the mean and standard deviation of the valid pixels of a ≤1024 px overview of
-    the raster, in 0..255 after the stretch: what :func:`colour_match` matches to the model's."""
+    the raster, in 0..255 after the stretch: what :func:`colour_match` matches to the model's.
+    ``stop``: see :func:`_overview` (a render that fails meanwhile does not wait for the read)."""
     with rasterio.open(info.path) as src:
-        data, valid = _overview(src, info.bands, RioResampling.average)
+        data, valid = _overview(src, info.bands, RioResampling.average, stop)
     x = to_unit(data, info) * 127.5 + 127.5  # the stretch (uint16) first, 0..255
     pix = x[:, valid] if valid.any() else x.reshape(3, -1)
     return tuple((float(band.mean()), float(band.std())) for band in pix)

@@ -432,9 +432,9 @@ def test_the_colour_statistics_are_read_while_the_model_loads(
     started = threading.Event()
     real_statistics, real_load = geopix.pipeline.colour_statistics, geopix.models.registry.load_model
 
-    def statistics(info):
+    def statistics(info, stop):
         started.set()
-        return real_statistics(info)
+        return real_statistics(info, stop)
 
     def load(name):
         assert started.wait(10), "the statistics were not being read when the model loaded"
@@ -471,3 +471,46 @@ def test_importing_the_pipeline_does_not_import_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_a_render_that_fails_while_the_statistics_are_read_stops_the_read(
+    aerial: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint that cannot be loaded fails the render at once; the statistics' read started
+    before it is told to stop (on a huge raster it would otherwise keep the process for minutes)."""
+    import geopix.pipeline
+
+    reads = []
+    real = geopix.pipeline._read_statistics
+
+    def statistics(info, stop):
+        assert stop.wait(10), "never told to stop"
+        raise InterruptedError
+
+    def started(config, info):
+        reads.append(real(config, info))
+        return reads[-1]
+
+    monkeypatch.setattr(geopix.pipeline, "colour_statistics", statistics)
+    monkeypatch.setattr(geopix.pipeline, "_read_statistics", started)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(errors.CheckpointError):
+        _render(aerial, tmp_path / "out", broken)
+    assert len(reads) == 1
+    with pytest.raises(InterruptedError):
+        reads[0].future.result(timeout=5)
+
+
+def test_the_statistics_read_ends_at_the_next_cell_once_stopped(tmp_path: Path) -> None:
+    import threading
+
+    from geopix.read import colour_statistics, inspect_raster
+
+    path = synthetic_aerial(tmp_path / "a.tif", size=2048)
+    info = inspect_raster(str(path))
+    stop = threading.Event()
+    assert len(colour_statistics(info, stop)) == 3
+    stop.set()
+    with pytest.raises(InterruptedError):
+        colour_statistics(info, stop)

@@ -129,7 +129,7 @@ def test_on_a_cluster_a_worker_reads_the_colour_statistics(
 
     monkeypatch.setattr(geopix.read, "colour_match", colour_match)
     monkeypatch.setattr("geopix.pipeline.colour_match", colour_match)
-    monkeypatch.setattr("geopix.pipeline.colour_statistics", lambda info: calls.append(info.path))
+    monkeypatch.setattr("geopix.pipeline.colour_statistics", lambda info, stop: calls.append(info.path))
     out = f"s3://{s3_bucket}/stats-out"
     _render_on_cluster(tmp_path, [tmp_path / "worker"], f"s3://{s3_bucket}/stats-in/{aerial.name}", out, model)
     assert calls == []  # not in the client

@@ -71,6 +71,10 @@ when it is made); `geopix render` shows the precision it ran. Why OpenVINO: ONNX
 int8 leaves the transposed convolutions (half the U-Net) in fp32, so its int8 was barely faster
 than fp32 (`benchmarks/bench_runtimes.py`, figures in docs/scaling.md).
 
+OpenVINO's import posts a usage event to Google Analytics unless you opted out
+(`openvino-telemetry`, a dependency of `openvino`). geopix declines it for its own process, and so
+for NNCF's events when it builds an int8 model: nothing is sent unless you ran `opt_in_out --opt_in`.
+
 **ONNX export** (`geopix export MODEL model.onnx --format onnx`, `pip install 'geopix[onnx]'`): a
 self-describing file, RGB 0..255 in (`image`, N×3×H×W float32, H and W multiples of 256), the
 map's RGB 0..255 out (`map`; round and clip to uint8): the input scaling and the palette decoding

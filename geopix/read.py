@@ -310,7 +310,9 @@ def to_unit(data: np.ndarray, info: RasterInfo | None = None) -> np.ndarray:
         lut = _to_unit_formula(np.broadcast_to(np.arange(256, dtype=np.uint8), (data.shape[0], 1, 256)), info)
         out = np.empty(data.shape, np.float32)
         for b in range(data.shape[0]):
-            np.take(lut[b, 0], data[b], out=out[b])
+            # 8-bit values index the 256 entries: "wrap" never wraps, it only skips the bounds
+            # check of the default "raise" (a 1088² band: 1.4 → 0.8 ms).
+            np.take(lut[b, 0], data[b], out=out[b], mode="wrap")
         return out
     return _to_unit_formula(data, info)
 

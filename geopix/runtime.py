@@ -10,6 +10,7 @@ worker); each thread of a worker gets its own infer request on the one compiled 
 
 from __future__ import annotations
 
+import logging
 import platform
 import sys
 import threading
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 
 from geopix.errors import DeviceError, OptionError
+
+log = logging.getLogger(__name__)
 
 #: CPU features that give int8 convolutions their speed (dot-product instructions).
 INT8_FLAGS = {"x86_64": ("avx512_vnni", "avx_vnni", "amx_int8"), "aarch64": ("asimddp",)}
@@ -53,9 +56,12 @@ def _decline_openvino_telemetry() -> None:
         from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
     except ImportError:
         return
-    if OptInChecker().check(enable_opt_in_dialog=False) == ConsentCheckResult.ACCEPTED:
-        return
-    Telemetry(app_name="OpenVINO", app_version="", tid="", backend="ga4", enable_opt_in_dialog=True)
+    try:
+        if OptInChecker().check(enable_opt_in_dialog=False) == ConsentCheckResult.ACCEPTED:
+            return
+        Telemetry(app_name="OpenVINO", app_version="", tid="", backend="ga4", enable_opt_in_dialog=True)
+    except Exception:  # another version's API: OpenVINO itself must still import
+        log.debug("could not decline OpenVINO's telemetry", exc_info=True)
 
 
 def has_openvino() -> bool:

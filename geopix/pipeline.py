@@ -177,7 +177,11 @@ def prepare(config: RenderConfig, out_dir: Path | None = None) -> Prepared:
     info = inspect_raster(resolve_input(config.input), config.bands, config.allow_no_crs)
     statistics = _read_statistics(config, info)
     try:
-        return _plan(config, info, load_model(config.model), out_dir, statistics)  # torch's import: 0.9 s
+        model = load_model(config.model)  # imports torch (0.9 s) while the statistics are read
+        if statistics is not None and not model.spec.input_stats:  # nothing to match them to
+            statistics.stop.set()
+            statistics = None
+        return _plan(config, info, model, out_dir, statistics)
     except BaseException:
         if statistics is not None:
             statistics.stop.set()  # the error (or Ctrl-C) is not held up by the rest of the read

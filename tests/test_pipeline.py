@@ -514,3 +514,24 @@ def test_the_statistics_read_ends_at_the_next_cell_once_stopped(tmp_path: Path) 
     stop.set()
     with pytest.raises(InterruptedError):
         colour_statistics(info, stop)
+
+
+def test_a_model_without_colour_statistics_stops_the_read(
+    aerial: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read starts before the model is known; a model with nothing to match stops it."""
+    import geopix.pipeline
+
+    reads = []
+    real = geopix.pipeline._read_statistics
+
+    def statistics(info, stop):
+        assert stop.wait(10), "never told to stop"
+        raise InterruptedError
+
+    monkeypatch.setattr(geopix.pipeline, "colour_statistics", statistics)
+    monkeypatch.setattr(geopix.pipeline, "_read_statistics", lambda c, i: reads.append(real(c, i)) or reads[-1])
+    _render(aerial, tmp_path / "out", checkpoint)  # `checkpoint`: no input statistics
+    assert len(reads) == 1
+    with pytest.raises(InterruptedError):
+        reads[0].future.result(timeout=5)

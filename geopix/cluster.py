@@ -298,7 +298,8 @@ def cluster_precision(
         from geopix.infer import int8_ready, resolve_device
 
         capable = _worker_int8(infer.device) if client is None else all(client.run(_worker_int8, infer.device).values())
-        if capable and int8_ready(model_path, resolve_device(infer.device), loaded):
+        # On a cluster the workers' CPUs decide; this process (a laptop, say) only measures the gate.
+        if capable and int8_ready(model_path, resolve_device(infer.device), loaded, here=client is None):
             return "int8"
     if client is None:
         return _worker_precision(infer.precision, infer.device)

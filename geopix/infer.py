@@ -68,12 +68,17 @@ def int8_capable(device: torch.device | str) -> bool:
     return torch.device(device).type == "cpu" and native_int8() and has_openvino()
 
 
-def gated_int8(model_path: str, device: torch.device | str = "cpu", loaded: LoadedModel | None = None):
+def gated_int8(
+    model_path: str, device: torch.device | str = "cpu", loaded: LoadedModel | None = None, *, here: bool = True
+):
     """The int8 model ``auto`` picks for this model here, or None: capable (:func:`int8_capable`)
     and its int8 model (built and cached once, ``geopix.models.quantize``) passes the
     class-agreement gate.  Measured on a Zen 4 CPU with VNNI (benchmarks/bench_runtimes.py),
-    int8 beats bf16 and fp32."""
-    if not int8_capable(device):
+    int8 beats bf16 and fp32.  ``here=False``: other processes run it (a cluster's workers, each
+    checked there); this one only measures the gate, which needs OpenVINO but not a fast CPU."""
+    from geopix.runtime import has_openvino
+
+    if not (int8_capable(device) if here else torch.device(device).type == "cpu" and has_openvino()):
         return None
     from geopix.models.checkpoint import load_checkpoint
     from geopix.models.quantize import int8_model
@@ -83,9 +88,11 @@ def gated_int8(model_path: str, device: torch.device | str = "cpu", loaded: Load
     return model if model.passes else None
 
 
-def int8_ready(model_path: str, device: torch.device | str = "cpu", loaded: LoadedModel | None = None) -> bool:
-    """Should ``auto`` pick int8 for this model here (:func:`gated_int8`)."""
-    return gated_int8(model_path, device, loaded) is not None
+def int8_ready(
+    model_path: str, device: torch.device | str = "cpu", loaded: LoadedModel | None = None, *, here: bool = True
+) -> bool:
+    """Should ``auto`` pick int8 for this model here, or on capable workers (:func:`gated_int8`)."""
+    return gated_int8(model_path, device, loaded, here=here) is not None
 
 
 class Predictor:

@@ -147,6 +147,30 @@ def test_auto_picks_int8_only_when_the_gate_passes(palette_model: Path, monkeypa
     assert Predictor.from_loaded(load_checkpoint(palette_model), "cpu", precision="auto").precision != "int8"
 
 
+class _Cluster:
+    """A client whose workers answer ``run`` as given (their CPUs, not this process's)."""
+
+    def __init__(self, int8: bool) -> None:
+        self.int8 = int8
+
+    def run(self, fn, *args):
+        from geopix.cluster import _worker_int8
+
+        return {"tcp://w1": self.int8 if fn is _worker_int8 else "fp32"}
+
+
+@needs_int8
+def test_a_cluster_whose_workers_have_vnni_gets_int8_from_a_client_without(palette_model: Path, monkeypatch) -> None:
+    """The workers' CPUs decide; the client (a laptop) only measures the gate, which needs OpenVINO."""
+    import geopix.runtime as runtime
+
+    auto = InferConfig(precision="auto", device="cpu")
+    monkeypatch.setattr(runtime, "native_int8", lambda: False)  # this process: no int8 dot products
+    assert cluster_precision(auto, None, str(palette_model)) != "int8"  # it runs the tiles itself
+    assert cluster_precision(auto, _Cluster(int8=True), str(palette_model)) == "int8"
+    assert cluster_precision(auto, _Cluster(int8=False), str(palette_model)) == "fp32"
+
+
 @needs_int8
 def test_int8_renders_do_not_change_a_byte_with_chunking(palette_model: Path, tmp_path: Path) -> None:
     src = synthetic_aerial(tmp_path / "in.tif", (600, 700), res=2.0)

@@ -67,7 +67,8 @@ bundled demo raster and synthetic scenes), and cached under `$GEOPIX_CACHE_DIR` 
 with int8 dot products (VNNI, AVX-VNNI, AMX, Arm dotprod): elsewhere, on a GPU device, or without
 the extra, int8 is refused with the reason. `auto` picks int8 when every worker can run it and
 the model's int8 agrees with fp32 on ≥ 99 % of the palette classes of held-out tiles (measured
-when it is made); `geopix render` shows the precision it ran. Why OpenVINO: ONNX Runtime's CPU
+when it is made, by the process that drives the render: on a cluster it needs the extra, not a
+VNNI CPU, since the workers' CPUs decide); `geopix render` shows the precision it ran. Why OpenVINO: ONNX Runtime's CPU
 int8 leaves the transposed convolutions (half the U-Net) in fp32, so its int8 was barely faster
 than fp32 (`benchmarks/bench_runtimes.py`, figures in docs/scaling.md).
 

@@ -220,7 +220,7 @@ def build_pyramid(
         if out.is_dir() and not out.is_symlink():
             held.enter_context(hold_lock(out, "OUT"))  # a tile set being replaced: not while a run writes it
         check_tiles_output(out, config.overwrite, [src.path])  # under the lock: no other run changes OUT now
-        return _build(src, out, kind, (minz, maxz), config, (scheduler, workers, dashboard), on_progress, t0)
+        return _build(src, out, kind, (minz, maxz), config, scheduler, workers, dashboard, on_progress, t0)
 
 
 def _build(
@@ -229,13 +229,14 @@ def _build(
     kind: str,
     zooms: tuple[int, int],
     config: PyramidConfig,
-    cluster: tuple[str | None, int | None, bool],
+    scheduler: str | None,
+    workers: int | None,
+    dashboard: bool,
     on_progress: ProgressFn | None,
     t0: float,
 ) -> PyramidResult:
-    """The build itself, under the output's lock (``cluster``: scheduler, workers, dashboard)."""
+    """The build itself, under the output's lock."""
     minz, maxz = zooms
-    scheduler, workers, dashboard = cluster
     shown = url_of(src.path)  # for messages: a URL as typed, credentials redacted
     file_name = src.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     partial = out.with_name(out.name + ".partial")

@@ -278,15 +278,13 @@ def compute(prepared: Prepared, on_progress: ProgressFn | None = None) -> Comput
         with open_cluster(config.scheduler, config.workers, log.info, config.dashboard) as client:
             if client is not None and config.scheduler is not None and job.model_name is None:
                 send_to_workers(client, job.model_path, job.model_sha256)  # they may not see our files
-            if stats_in and prepared.statistics is not None:
-                statistics = prepared.statistics.future.result()
-                job = dataclasses.replace(job, info=colour_match(job.info, stats_in, statistics))
-            elif stats_in and client is not None:  # a worker reads them (a cluster: see _read_statistics)
+            if stats_in and prepared.statistics is None and client is not None:  # a cluster: see _read_statistics
                 job = dataclasses.replace(
                     job, info=client.submit(colour_match, job.info, stats_in, pure=False).result()
                 )
-            elif stats_in:
-                job = dataclasses.replace(job, info=colour_match(job.info, stats_in))
+            elif stats_in:  # read here: already, or now if nothing started the read
+                read = prepared.statistics.future.result() if prepared.statistics is not None else None
+                job = dataclasses.replace(job, info=colour_match(job.info, stats_in, read))
             return _run_blocks(config, job, plan, client, on_progress, prepared.model)
     except BaseException:
         if prepared.statistics is not None:

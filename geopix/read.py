@@ -261,10 +261,13 @@ def _overview_cells(
     output pixel the same source footprint as one read (tests/test_read.py); along another axis,
     or from a raster's own overviews (GDAL picks a level per read), that axis is read whole.
     """
-    ry, rx = src.height // shape[0], src.width // shape[1]
     exact = not any(src.overviews(b) for b in bands)
-    step_y = ry * max(1, OVERVIEW_CELL // ry) if exact and ry * shape[0] == src.height else src.height
-    step_x = rx * max(1, OVERVIEW_CELL // rx) if exact and rx * shape[1] == src.width else src.width
+
+    def step(size: int, n: int) -> int:  # source pixels per cell along an axis of ``n`` overview pixels
+        ratio = size // n
+        return ratio * max(1, OVERVIEW_CELL // ratio) if exact and ratio * n == size else size
+
+    step_y, step_x = step(src.height, shape[0]), step(src.width, shape[1])
     for r in range(0, src.height, step_y):
         for c in range(0, src.width, step_x):
             yield range(r, min(r + step_y, src.height)), range(c, min(c + step_x, src.width))

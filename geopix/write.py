@@ -209,7 +209,7 @@ def finalize_geotiff(
     cog: bool = True,
     tags: dict[str, str] | None = None,
 ) -> Path:
-    """Stream the block store into ``dst`` (RGB + internal mask; COG with overviews).
+    """Stream the block store into ``dst`` (RGB, an internal mask if a pixel is masked; COG with overviews).
 
     COG: the chunks go into a plain tiled GeoTIFF, which GDAL's COG driver copies with
     overviews (``CreateCopy`` from a file streams; only *writing* through the COG driver
@@ -264,10 +264,7 @@ def _finalize(
         rasterio.open(tiled, "w", **profile) as out,
     ):
         out.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
-        for (r, c), block in _chunks_read_ahead(arr, spec):
-            w = RioWindow(c, r, block.shape[2], block.shape[1])
-            out.write(block[:3], window=w)
-            out.write_mask(block[3], window=w)
+        _write_chunks(out, _chunks_read_ahead(arr, spec))
         if tags:
             out.update_tags(**tags)
     if cog:
@@ -295,6 +292,34 @@ def _finalize(
         tiled.unlink()
     else:
         tiled.replace(partial)
+
+
+def _write_chunks(out: rasterio.io.DatasetWriter, chunks: Iterator[tuple[tuple[int, int], np.ndarray]]) -> None:
+    """Write the store's chunks (RGB + mask plane) into ``out``, with a mask band only if a pixel
+    is masked.
+
+    A map of a raster without nodata (and without an AOI) has every pixel valid, and a mask
+    that says so is redundant: GDAL reports such a file all-valid either way.  It is not free:
+    the overviews average masked rasters on a slower path (8192² map, 2 cores: 0.91–1.01 s with
+    the mask, 0.22–0.28 s without) and the COG copy deflates it (1.86–1.90 s against
+    1.66–1.70), for overviews equal at every level.  The band is created at the first chunk
+    with a masked pixel; the chunks before it are valid throughout, so they get 255 (a mask
+    block never written reads 0, masked).
+    """
+    valid_so_far: list[RioWindow] = []
+    masked = False
+    for (r, c), block in chunks:
+        w = RioWindow(c, r, block.shape[2], block.shape[1])
+        out.write(block[:3], window=w)
+        if masked:
+            out.write_mask(block[3], window=w)
+        elif block[3].all():
+            valid_so_far.append(w)
+        else:
+            masked = True
+            for earlier in valid_so_far:
+                out.write_mask(np.full((earlier.height, earlier.width), 255, np.uint8), window=earlier)
+            out.write_mask(block[3], window=w)
 
 
 def _chunks_read_ahead(arr: zarr.Array, spec: StoreSpec) -> Iterator[tuple[tuple[int, int], np.ndarray]]:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 import zarr
+from rasterio.enums import MaskFlags
 from rasterio.shutil import copy as rio_copy
 from rasterio.transform import Affine
 
@@ -84,3 +85,59 @@ def test_a_block_is_written_without_comparing_it_with_the_fill_value(tmp_path: P
     assert chunks == ["0", "1"]  # zarr skips an empty chunk unless told not to compare
     back = zarr.open_array(store=spec.path, mode="r")[:]
     assert (back[:, :32, :32] == 0).all() and (back[:, :32, 32:64] == 7).all()
+
+
+def _valid_store(tmp_path: Path, h: int, w: int, chunk: int = 256) -> tuple[StoreSpec, np.ndarray]:
+    """A store of map-like colours with every pixel valid (a raster without nodata, no AOI)."""
+    spec = StoreSpec(str(tmp_path / "v.zarr"), h, w, chunk)
+    create_store(spec)
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgba = np.full((4, h, w), 255, np.uint8)
+    rgba[:3] = np.stack([(yy // 41) * 30 % 256, (xx // 29) * 50 % 256, (yy + xx) // 97 * 20 % 256]).astype(np.uint8)
+    for r in range(0, h, chunk):
+        for c in range(0, w, chunk):
+            win = Window(r, c, min(chunk, h - r), min(chunk, w - c))
+            write_block(spec, win, rgba[:, r : r + win.height, c : c + win.width])
+    return spec, rgba
+
+
+def test_a_map_without_masked_pixels_gets_no_mask_band_and_the_same_overviews(tmp_path: Path) -> None:
+    """An all-valid mask says nothing GDAL would not say without one, and it made the overviews
+    four times slower; the file reads all-valid, its pixels and overviews equal the masked copy's."""
+    spec, rgba = _valid_store(tmp_path, 1300, 1100)
+    tr = Affine(2.0, 0, 500_000, 0, -2.0, 4_000_000)
+    ours = finalize_geotiff(spec, tmp_path / "map.tif", crs="EPSG:32633", transform=tr)
+    raw = finalize_geotiff(spec, tmp_path / "raw.tif", crs="EPSG:32633", transform=tr, cog=False)
+    masked = tmp_path / "masked.tif"  # the same pixels with an explicit all-valid mask, as before
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(raw) as src:
+        with rasterio.open(tmp_path / "m_raw.tif", "w", **src.profile) as dst:
+            dst.write(src.read())
+            dst.write_mask(np.full((src.height, src.width), 255, np.uint8))
+        rio_copy(tmp_path / "m_raw.tif", masked, driver="COG", COMPRESS="DEFLATE", PREDICTOR="NO",
+                 BLOCKSIZE=COG_BLOCK, OVERVIEW_RESAMPLING="AVERAGE")  # fmt: skip
+    for path in (ours, raw):
+        with rasterio.open(path) as ds:
+            assert all(flags == [MaskFlags.all_valid] for flags in ds.mask_flag_enums)
+            assert np.array_equal(ds.read(), rgba[:3]) and (ds.dataset_mask() == 255).all()
+    with rasterio.open(ours) as a, rasterio.open(masked) as b:
+        assert b.mask_flag_enums[0] == [MaskFlags.per_dataset]
+        assert a.overviews(1) == b.overviews(1) == [2, 4]
+        for f in a.overviews(1):
+            shape = (3, a.height // f, a.width // f)
+            assert np.array_equal(a.read(out_shape=shape), b.read(out_shape=shape))
+
+
+@pytest.mark.parametrize("cog", [True, False])
+def test_the_mask_band_begins_at_the_first_masked_chunk_and_keeps_every_earlier_chunk_valid(
+    tmp_path: Path, cog: bool
+) -> None:
+    """The store's first masked pixel is chunks into the raster (its lower left corner); the
+    chunks written before the mask band existed must read valid, the masked ones masked."""
+    spec = _store(tmp_path, 1300, 1100)
+    tr = Affine(2.0, 0, 500_000, 0, -2.0, 4_000_000)
+    out = finalize_geotiff(spec, tmp_path / "map.tif", crs="EPSG:32633", transform=tr, cog=cog)
+    plane = zarr.open_array(store=spec.path, mode="r")[3]
+    assert plane[:256].all() and not plane.all()  # a whole row of chunks comes before the first masked pixel
+    with rasterio.open(out) as ds:
+        assert ds.mask_flag_enums[0] == [MaskFlags.per_dataset]
+        assert np.array_equal(ds.dataset_mask(), plane)

@@ -535,3 +535,33 @@ def test_a_model_without_colour_statistics_stops_the_read(
     assert len(reads) == 1
     with pytest.raises(InterruptedError):
         reads[0].future.result(timeout=5)
+
+
+def test_a_block_whose_border_tiles_its_neighbours_predicted_reads_only_its_own_pixels(
+    aerial: Path, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GDAL decodes every source tile a read touches: the halo of a block's border tiles is most
+    of its read.  Blocks of the second checkerboard colour find those tiles predicted, so they
+    read their output window alone, and the map is the one every block reading it all gives."""
+    import geopix.execute as execute
+    from geopix.plan import Window
+    from geopix.read import WorkReader
+
+    whole = _pixels(_render(aerial, tmp_path / "whole", checkpoint))  # reference: before the spy
+    reads: list = []
+    real_read = WorkReader.read
+    monkeypatch.setattr(WorkReader, "read", lambda self, window: reads.append(window) or real_read(self, window))
+    real_block = execute.process_block
+    blocks: list = []
+    monkeypatch.setattr(execute, "process_block", lambda job, block: blocks.append(block) or real_block(job, block))
+    out = _render(aerial, tmp_path / "spied", checkpoint)
+    assert len(blocks) == len(reads) == 4
+    grid = Window(0, 0, *json.loads((tmp_path / "spied" / "render.json").read_text())["work_grid"])
+    for block, window in zip(blocks, reads, strict=True):
+        if sum(block.index) % 2 == 0:  # the first colour: the tiles it shares are its to predict
+            assert window == block.read, block.index
+        else:  # its own tiles only (the edge's reflected halo aside), where it used to read them all
+            assert window.intersection(grid).intersection(block.work) == window.intersection(grid), block.index
+            assert block.read.intersection(grid).intersection(block.work) != block.read.intersection(grid)
+    got = _pixels(out)
+    assert np.array_equal(got[0], whole[0]) and np.array_equal(got[1], whole[1])

@@ -141,3 +141,18 @@ def test_the_mask_band_begins_at_the_first_masked_chunk_and_keeps_every_earlier_
     with rasterio.open(out) as ds:
         assert ds.mask_flag_enums[0] == [MaskFlags.per_dataset]
         assert np.array_equal(ds.dataset_mask(), plane)
+
+
+def test_the_finalize_runs_with_a_cache_of_megabytes_not_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rasterio.Env takes GDAL_CACHEMAX in bytes; the finalize once gave it 64, a cache of 64
+    bytes, and a compressed intermediate was decompressed once per band."""
+    import geopix.write as write
+
+    seen: list[int] = []
+    real = write._write_chunks
+    monkeypatch.setattr(
+        write, "_write_chunks", lambda *a: seen.append(rasterio.env.getenv()["GDAL_CACHEMAX"]) or real(*a)
+    )
+    spec, _ = _valid_store(tmp_path, 300, 200, 128)
+    finalize_geotiff(spec, tmp_path / "map.tif", crs="EPSG:32633", transform=Affine(2.0, 0, 0, 0, -2.0, 600))
+    assert seen == [write.FINALIZE_CACHE_MB << 20]

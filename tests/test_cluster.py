@@ -527,3 +527,26 @@ def test_dask_cuda_recipe_renders_on_the_given_scheduler_not_its_own(
     assert code == errors.ClusterError.exit_code
     assert f"cannot reach the Dask scheduler at {address}" in capsys.readouterr().err
     assert not (tmp_path / "o" / "map.tif").exists()
+
+
+@pytest.mark.parametrize(("workers", "dashboard"), [(None, False), (None, True), (2, False)])
+def test_a_local_cluster_samples_no_stacks_without_a_dashboard_and_steals_only_between_workers(
+    workers: int | None, dashboard: bool
+) -> None:
+    """Dask's profiler walks every thread's stack each 10 ms holding the GIL, for a dashboard
+    page; work stealing needs a second worker.  Settings of geopix's own cluster only."""
+    import dask
+
+    from geopix.cluster import connect
+
+    client, cluster = connect(None, workers, dashboard)
+    try:
+        assert ("stealing" in cluster.scheduler.extensions) == (workers is not None)
+        profiling = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+        assert set(profiling.values()) == {dashboard}
+    finally:
+        client.close()
+        cluster.close()
+    assert dask.config.get("distributed.worker.profile.enabled") and dask.config.get(
+        "distributed.scheduler.work-stealing"
+    )

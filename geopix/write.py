@@ -260,7 +260,7 @@ def _finalize(
     elif spec.width * spec.height * 4 > RAW_INTERMEDIATE_BYTES:
         profile |= {"compress": "zstd", "zstd_level": 1}
     # Writing and copying stream block by block; a small block cache keeps the process from
-    # growing with the raster (GDAL would otherwise fill what reading was allowed, 256 MB).
+    # growing with the raster (GDAL would otherwise fill what reading was allowed).
     with (
         rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True, GDAL_CACHEMAX=FINALIZE_CACHE_MB << 20),
         rasterio.open(tiled, "w", **profile) as out,

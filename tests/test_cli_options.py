@@ -32,7 +32,9 @@ from tests.test_source import _stac_item
 from tests.test_vectors import write_geojson
 
 QUIET = ["--scheduler", "sync", "--no-progress"]
-CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+#: Added to the environment at each call: a copy taken at import would miss what session fixtures
+#: set (GEOPIX_CACHE_DIR), and the children built int8 models in the user's cache.
+CHILD_ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
 def _cli_render(src: Path | str, out: Path, model: Path, *extra: str) -> int:
@@ -259,7 +261,11 @@ def _served(args: list[str], marker: str, log: Path) -> Iterator[tuple[str, subp
     """Run ``geopix ARGS`` until it prints ``marker`` and a URL; yield the URL; then Ctrl-C it."""
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "geopix", *args], stdout=subprocess.PIPE, stderr=err, text=True, env=CHILD_ENV
+            [sys.executable, "-m", "geopix", *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env={**os.environ, **CHILD_ENV},
         )
     try:
         for line in proc.stdout:  # ends when the process does (a failed start)

@@ -99,7 +99,7 @@ class InferConfig:
     batch_size: int = 8
     threads: int | None = None  # torch intra-op threads per worker; None: cores / workers
     channels_last: bool = True
-    #: ``auto``: int8 (OpenVINO, ``geopix[int8]``) on a CPU with VNNI/AMX when the model's int8
+    #: ``auto``: int8 (OpenVINO, ``geopix[int8]``) on a CPU with AVX2/VNNI/AMX when the model's int8
     #: passes its quality gate, else bf16 where the hardware runs it natively (CUDA, or a CPU with
     #: AVX512-BF16/AMX), else fp32.  ``auto`` is resolved once per render, for every worker.
     precision: Precision = "auto"

@@ -62,7 +62,8 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 
 
 def int8_capable(device: torch.device | str) -> bool:
-    """Could this process run int8 fast: a CPU device with int8 dot products and OpenVINO installed?"""
+    """Could this process run int8 fast: a CPU device with int8 instructions (``runtime.int8_isa``:
+    VNNI, AMX, Arm dotprod, or AVX2) and OpenVINO installed?"""
     from geopix.runtime import has_openvino, native_int8
 
     return torch.device(device).type == "cpu" and native_int8() and has_openvino()
@@ -73,9 +74,10 @@ def gated_int8(
 ):
     """The int8 model ``auto`` picks for this model here, or None: capable (:func:`int8_capable`)
     and its int8 model (built and cached once, ``geopix.models.quantize``) passes the
-    class-agreement gate.  Measured on a Zen 4 CPU with VNNI (benchmarks/bench_runtimes.py),
-    int8 beats bf16 and fp32.  ``here=False``: other processes run it (a cluster's workers, each
-    checked there); this one only measures the gate, which needs OpenVINO but not a fast CPU."""
+    class-agreement gate.  Measured (benchmarks/bench_runtimes.py), int8 beats bf16 and fp32 on a
+    Zen 4 CPU with VNNI, and fp32 on a Zen 3 with AVX2 alone.  ``here=False``: other processes run
+    it (a cluster's workers, each checked there); this one only measures the gate, which needs
+    OpenVINO but not a fast CPU."""
     from geopix.runtime import has_openvino
 
     if not (int8_capable(device) if here else torch.device(device).type == "cpu" and has_openvino()):

@@ -23,8 +23,13 @@ from geopix.errors import DeviceError, OptionError
 
 log = logging.getLogger(__name__)
 
-#: CPU features that give int8 convolutions their speed (dot-product instructions).
-INT8_FLAGS = {"x86_64": ("avx512_vnni", "avx_vnni", "amx_int8"), "aarch64": ("asimddp",)}
+#: The instruction classes OpenVINO's int8 convolutions run on, best first, and the CPU flags
+#: that name them: dot products (AMX, VNNI, Arm's dotprod), else x86's AVX2, whose 16-bit
+#: multiply-adds still beat fp32 (sat2map on a Zen 3, 2 threads: see docs/scaling.md).
+INT8_ISAS = {
+    "x86_64": (("amx", ("amx_int8",)), ("vnni", ("avx512_vnni", "avx_vnni")), ("avx2", ("avx2",))),
+    "aarch64": (("dotprod", ("asimddp",)),),
+}
 
 
 def openvino():
@@ -83,10 +88,26 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def _machine() -> str:
+    return platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
+
+
+def int8_isa() -> str | None:
+    """The instruction class this CPU runs int8 on (``amx``, ``vnni``, ``dotprod``, ``avx2``), or
+    None.  Part of an int8 model's cache key: the classes run different kernels (AVX2 has no int8
+    transposed convolution in OpenVINO, so geopix gives it another graph, ``quantize``), and one
+    model's class agreement with fp32 differed between them (sat2map: 99.16 % with VNNI, 98.87 %
+    on AVX2), so each class gets its own model, checked where it runs."""
+    flags = cpu_flags()
+    for name, wanted in INT8_ISAS.get(_machine(), ()):
+        if flags & set(wanted):
+            return name
+    return None
+
+
 def native_int8() -> bool:
-    """Does this CPU have int8 dot-product instructions (VNNI, AMX, Arm dotprod)?"""
-    machine = platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
-    return bool(cpu_flags() & set(INT8_FLAGS.get(machine, ())))
+    """Can this CPU run int8 faster than fp32 (see :data:`INT8_ISAS`)?"""
+    return int8_isa() is not None
 
 
 def check_int8(device: torch.device) -> None:
@@ -95,9 +116,9 @@ def check_int8(device: torch.device) -> None:
         raise DeviceError(f"--precision int8 runs on the CPU only; use --device cpu, or bf16/fp16 on {device}")
     openvino()
     if not native_int8():
-        wanted = ", ".join(f for flags in INT8_FLAGS.values() for f in flags)
+        wanted = ", ".join(f for isas in INT8_ISAS.values() for _, flags in isas for f in flags)
         raise DeviceError(
-            f"--precision int8 needs a CPU with int8 dot-product instructions ({wanted}); this one "
+            f"--precision int8 needs a CPU with int8 instructions ({wanted}); this one "
             f"({platform.machine()}) has none, so int8 would not be faster: use --precision fp32"
         )
 

@@ -94,3 +94,36 @@ def test_unknown_format_is_refused(tmp_path: Path) -> None:
     src = random_checkpoint(tmp_path / "t.safetensors", ngf=4)
     assert main(["export", str(src), str(tmp_path / "x"), "--format", "tflite"]) != 0
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "bias", "size"), [(3, 5, True, (6, 6)), (8, 2, False, (5, 9)), (1, 1, True, (1, 1))]
+)
+def test_a_transposed_convolution_as_four_phase_convolutions_gives_the_same_sums(
+    cin: int, cout: int, bias: bool, size: tuple[int, int]
+) -> None:
+    from geopix.models.onnx_export import PhaseTransposed
+
+    torch.manual_seed(cin * 10 + cout)
+    conv = torch.nn.ConvTranspose2d(cin, cout, kernel_size=4, stride=2, padding=1, bias=bias).eval()
+    x = torch.randn(2, cin, *size)
+    with torch.inference_mode():
+        want, got = conv(x), PhaseTransposed(conv)(x)
+    assert got.shape == want.shape == (2, cout, 2 * size[0], 2 * size[1])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_only_stride_two_four_by_four_transposed_convolutions_are_rewritten(tmp_path: Path) -> None:
+    from geopix.models.onnx_export import PhaseTransposed, fold_batchnorm, phase_transposed
+
+    other = torch.nn.ConvTranspose2d(4, 4, kernel_size=3, stride=1, padding=1)
+    net = phase_transposed(torch.nn.Sequential(torch.nn.ConvTranspose2d(4, 4, 4, 2, 1), other))
+    assert isinstance(net[0], PhaseTransposed) and net[1] is other
+    unet = fold_batchnorm(load_checkpoint(random_checkpoint(tmp_path / "u.safetensors", ngf=4)).net)
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+    with torch.inference_mode():
+        want = unet(x)
+        rewritten = phase_transposed(unet)
+        got = rewritten(x)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in rewritten.modules())
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)

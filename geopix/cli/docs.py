@@ -63,9 +63,10 @@ imagery (`benchmarks/bench_precision.py`, 259 tiles): bf16 vs fp32 mean |diff| 0
 and run by OpenVINO on the CPU. It is made once per checkpoint, calibrated on real tiles (maps
 train and the real sets where `$GEOPIX_CALIBRATION_DATA` or `../shared/data` has them, else the
 bundled demo raster and synthetic scenes), and cached under `$GEOPIX_CACHE_DIR` (default
-`~/.cache/geopix/int8`; a corrupt entry is rebuilt); each worker loads it once. It needs a CPU
-with int8 dot products (VNNI, AVX-VNNI, AMX, Arm dotprod): elsewhere, on a GPU device, or without
-the extra, int8 is refused with the reason. `auto` picks int8 when every worker can run it and
+`~/.cache/geopix/int8`, one per CPU class: a corrupt entry is rebuilt); each worker loads it
+once. It needs a CPU with int8 instructions (AMX, VNNI, AVX-VNNI, Arm dotprod, or x86 AVX2, where
+the transposed convolutions become plain ones that OpenVINO runs in int8): elsewhere, on a GPU
+device, or without the extra, int8 is refused with the reason. `auto` picks int8 when every worker can run it and
 the model's int8 agrees with fp32 on ≥ 99 % of the palette classes of held-out tiles (measured
 when it is made, by the process that drives the render: on a cluster it needs the extra, not a
 VNNI CPU, since the workers' CPUs decide); `geopix render` shows the precision it ran. Why OpenVINO: ONNX Runtime's CPU

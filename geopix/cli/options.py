@@ -29,7 +29,7 @@ Precision = Annotated[
     str,
     typer.Option(
         "--precision",
-        help="fp32 | bf16 | fp16 | int8 | auto (int8 on VNNI/AMX CPUs with geopix[int8] installed when the "
+        help="fp32 | bf16 | fp16 | int8 | auto (int8 on AVX2/VNNI/AMX CPUs with geopix[int8] installed when the "
         "model's int8 passes its quality gate, else bf16 where native: CUDA, CPUs with AVX512-BF16/AMX).",
     ),
 ]

@@ -1,8 +1,9 @@
 """A geopix generator as an ONNX graph: for the int8 quantizer and for users without geopix.
 
 Two graphs come from one network.  ``network_graph``: tiles in [-1, 1] → the network's output
-(palette logits or tanh RGB), with BatchNorm folded into the convolutions, which is what the int8
-quantizer (``geopix.models.quantize``, OpenVINO) reads.  ``export_onnx``: a self-describing file
+(palette logits or tanh RGB), with BatchNorm folded into the convolutions (and, for AVX2 CPUs,
+the transposed convolutions rewritten as plain ones), which is what the int8 quantizer
+(``geopix.models.quantize``, OpenVINO) reads.  ``export_onnx``: a self-describing file
 for anyone — 0..255 RGB in, the map's 0..255 RGB out (scaling and palette decoding inside the
 graph), and the checkpoint's spec in the file's ``metadata_props`` (tile size, ground resolution,
 normalisation, palette, decoding), so ONNX Runtime alone draws the same map as ``geopix render``.
@@ -60,6 +61,62 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
             conv.weight = nn.Parameter(conv.weight.detach() * scale.view(shape), requires_grad=False)
             conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias.detach(), requires_grad=False)
             seq[i] = nn.Identity()
+    return net
+
+
+class PhaseTransposed(nn.Module):
+    """A ``ConvTranspose2d(kernel 4, stride 2, padding 1)`` as four 2×2 convolutions, one per output
+    phase (row and column parity), interleaved by a pixel shuffle: the same sums, as plain
+    convolutions.  OpenVINO has no int8 transposed convolution for AVX2 CPUs without VNNI and runs
+    the U-Net's whole up-sampling half in f32 there (31 of its 40 ms per tile); with these it is int8
+    (sat2map, Zen 3, 1 thread: 40.2 → 29.0 ms per tile).  Each phase pads its input rather than
+    slicing one padded copy: OpenVINO folds a Pad into the convolution, but its Slice ran a
+    reference kernel (11 ms per tile)."""
+
+    #: Output phase → the transposed kernel's taps along one axis, for input offsets (-1, 0) and (0, +1).
+    TAPS = ((3, 1), (2, 0))
+    PADS = ((1, 0), (0, 1))  # phase 0 reads rows i-1 and i; phase 1 rows i and i+1
+
+    def __init__(self, conv: nn.ConvTranspose2d) -> None:
+        super().__init__()
+        w = conv.weight.detach()  # (in, out, 4, 4)
+        self.weights = nn.ParameterList(
+            nn.Parameter(w[:, :, self.TAPS[a]][:, :, :, self.TAPS[b]].permute(1, 0, 2, 3).contiguous(), False)
+            for a in (0, 1)
+            for b in (0, 1)
+        )
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach(), requires_grad=False)
+
+    @staticmethod
+    def applies(module: nn.Module) -> bool:
+        return (
+            isinstance(module, nn.ConvTranspose2d)
+            and module.kernel_size == (4, 4)
+            and module.stride == (2, 2)
+            and module.padding == (1, 1)
+            and module.output_padding == (0, 0)
+            and module.dilation == (1, 1)
+            and module.groups == 1
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        phases = [
+            nn.functional.conv2d(
+                nn.functional.pad(x, (*self.PADS[b], *self.PADS[a])), self.weights[2 * a + b], self.bias
+            )
+            for a in (0, 1)
+            for b in (0, 1)
+        ]
+        return nn.functional.pixel_shuffle(torch.stack(phases, 2).reshape(n, -1, h, w), 2)
+
+
+def phase_transposed(net: nn.Module) -> nn.Module:
+    """``net`` (modified in place) with each stride-2 4×4 transposed convolution as a :class:`PhaseTransposed`."""
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if PhaseTransposed.applies(child):
+                setattr(parent, name, PhaseTransposed(child))
     return net
 
 
@@ -177,12 +234,17 @@ class Prescaled(nn.Module):
         return (self.net(x) + self.bias) * self.scale
 
 
-def network_graph(spec: ModelSpec, net: nn.Module, path: str | Path, prescaled: bool = False) -> Path:
+def network_graph(
+    spec: ModelSpec, net: nn.Module, path: str | Path, prescaled: bool = False, phases: bool = False
+) -> Path:
     """The network alone (tiles in [-1, 1] → logits), BatchNorm folded: what int8 quantizes.
     ``prescaled``: its logits as ``decode.prescale`` leaves them (the spec must allow it).
-    Written by torch alone (no ``onnx`` package needed)."""
+    ``phases``: transposed convolutions as :class:`PhaseTransposed`.  Written by torch alone (no
+    ``onnx`` package needed)."""
     path = Path(path)
     module = fold_batchnorm(net)
+    if phases:
+        module = phase_transposed(module)
     if prescaled:
         factors = prescale(spec)
         if factors is None:

@@ -36,7 +36,7 @@ from geopix.models.onnx_export import network_graph
 from geopix.runtime import int8_isa, openvino
 
 #: Bump when the quantization recipe changes: old cache entries are then not reused.
-RECIPE = "nncf-ptq-mixed-minmax-nooverflowfix-prescaled-fp32input-3"
+RECIPE = "nncf-ptq-mixed-minmax-nooverflowfix-prescaled-avx2phases-3"
 #: Class agreement with fp32 that int8 must reach on the check tiles for ``auto`` to pick it.
 MIN_AGREEMENT = 0.99
 TILES = 48  # half calibrate, half check
@@ -210,19 +210,20 @@ def class_agreement(spec: ModelSpec, ref: torch.Tensor, other: torch.Tensor, pre
     return float((ca == cb).mean())
 
 
-def quantize_options(nncf, model) -> dict:
+def quantize_options(nncf, model, avx2: bool = False) -> dict:
     """NNCF's options, chosen on sat2map (class agreement on 18 maps-train check tiles / 64 maps-val
     tiles).  Asymmetric activations (MIXED) fit the LeakyReLU/ReLU outputs; plain min/max ranges;
-    no overflow fix (it halves the weights' range, and measured it only lost agreement): on a Zen 4
-    with VNNI, default → these 98.94 / 99.05 % → 99.16 / 99.24 %.  The convolution that reads the
-    image stays fp32 (3 input channels: 2 % of the network's multiply-adds): on a Zen 3 with AVX2
-    and no VNNI, 98.87 / 98.92 % → 99.29 / 99.29 % (keeping the last layer fp32 instead: 98.90 /
-    98.95 %; full bias correction: no change)."""
+    no overflow fix: on a Zen 4 with VNNI, default → these 98.94 / 99.05 % → 99.16 / 99.24 %.
+    ``avx2`` (a CPU without VNNI, whose int8 multiply-adds saturate pairs of products at 16 bits):
+    the convolution that reads the image, whose inputs span the whole 8-bit range, stays fp32 (1.5 %
+    of sat2map's multiply-adds): on a Zen 3, 98.87 / 98.92 % → 99.29 / 99.29 %, where NNCF's
+    overflow fix (7-bit weights everywhere) gave 98.81 %, keeping the last layer fp32 instead
+    98.90 / 98.95 %, and full bias correction no change."""
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     convolutions = (op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
-    first = next(convolutions, None)  # in graph order: the one that reads the image
+    first = next(convolutions, None) if avx2 else None  # in graph order: the one that reads the image
     return {
         "preset": nncf.QuantizationPreset.MIXED,
         "advanced_parameters": AdvancedQuantizationParameters(
@@ -239,25 +240,26 @@ def build_int8(
     check: np.ndarray,
     xml: Path,
     prescaled: bool,
-    phases: bool = False,
+    avx2: bool = False,
 ) -> float:
     """Quantize ``net`` calibrated on ``calibrate`` into ``xml`` (+ its ``.bin``); return the class
     agreement with fp32 on ``check``.  ``prescaled``: the graph ends in ``decode.prescale``'s step;
-    ``phases``: its transposed convolutions are plain ones (``onnx_export.PhaseTransposed``)."""
+    ``avx2``: for a CPU whose int8 class is AVX2 (``runtime.int8_isa``): the transposed convolutions
+    as plain ones (``onnx_export.PhaseTransposed``) and the first layer fp32 (:func:`quantize_options`)."""
     from geopix.runtime import OpenVinoNetwork
 
     ov = openvino()  # first: NNCF's telemetry then follows its decision (runtime._decline_openvino_telemetry)
     import nncf
 
     with tempfile.TemporaryDirectory(dir=xml.parent) as tmp:
-        model = ov.Core().read_model(str(network_graph(spec, net, Path(tmp) / "fp32.onnx", prescaled, phases)))
+        model = ov.Core().read_model(str(network_graph(spec, net, Path(tmp) / "fp32.onnx", prescaled, phases=avx2)))
         batches = [calibrate[i : i + 8] for i in range(0, len(calibrate), 8)]
         nncf_log = logging.getLogger("nncf")  # its INFO lines name graph nodes: not the user's business
         level = nncf_log.level
         nncf_log.setLevel(max(level, logging.WARNING))
         try:  # subset_size counts the dataset's items, batches of 8 here (all of them are used)
             quantized = nncf.quantize(
-                model, nncf.Dataset(batches), subset_size=len(batches), **quantize_options(nncf, model)
+                model, nncf.Dataset(batches), subset_size=len(batches), **quantize_options(nncf, model, avx2)
             )
         finally:
             nncf_log.setLevel(level)
@@ -300,8 +302,8 @@ def _build_and_cache(
         calibrate, check = calibration_tiles(spec, data)
         tmp_xml = Path(tmp) / f"{key}.xml"
         prescaled = prescale(spec) is not None
-        phases = int8_isa() == "avx2"  # OpenVINO's int8 transposed convolutions need VNNI or better
-        agreement = build_int8(spec, net, calibrate, check, tmp_xml, prescaled, phases)
+        avx2 = int8_isa() == "avx2"
+        agreement = build_int8(spec, net, calibrate, check, tmp_xml, prescaled, avx2)
         meta = {
             "checkpoint": str(checkpoint),
             "agreement": agreement,
@@ -309,7 +311,6 @@ def _build_and_cache(
             "calibration": source,
             "recipe": RECIPE,
             "prescaled": prescaled,
-            "phases": phases,
             "int8_isa": int8_isa(),
         }
         (Path(tmp) / "meta.json").write_text(json.dumps(meta, indent=1))

@@ -49,6 +49,13 @@ def test_one_fp32_only_worker_makes_the_whole_render_fp32() -> None:
     assert cluster_precision(InferConfig(precision="fp32"), _FakeClient(["bf16"])) == "fp32"  # explicit wins
 
 
+@pytest.mark.parametrize(("workers", "warned"), [(["bf16", "bf16"], False), (["bf16", "fp32"], True)])
+def test_bf16_forced_where_a_worker_emulates_it_is_warned_of(caplog, workers: list[str], warned: bool) -> None:
+    with caplog.at_level("WARNING", logger="geopix"):
+        assert cluster_precision(InferConfig(precision="bf16"), _FakeClient(workers)) == "bf16"
+    assert ("emulates it" in caplog.text) == warned
+
+
 def test_bf16_output_stays_close_to_fp32(model) -> None:
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 256, 256)).astype(np.float32)
     ref = Predictor(model.spec, model.net, "cpu", precision="fp32").predict(x)

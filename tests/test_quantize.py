@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -376,3 +377,43 @@ def test_on_avx2_the_int8_graph_has_no_transposed_convolutions(
     built = quantize.int8_model(palette_model, model.spec, model.net)
     assert ("ConvolutionBackpropData" in built.path.read_text()) == transposed
     assert built.passes
+
+
+def test_the_shipped_int8_models_belong_to_the_shipped_checkpoints_and_this_recipe() -> None:
+    """A retrained checkpoint or a new recipe must come with its int8 models made again
+    (``python -m geopix.models.quantize --ship sat2map`` on each CPU class), or none are used."""
+    from geopix.models.distribute import sha256_file
+    from geopix.models.registry import WEIGHTS_DIR
+
+    metas = sorted(quantize.SHIPPED_DIR.glob("*.json"))
+    assert metas, "geopix ships int8 models for sat2map"
+    for path in metas:
+        meta = json.loads(path.read_text())
+        assert meta["recipe"] == quantize.RECIPE, path.name
+        assert sha256_file(WEIGHTS_DIR / meta["checkpoint"]) == meta["checkpoint_sha256"], path.name
+        assert meta["agreement"] >= quantize.MIN_AGREEMENT and path.with_suffix(".bin").stat().st_size > 10**6
+
+
+@pytest.mark.parametrize("isa", ["avx2", "vnni"])
+def test_without_the_developers_data_the_shipped_int8_model_is_used_where_one_fits(
+    monkeypatch, tmp_path: Path, isa: str
+) -> None:
+    pytest.importorskip("openvino")
+    from geopix.models.registry import load_model
+
+    monkeypatch.setenv("GEOPIX_CALIBRATION_DATA", str(tmp_path / "absent"))
+    monkeypatch.setenv("GEOPIX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(quantize, "int8_isa", lambda: isa)
+    shipped = {json.loads(p.read_text())["int8_isa"] for p in quantize.SHIPPED_DIR.glob("sat2map.*.json")}
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("built although one is shipped")
+
+    monkeypatch.setattr(quantize, "build_int8", no_build)
+    model = load_model("sat2map")
+    if isa in shipped:
+        got = quantize.int8_model(model.path, model.spec, model.net)
+        assert got.path.parent == quantize.SHIPPED_DIR and got.passes and got.calibration.startswith("developers'")
+    else:  # no shipped model for this class: made here, from the fallback tiles
+        with pytest.raises(AssertionError, match="built although"):
+            quantize.int8_model(model.path, model.spec, model.net)

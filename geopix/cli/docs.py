@@ -60,9 +60,10 @@ imagery (`benchmarks/bench_precision.py`, 259 tiles): bf16 vs fp32 mean |diff| 0
 0.18 % of pixels off by > 5 (class boundaries); 1.5–2.2× faster on the development CPU.
 
 **int8** (`--precision int8`, `pip install 'geopix[int8]'`): the network quantized to int8 by NNCF
-and run by OpenVINO on the CPU. It is made once per checkpoint, calibrated on real tiles (maps
-train and the real sets where `$GEOPIX_CALIBRATION_DATA` or `../shared/data` has them, else the
-bundled demo raster and synthetic scenes), and cached under `$GEOPIX_CACHE_DIR` (default
+and run by OpenVINO on the CPU. geopix ships `sat2map`'s for AVX2 CPUs; for other models or CPU
+classes it is made once per checkpoint, calibrated on real tiles (maps train and the real sets
+where `$GEOPIX_CALIBRATION_DATA` or `../shared/data` has them, else the bundled demo raster and
+synthetic scenes), and cached under `$GEOPIX_CACHE_DIR` (default
 `~/.cache/geopix/int8`, one per CPU class: a corrupt entry is rebuilt); each worker loads it
 once. It needs a CPU with int8 instructions (AMX, VNNI, AVX-VNNI, Arm dotprod, or x86 AVX2, where
 the transposed convolutions become plain ones that OpenVINO runs in int8): elsewhere, on a GPU

@@ -149,27 +149,47 @@ def test_auto_picks_int8_only_when_the_gate_passes(palette_model: Path, monkeypa
 
 
 class _Cluster:
-    """A client whose workers answer ``run`` as given (their CPUs, not this process's)."""
+    """A client whose workers answer ``run`` as given: their int8 classes (their CPUs, not this process's)."""
 
-    def __init__(self, int8: bool) -> None:
-        self.int8 = int8
+    def __init__(self, *classes: str | None) -> None:
+        self.classes = classes
 
     def run(self, fn, *args):
         from geopix.cluster import _worker_int8
 
-        return {"tcp://w1": self.int8 if fn is _worker_int8 else "fp32"}
+        if fn is _worker_int8:
+            return {f"tcp://w{i}": c for i, c in enumerate(self.classes)}
+        return {"tcp://w0": "fp32"}
 
 
 @needs_int8
-def test_a_cluster_whose_workers_have_vnni_gets_int8_from_a_client_without(palette_model: Path, monkeypatch) -> None:
-    """The workers' CPUs decide; the client (a laptop) only measures the gate, which needs OpenVINO."""
-    import geopix.runtime as runtime
+def test_a_cluster_gets_int8_only_with_one_int8_class_whose_gate_this_process_measures(
+    palette_model: Path,
+) -> None:
+    from geopix.runtime import int8_isa
 
-    auto = InferConfig(precision="auto", device="cpu")
-    monkeypatch.setattr(runtime, "native_int8", lambda: False)  # this process: no int8 dot products
-    assert cluster_precision(auto, None, str(palette_model)) != "int8"  # it runs the tiles itself
-    assert cluster_precision(auto, _Cluster(int8=True), str(palette_model)) == "int8"
-    assert cluster_precision(auto, _Cluster(int8=False), str(palette_model)) == "fp32"
+    auto, model = InferConfig(precision="auto", device="cpu"), str(palette_model)
+    mine = int8_isa()
+    other = "amx" if mine == "vnni" else "vnni"
+    assert cluster_precision(auto, _Cluster(mine, mine), model) == "int8"  # the gate measured here is theirs
+    assert cluster_precision(auto, _Cluster(mine, None), model) == "fp32"  # one worker cannot run it
+    assert cluster_precision(auto, _Cluster(mine, other), model) == "fp32"  # two models would draw two maps
+    assert cluster_precision(auto, _Cluster(other), model) == "fp32"  # no gate for their class here, none shipped
+
+
+def test_a_cluster_of_another_int8_class_gets_int8_from_a_shipped_model_checked_on_it(monkeypatch) -> None:
+    """A laptop (VNNI, say) driving AVX2 workers cannot measure their gate; geopix's shipped sat2map
+    model for AVX2 was measured on AVX2, so it vouches for them."""
+    pytest.importorskip("openvino")
+    import geopix.runtime as runtime
+    from geopix.models.registry import load_model
+
+    monkeypatch.setattr(runtime, "int8_isa", lambda: "vnni")  # this process
+    auto, model = InferConfig(precision="auto", device="cpu"), str(load_model("sat2map").path)
+    shipped = {json.loads(p.read_text())["int8_isa"] for p in quantize.SHIPPED_DIR.glob("sat2map.*.json")}
+    assert "avx2" in shipped and "amx" not in shipped
+    assert cluster_precision(auto, _Cluster("avx2", "avx2"), model) == "int8"
+    assert cluster_precision(auto, _Cluster("amx"), model) == "fp32"
 
 
 @needs_int8

@@ -67,10 +67,12 @@ synthetic scenes), and cached under `$GEOPIX_CACHE_DIR` (default
 `~/.cache/geopix/int8`, one per CPU class: a corrupt entry is rebuilt); each worker loads it
 once. It needs a CPU with int8 instructions (AMX, VNNI, AVX-VNNI, Arm dotprod, or x86 AVX2, where
 the transposed convolutions become plain ones that OpenVINO runs in int8): elsewhere, on a GPU
-device, or without the extra, int8 is refused with the reason. `auto` picks int8 when every worker can run it and
-the model's int8 agrees with fp32 on ≥ 99 % of the palette classes of held-out tiles (measured
-when it is made, by the process that drives the render: on a cluster it needs the extra, not a
-VNNI CPU, since the workers' CPUs decide); `geopix render` shows the precision it ran. Why OpenVINO: ONNX Runtime's CPU
+device, or without the extra, int8 is refused with the reason. `auto` picks int8 when every
+worker can run it, all with the same int8 class (mixed classes would draw different maps), and
+the model's int8 for that class agrees with fp32 on ≥ 99 % of the palette classes of held-out
+tiles (measured when it is made, by the process that drives the render, so on a cluster that
+process's CPU must be of the workers' class — or geopix ships a model checked on that class, as
+`sat2map`'s for AVX2); `geopix render` shows the precision it ran. Why OpenVINO: ONNX Runtime's CPU
 int8 leaves the transposed convolutions (half the U-Net) in fp32, so its int8 was barely faster
 than fp32 (`benchmarks/bench_runtimes.py`, figures in docs/scaling.md).
 

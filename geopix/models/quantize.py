@@ -276,12 +276,12 @@ def build_int8(
     return class_agreement(spec, ref, got, prescaled)
 
 
-def shipped_int8(checkpoint: str | Path) -> Int8Model | None:
+def shipped_int8(checkpoint: str | Path, isa: str | None = None) -> Int8Model | None:
     """The int8 model geopix ships for ``checkpoint`` (its bytes), this recipe and this CPU's int8
-    class, or None.  Made from the developers' data (:func:`ship_int8`): the fallback calibration
+    class (or ``isa``), or None.  Made from the developers' data (:func:`ship_int8`): the fallback calibration
     (the demo raster and synthetic scenes) gave sat2map on AVX2 an int8 model that failed the
     quality gate (98.78 % class agreement on maps val, 98.73 % on its own check)."""
-    isa = int8_isa()
+    isa = isa or int8_isa()
     if isa is None or not SHIPPED_DIR.is_dir():
         return None
     digest = None

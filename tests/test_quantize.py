@@ -437,3 +437,36 @@ def test_without_the_developers_data_the_shipped_int8_model_is_used_where_one_fi
     else:  # no shipped model for this class: made here, from the fallback tiles
         with pytest.raises(AssertionError, match="built although"):
             quantize.int8_model(model.path, model.spec, model.net)
+
+
+@needs_int8
+def test_a_model_shipped_from_the_developers_data_serves_a_machine_without_it(
+    palette_model: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from PIL import Image
+
+    from geopix.models.distribute import sha256_file
+    from geopix.testing import _scene
+
+    data = tmp_path / "data"
+    (data / "maps" / "train").mkdir(parents=True)
+    for i in range(6):  # maps-style pairs: photo | map side by side
+        aerial, mapimg = _scene((300, 300), 50 + i)
+        Image.fromarray(np.concatenate([aerial, mapimg], 1).astype(np.uint8)).save(data / "maps" / "train" / f"{i}.jpg")
+    monkeypatch.setattr(quantize, "SHIPPED_DIR", tmp_path / "shipped")
+    monkeypatch.setenv("GEOPIX_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(OptionError, match="developers' data"):
+        quantize.ship_int8(palette_model, tmp_path / "absent")
+    xml = quantize.ship_int8(palette_model, data)
+    meta = json.loads(xml.with_suffix(".json").read_text())
+    assert meta["checkpoint_sha256"] == sha256_file(palette_model) and meta["int8_isa"] == quantize.int8_isa()
+    assert meta["calibration"] == "developers' data: maps/train 48, real 0" and "/" not in meta["checkpoint"]
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("built although one is shipped")
+
+    monkeypatch.setattr(quantize, "build_int8", no_build)
+    monkeypatch.setenv("GEOPIX_CALIBRATION_DATA", str(tmp_path / "absent"))
+    model = load_checkpoint(palette_model)
+    assert quantize.int8_model(palette_model, model.spec, model.net).path == xml
+    assert not (tmp_path / "cache" / "int8").exists() or not list((tmp_path / "cache" / "int8").glob("*.xml"))

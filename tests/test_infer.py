@@ -82,3 +82,20 @@ def test_cuda_predictions_match_cpu(model, tmp_path: Path) -> None:
     cpu = Predictor(model.spec, model.net, "cpu", precision="fp32").predict(x)
     gpu = Predictor(model.spec, model.net, "cuda", precision="fp32").predict(x)
     assert np.abs(cpu - gpu).max() < 1.0
+
+
+@pytest.mark.parametrize(("openvino", "hinted"), [(False, True), (True, False)])
+def test_auto_without_openvino_on_an_int8_cpu_names_the_extra(
+    model, monkeypatch, caplog, openvino: bool, hinted: bool
+) -> None:
+    import geopix.runtime as runtime
+
+    monkeypatch.setattr(runtime, "int8_isa", lambda: "avx2")
+    monkeypatch.setattr(runtime, "has_openvino", lambda: openvino)
+    monkeypatch.setattr(runtime, "native_int8", lambda: True)
+    import geopix.cluster as cluster
+
+    monkeypatch.setattr(cluster, "_int8_gate", lambda *args, **kwargs: False)  # no model is built here
+    with caplog.at_level("INFO", logger="geopix"):
+        cluster_precision(InferConfig(precision="auto", device="cpu"), None, str(model.path))
+    assert ("geopix[int8]" in caplog.text) == hinted

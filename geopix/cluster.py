@@ -282,6 +282,11 @@ def open_cluster(
 
 
 # ---- what every worker runs with ------------------------------------------------------------------
+def _answers(client, fn, *args) -> set:
+    """What ``fn(*args)`` gives on every worker: run here without a client (the in-process worker)."""
+    return {fn(*args)} if client is None else set(client.run(fn, *args).values())
+
+
 def _worker_precision(precision: str, device: str) -> str:
     from geopix.infer import resolve_device, resolve_precision
 
@@ -299,15 +304,15 @@ def _worker_int8(device: str) -> str | None:
 def _int8_gate(model_path: str, infer: InferConfig, loaded: LoadedModel | None, isa: str, here: bool) -> bool:
     """Does ``model_path``'s int8 model for workers of int8 class ``isa`` pass its quality gate?
 
-    Measured by this process (``infer.int8_ready``) when it runs the tiles itself or its CPU is of
-    the workers' class; a model's agreement with fp32 moved with the class (sat2map: 99.16 % with
+    Measured by this process (``infer.int8_ready``) where its CPU is of the workers' class (always
+    so when it runs the tiles itself); a model's agreement with fp32 moved with the class (sat2map: 99.16 % with
     VNNI, 98.87 % on AVX2), so for other classes only a shipped model, checked by the developers
     on that class (``quantize.shipped_int8``), vouches for it."""
     from geopix.infer import int8_ready, resolve_device
     from geopix.runtime import has_openvino, int8_isa
 
     mine = int8_isa()
-    if here or mine == isa:
+    if mine == isa:
         return int8_ready(model_path, resolve_device(infer.device), loaded, here=here)
     from geopix.models.quantize import shipped_int8
 
@@ -326,12 +331,7 @@ def _int8_gate(model_path: str, infer: InferConfig, loaded: LoadedModel | None, 
 def _warn_emulated_bf16(infer: InferConfig, client=None) -> None:
     """``--precision bf16`` where a worker only emulates it: say so before the render starts.  On a
     Zen 3 without AVX512-BF16, torch's bf16 took 2.6 s per 256² tile against fp32's 43 ms."""
-    natives = (
-        {_worker_precision("auto", infer.device)}
-        if client is None
-        else set(client.run(_worker_precision, "auto", infer.device).values())
-    )
-    if natives != {"bf16"}:
+    if _answers(client, _worker_precision, "auto", infer.device) != {"bf16"}:
         log.warning(
             "--precision bf16: a worker's device (--device %s) has no native bf16 (a CPU with "
             "AVX512-BF16 or AMX, or a CUDA GPU of compute capability 8+) and emulates it, which can be "
@@ -345,11 +345,12 @@ def _hint_int8_extra(infer: InferConfig) -> None:
     from geopix.infer import resolve_device
     from geopix.runtime import has_openvino, int8_isa
 
-    if resolve_device(infer.device).type == "cpu" and int8_isa() is not None and not has_openvino():
+    isa = int8_isa()
+    if resolve_device(infer.device).type == "cpu" and isa is not None and not has_openvino():
         log.info(
             "this CPU runs int8 (%s): with pip install 'geopix[int8]' (OpenVINO), --precision auto "
             "renders sat2map about 2x faster here (docs/scaling.md); --precision fp32 hides this line",
-            int8_isa(),
+            isa,
         )
 
 
@@ -370,17 +371,13 @@ def cluster_precision(
         return infer.precision
     if model_path is not None:
         # On a cluster the workers' CPUs decide; this process (a laptop, say) only measures the gate.
-        classes = (
-            {_worker_int8(infer.device)} if client is None else set(client.run(_worker_int8, infer.device).values())
-        )
+        classes = _answers(client, _worker_int8, infer.device)
         one = next(iter(classes)) if len(classes) == 1 else None
         if one is not None and _int8_gate(model_path, infer, loaded, one, here=client is None):
             return "int8"
         if client is None and one is None:
             _hint_int8_extra(infer)
-    if client is None:
-        return _worker_precision(infer.precision, infer.device)
-    answers = set(client.run(_worker_precision, infer.precision, infer.device).values())
+    answers = _answers(client, _worker_precision, infer.precision, infer.device)
     return answers.pop() if len(answers) == 1 else "fp32"
 
 

@@ -148,6 +148,10 @@ def test_auto_picks_int8_only_when_the_gate_passes(palette_model: Path, monkeypa
     assert Predictor.from_loaded(load_checkpoint(palette_model), "cpu", precision="auto").precision != "int8"
 
 
+def _no_build(*args, **kwargs):
+    raise AssertionError("built although one is shipped")
+
+
 class _Cluster:
     """A client whose workers answer ``run`` as given: their int8 classes (their CPUs, not this process's)."""
 
@@ -426,10 +430,7 @@ def test_without_the_developers_data_the_shipped_int8_model_is_used_where_one_fi
     monkeypatch.setattr(quantize, "int8_isa", lambda: isa)
     shipped = {json.loads(p.read_text())["int8_isa"] for p in quantize.SHIPPED_DIR.glob("sat2map.*.json")}
 
-    def no_build(*args, **kwargs):
-        raise AssertionError("built although one is shipped")
-
-    monkeypatch.setattr(quantize, "build_int8", no_build)
+    monkeypatch.setattr(quantize, "build_int8", _no_build)
     model = load_model("sat2map")
     if isa in shipped:
         got = quantize.int8_model(model.path, model.spec, model.net)
@@ -462,10 +463,7 @@ def test_a_model_shipped_from_the_developers_data_serves_a_machine_without_it(
     assert meta["checkpoint_sha256"] == sha256_file(palette_model) and meta["int8_isa"] == quantize.int8_isa()
     assert meta["calibration"] == "developers' data: maps/train 48, real 0" and "/" not in meta["checkpoint"]
 
-    def no_build(*args, **kwargs):
-        raise AssertionError("built although one is shipped")
-
-    monkeypatch.setattr(quantize, "build_int8", no_build)
+    monkeypatch.setattr(quantize, "build_int8", _no_build)
     monkeypatch.setenv("GEOPIX_CALIBRATION_DATA", str(tmp_path / "absent"))
     model = load_checkpoint(palette_model)
     assert quantize.int8_model(palette_model, model.spec, model.net).path == xml

@@ -362,8 +362,8 @@ def _build_and_cache(
         calibrate, check = calibration_tiles(spec, data)
         tmp_xml = Path(tmp) / f"{key}.xml"
         prescaled = prescale(spec) is not None
-        avx2 = int8_isa() == "avx2"
-        agreement = build_int8(spec, net, calibrate, check, tmp_xml, prescaled, avx2)
+        isa = int8_isa()
+        agreement = build_int8(spec, net, calibrate, check, tmp_xml, prescaled, avx2=isa == "avx2")
         meta = {
             "checkpoint": str(checkpoint),
             "agreement": agreement,
@@ -371,7 +371,7 @@ def _build_and_cache(
             "calibration": source,
             "recipe": RECIPE,
             "prescaled": prescaled,
-            "int8_isa": int8_isa(),
+            "int8_isa": isa,
         } | (extra or {})
         (Path(tmp) / "meta.json").write_text(json.dumps(meta, indent=1))
         # The weights first, then the graph that names them, then the record: a reader that finds
@@ -385,13 +385,13 @@ def _build_and_cache(
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from geopix.models.registry import load_model
+    from geopix.models.registry import resolve_model
 
     ap = argparse.ArgumentParser(description="Make a shipped model's int8 model for this CPU's int8 class.")
     ap.add_argument("--ship", required=True, help="a registry name (sat2map) or a checkpoint path")
     ap.add_argument("--data", type=Path, default=None, help="the developers' data folder (maps/, real/)")
     args = ap.parse_args(argv)
-    xml = ship_int8(load_model(args.ship).path, args.data)
+    xml = ship_int8(resolve_model(args.ship), args.data)  # ship_int8 loads it
     print(xml.with_suffix(".json").read_text())
 
 

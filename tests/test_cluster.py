@@ -476,6 +476,13 @@ def test_dask_cuda_recipe_falls_back_to_a_local_cluster(tmp_path: Path) -> None:
         expected = "LocalCUDACluster" if wf.has_dask_cuda() and torch.cuda.is_available() else "LocalCluster"
         assert kind == expected and type(cluster).__name__ == expected
         assert len(cluster.scheduler_info["workers"]) == 1
+        # loopback only: the scheduler, its workers and the dashboard
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert all(w.startswith("tcp://127.0.0.1:") for w in cluster.scheduler_info["workers"])
+        import psutil  # distributed's own dependency
+
+        listening = [c.laddr.ip for c in psutil.Process().net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+        assert listening and set(listening) == {"127.0.0.1"}, listening  # the scheduler's dashboard too
     finally:
         cluster.close()
 

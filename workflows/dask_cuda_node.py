@@ -21,6 +21,7 @@ not bit for bit: use one kind of worker per render when exact reproducibility ma
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -38,18 +39,20 @@ def make_cluster(n_workers: int | None = None):
     import torch
     from distributed import LocalCluster
 
+    # Loopback only (scheduler, workers, dashboard on ephemeral ports), and the workers' own logs
+    # silenced as geopix.cluster does: a failed task is reported once, by the client; and a worker's
+    # heartbeat racing the cluster's shutdown ("Stream is closed") is not the user's business.
+    quiet = {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0", "silence_logs": logging.CRITICAL}
     if has_dask_cuda() and torch.cuda.is_available():
         from dask_cuda import LocalCUDACluster
 
         kw = {"n_workers": n_workers} if n_workers else {}
-        return LocalCUDACluster(threads_per_worker=1, dashboard_address=":0", **kw), "LocalCUDACluster"
+        return LocalCUDACluster(threads_per_worker=1, **quiet, **kw), "LocalCUDACluster"
     why = "dask-cuda is not installed" if not has_dask_cuda() else "torch sees no CUDA GPU"
     print(f"{why}: using a CPU LocalCluster instead", file=sys.stderr)
     from geopix.cluster import default_workers
 
-    cluster = LocalCluster(
-        n_workers=n_workers or default_workers(), threads_per_worker=1, processes=True, dashboard_address=":0"
-    )
+    cluster = LocalCluster(n_workers=n_workers or default_workers(), threads_per_worker=1, processes=True, **quiet)
     return cluster, "LocalCluster"
 
 

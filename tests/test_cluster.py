@@ -479,12 +479,25 @@ def test_dask_cuda_recipe_falls_back_to_a_local_cluster(tmp_path: Path) -> None:
         # loopback only: the scheduler, its workers and the dashboard
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
         assert all(w.startswith("tcp://127.0.0.1:") for w in cluster.scheduler_info["workers"])
-        import psutil  # distributed's own dependency
-
-        listening = [c.laddr.ip for c in psutil.Process().net_connections("tcp") if c.status == psutil.CONN_LISTEN]
-        assert listening and set(listening) == {"127.0.0.1"}, listening  # the scheduler's dashboard too
+        assert _listening_here() == {"127.0.0.1"}  # the scheduler and its dashboard
     finally:
         cluster.close()
+
+
+def test_render_many_starts_a_loopback_cluster() -> None:
+    cluster = _load_workflow("render_many")._start_cluster(1)
+    try:
+        assert _listening_here() == {"127.0.0.1"}
+        assert all(w.startswith("tcp://127.0.0.1:") for w in cluster.scheduler_info["workers"])
+    finally:
+        cluster.close()
+
+
+def _listening_here() -> set[str]:
+    """The addresses this process listens on (a LocalCluster's scheduler and dashboard live here)."""
+    import psutil  # distributed's own dependency
+
+    return {c.laddr.ip for c in psutil.Process().net_connections("tcp") if c.status == psutil.CONN_LISTEN}
 
 
 def test_the_workflow_scripts_take_an_existing_scheduler(cluster: Cluster, tmp_path: Path) -> None:

@@ -91,12 +91,20 @@ def build_vrt(scenes: Sequence[Path], dst: Path) -> Path:
 
 
 def _start_cluster(workers: int | None):
+    """Loopback only; workers' own logs silenced (a failed task is reported once, by the client)."""
+    import logging
+
     from distributed import LocalCluster
 
     from geopix.cluster import default_workers
 
     return LocalCluster(
-        n_workers=workers or default_workers(), threads_per_worker=1, processes=True, dashboard_address=":0"
+        n_workers=workers or default_workers(),
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        silence_logs=logging.CRITICAL,
     )
 
 

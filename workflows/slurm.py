@@ -57,7 +57,12 @@ def make_cluster(
         job_extra_directives=extra,
         job_script_prologue=prologue,
         python=f"{venv}/bin/python" if venv else None,
-        scheduler_options={"dashboard_address": ":0" if host else ":8787", **({"host": host} if host else {})},
+        # The scheduler must listen where the compute nodes reach it; its dashboard need not: loopback
+        # (from your machine: ssh -L 8787:127.0.0.1:8787 LOGIN-NODE, then http://127.0.0.1:8787).
+        scheduler_options={
+            "dashboard_address": "127.0.0.1:0" if host else "127.0.0.1:8787",
+            **({"host": host} if host else {}),
+        },
     )
 
 
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
         os.environ.setdefault("GEOPIX_WORKER_WAIT", "3600")  # jobs may queue for a while before a worker joins
         cluster.scale(jobs=args.jobs)
-        print(f"Dask dashboard: {cluster.dashboard_link}", file=sys.stderr)
+        print(f"Dask dashboard: {cluster.dashboard_link} (this host's loopback: ssh -L)", file=sys.stderr)
         try:
             result = render(
                 RenderConfig(

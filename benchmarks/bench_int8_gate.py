@@ -5,12 +5,16 @@ accuracy at δ5 and δ10 within 0.5 points of fp32, palette class agreement ≥ 
 and the real sets' IoU within 0.01 of fp32.  Prints each figure for fp32 and the precisions asked.
 
     python benchmarks/bench_int8_gate.py [--model sat2map] [--precisions int8,bf16] [--limit 200]
-                                         [--data ../shared/data] [--json out.json]
+                                         [--data ../shared/data] [--json out.json] [--exact-isa vnni]
+
+``--exact-isa vnni`` (or ``amx``) measures the int8 model of that class as those CPUs compute it
+(``runtime.exact_int8``: exact int8 sums), on any CPU: how the shipped VNNI/AMX model was checked.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import tempfile
@@ -57,7 +61,15 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default="")
+    ap.add_argument("--exact-isa", default="", help="int8 as CPUs of this exact class compute it (vnni, amx)")
     args = ap.parse_args()
+    from geopix.runtime import exact_int8
+
+    with exact_int8(args.exact_isa) if args.exact_isa else contextlib.nullcontext():
+        gate(args)
+
+
+def gate(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     if not (args.data / "maps" / "val").is_dir():
         raise SystemExit(f"{args.data}/maps/val is absent: pass --data DIR (the shared data folder)")

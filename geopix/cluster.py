@@ -307,7 +307,8 @@ def _int8_gate(model_path: str, infer: InferConfig, loaded: LoadedModel | None, 
     Measured by this process (``infer.int8_ready``) where its CPU is of the workers' class (always
     so when it runs the tiles itself); a model's agreement with fp32 moved with the class (sat2map: 99.16 % with
     VNNI, 98.87 % on AVX2), so for other classes only a shipped model, checked by the developers
-    on that class (``quantize.shipped_int8``), vouches for it."""
+    for that class (``quantize.shipped_int8``: on such a CPU, or with the exact sums VNNI and AMX
+    compute), vouches for it."""
     from geopix.infer import int8_ready, resolve_device
     from geopix.runtime import has_openvino, int8_isa
 

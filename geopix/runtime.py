@@ -14,6 +14,8 @@ import logging
 import platform
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,11 @@ INT8_ISAS = {
     "x86_64": (("amx", ("amx_int8",)), ("vnni", ("avx512_vnni", "avx_vnni")), ("avx2", ("avx2",))),
     "aarch64": (("dotprod", ("asimddp",)),),
 }
+#: Classes whose int8 dot products sum exactly in 32 bits (no saturating 16-bit pairs, as AVX2
+#: has): any CPU can compute what they compute (:func:`exact_int8`), and so check their models.
+EXACT_INT8_ISAS = ("amx", "vnni")
+#: Set by :func:`exact_int8`: the int8 class this process acts as.
+_EXACT_AS: str | None = None
 
 
 def openvino():
@@ -97,12 +104,38 @@ def int8_isa() -> str | None:
     None.  Part of an int8 model's cache key: the classes run different kernels (AVX2 has no int8
     transposed convolution in OpenVINO, so geopix gives it another graph, ``quantize``), and one
     model's class agreement with fp32 differed between them (sat2map: 99.16 % with VNNI, 98.87 %
-    on AVX2), so each class gets its own model, checked where it runs."""
+    on AVX2), so each class gets its own model, checked where it runs (or by :func:`exact_int8`)."""
+    if _EXACT_AS is not None:
+        return _EXACT_AS
     flags = cpu_flags()
     for name, wanted in INT8_ISAS.get(_machine(), ()):
         if flags & set(wanted):
             return name
     return None
+
+
+@contextmanager
+def exact_int8(isa: str) -> Iterator[None]:
+    """Act as a CPU of int8 class ``isa`` (one of :data:`EXACT_INT8_ISAS`) whose int8 arithmetic
+    is exact, on any CPU: :func:`int8_isa` says ``isa``, so models are made with its graph and
+    recipe, and :class:`OpenVinoNetwork` runs them without OpenVINO's low-precision
+    transformations: each FakeQuantize is computed as written, in f32, which is what VNNI's and
+    AMX's int32 sums of int8 products give (a quantized convolution: within 1e-5 of a float64
+    reference, where the AVX2 kernels were 2.3 off).  On a Zen 3 this reproduced the class
+    agreement a Zen 4 with VNNI had measured natively for sat2map's int8 model (99.17 / 99.24 %
+    against 99.16 / 99.24 %).  For the developers (``quantize --ship``, the gate benchmark): it is
+    slower than fp32, and process-wide (Dask's task threads must see it), so not for renders."""
+    global _EXACT_AS
+    if isa not in EXACT_INT8_ISAS:
+        raise OptionError(
+            f"int8 class {isa!r} cannot be computed exactly elsewhere (its CPUs round or saturate as only "
+            f"they do): use one of {', '.join(EXACT_INT8_ISAS)}, or run this on a CPU of class {isa!r}"
+        )
+    before, _EXACT_AS = _EXACT_AS, isa
+    try:
+        yield
+    finally:
+        _EXACT_AS = before
 
 
 def native_int8() -> bool:
@@ -143,6 +176,8 @@ class OpenVinoNetwork:
             # fp32 between the int8 layers, also on CPUs with bf16: the map must not move with the CPU.
             "INFERENCE_PRECISION_HINT": "f32",
         }
+        if _EXACT_AS is not None:  # exact_int8: OpenVINO's internal switch (an unknown key is an error)
+            config["LP_TRANSFORMS_MODE"] = False
         if streams > 1:
             config |= {"NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": threads * streams}
         else:

@@ -19,7 +19,7 @@ from geopix.infer import Predictor, int8_capable
 from geopix.models import quantize
 from geopix.models.checkpoint import load_checkpoint, save_checkpoint
 from geopix.pipeline import render
-from geopix.runtime import check_int8
+from geopix.runtime import EXACT_INT8_ISAS, check_int8
 from geopix.style import classify
 from geopix.testing import random_checkpoint, synthetic_aerial
 
@@ -183,17 +183,19 @@ def test_a_cluster_gets_int8_only_with_one_int8_class_whose_gate_this_process_me
 
 def test_a_cluster_of_another_int8_class_gets_int8_from_a_shipped_model_checked_on_it(monkeypatch) -> None:
     """A laptop (VNNI, say) driving AVX2 workers cannot measure their gate; geopix's shipped sat2map
-    model for AVX2 was measured on AVX2, so it vouches for them."""
+    model for AVX2 was measured on AVX2, so it vouches for them (and the VNNI/AMX one, checked with
+    exact int8 sums, for AMX workers); for Arm workers nothing does."""
     pytest.importorskip("openvino")
     import geopix.runtime as runtime
     from geopix.models.registry import load_model
 
     monkeypatch.setattr(runtime, "int8_isa", lambda: "vnni")  # this process
     auto, model = InferConfig(precision="auto", device="cpu"), str(load_model("sat2map").path)
-    shipped = {json.loads(p.read_text())["int8_isa"] for p in quantize.SHIPPED_DIR.glob("sat2map.*.json")}
-    assert "avx2" in shipped and "amx" not in shipped
+    shipped = {i for p in quantize.SHIPPED_DIR.glob("sat2map.*.json") for i in json.loads(p.read_text())["int8_isas"]}
+    assert {"avx2", "amx"} <= shipped and "dotprod" not in shipped
     assert cluster_precision(auto, _Cluster("avx2", "avx2"), model) == "int8"
-    assert cluster_precision(auto, _Cluster("amx"), model) == "fp32"
+    assert cluster_precision(auto, _Cluster("amx"), model) == "int8"
+    assert cluster_precision(auto, _Cluster("dotprod"), model) == "fp32"
 
 
 @needs_int8
@@ -416,9 +418,16 @@ def test_the_shipped_int8_models_belong_to_the_shipped_checkpoints_and_this_reci
         assert meta["recipe"] == quantize.RECIPE, path.name
         assert sha256_file(WEIGHTS_DIR / meta["checkpoint"]) == meta["checkpoint_sha256"], path.name
         assert meta["agreement"] >= quantize.MIN_AGREEMENT and path.with_suffix(".bin").stat().st_size > 10**6
+        assert path.stem.split(".")[1] == "-".join(meta["int8_isas"]) and meta["int8_isa"] in meta["int8_isas"]
+        # the AVX2 graph has no transposed convolutions (quantize.build_int8); the others keep them
+        assert ("ConvolutionBackpropData" in path.with_suffix(".xml").read_text()) == (meta["int8_isa"] != "avx2")
+        if meta["checked"].startswith("exact"):  # made and checked as another class computes: exact ones only
+            assert set(meta["int8_isas"]) <= set(EXACT_INT8_ISAS), path.name
+        else:
+            assert meta["int8_isas"] == [meta["int8_isa"]] and meta["checked"].endswith(meta["int8_isa"])
 
 
-@pytest.mark.parametrize("isa", ["avx2", "vnni"])
+@pytest.mark.parametrize("isa", ["avx2", "vnni", "amx", "dotprod"])
 def test_without_the_developers_data_the_shipped_int8_model_is_used_where_one_fits(
     monkeypatch, tmp_path: Path, isa: str
 ) -> None:
@@ -428,13 +437,15 @@ def test_without_the_developers_data_the_shipped_int8_model_is_used_where_one_fi
     monkeypatch.setenv("GEOPIX_CALIBRATION_DATA", str(tmp_path / "absent"))
     monkeypatch.setenv("GEOPIX_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(quantize, "int8_isa", lambda: isa)
-    shipped = {json.loads(p.read_text())["int8_isa"] for p in quantize.SHIPPED_DIR.glob("sat2map.*.json")}
+    shipped = {i for p in quantize.SHIPPED_DIR.glob("sat2map.*.json") for i in json.loads(p.read_text())["int8_isas"]}
+    assert {"avx2", "vnni", "amx"} <= shipped
 
     monkeypatch.setattr(quantize, "build_int8", _no_build)
     model = load_model("sat2map")
     if isa in shipped:
         got = quantize.int8_model(model.path, model.spec, model.net)
         assert got.path.parent == quantize.SHIPPED_DIR and got.passes and got.calibration.startswith("developers'")
+        assert isa in json.loads(got.path.with_suffix(".json").read_text())["int8_isas"]
     else:  # no shipped model for this class: made here, from the fallback tiles
         with pytest.raises(AssertionError, match="built although"):
             quantize.int8_model(model.path, model.spec, model.net)
@@ -460,11 +471,35 @@ def test_a_model_shipped_from_the_developers_data_serves_a_machine_without_it(
         quantize.ship_int8(palette_model, tmp_path / "absent")
     xml = quantize.ship_int8(palette_model, data)
     meta = json.loads(xml.with_suffix(".json").read_text())
-    assert meta["checkpoint_sha256"] == sha256_file(palette_model) and meta["int8_isa"] == quantize.int8_isa()
+    here = quantize.int8_isa()
+    assert meta["checkpoint_sha256"] == sha256_file(palette_model) and meta["int8_isas"] == [here]
     assert meta["calibration"] == "developers' data: maps/train 48, real 0" and "/" not in meta["checkpoint"]
+    assert meta["checked"] == f"natively, on a CPU of class {here}"
+    # VNNI and AMX sum int8 products exactly: any CPU makes and checks their one model as they compute
+    exact = quantize.ship_int8(palette_model, data, ("vnni", "amx"))
+    meta = json.loads(exact.with_suffix(".json").read_text())
+    assert exact.name == "palette.vnni-amx.xml" and meta["int8_isa"] == "vnni" and meta["checked"].startswith("exact")
+    assert "ConvolutionBackpropData" in exact.read_text() and meta["agreement"] >= quantize.MIN_AGREEMENT
 
     monkeypatch.setattr(quantize, "build_int8", _no_build)
     monkeypatch.setenv("GEOPIX_CALIBRATION_DATA", str(tmp_path / "absent"))
     model = load_checkpoint(palette_model)
     assert quantize.int8_model(palette_model, model.spec, model.net).path == xml
     assert not (tmp_path / "cache" / "int8").exists() or not list((tmp_path / "cache" / "int8").glob("*.xml"))
+    assert quantize.shipped_int8(palette_model, "amx").path == exact
+    assert quantize.shipped_int8(palette_model, "vnni").path == exact
+
+
+@pytest.mark.parametrize("isas", [("avx2",), ("vnni", "avx2"), ("dotprod",)])
+def test_a_model_for_a_class_whose_sums_saturate_is_made_only_on_its_own_cpus(
+    palette_model: Path, tmp_path: Path, monkeypatch, isas: tuple
+) -> None:
+    """AVX2's int8 multiply-adds saturate pairs of products at 16 bits (Arm's kernels are their own):
+    no other CPU computes what they compute, so none may check a model for them."""
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(quantize, "int8_isa", lambda: "amx")
+    monkeypatch.setattr(quantize, "SHIPPED_DIR", tmp_path / "shipped")
+    monkeypatch.setattr(quantize, "build_int8", _no_build)
+    (tmp_path / "data" / "maps" / "train").mkdir(parents=True)
+    with pytest.raises(OptionError, match=f"--isa {','.join(isas)}: this CPU \\(amx\\)"):
+        quantize.ship_int8(palette_model, tmp_path / "data", isas)

@@ -60,8 +60,8 @@ imagery (`benchmarks/bench_precision.py`, 259 tiles): bf16 vs fp32 mean |diff| 0
 0.18 % of pixels off by > 5 (class boundaries); 1.5–2.2× faster on the development CPU.
 
 **int8** (`--precision int8`, `pip install 'geopix[int8]'`): the network quantized to int8 by NNCF
-and run by OpenVINO on the CPU. geopix ships `sat2map`'s for AVX2 CPUs; for other models or CPU
-classes it is made once per checkpoint, calibrated on real tiles (maps train and the real sets
+and run by OpenVINO on the CPU. geopix ships `sat2map`'s for AVX2, VNNI and AMX CPUs; for other
+models or CPU classes it is made once per checkpoint, calibrated on real tiles (maps train and the real sets
 where `$GEOPIX_CALIBRATION_DATA` or `../shared/data` has them, else the bundled demo raster and
 synthetic scenes), and cached under `$GEOPIX_CACHE_DIR` (default
 `~/.cache/geopix/int8`, one per CPU class: a corrupt entry is rebuilt); each worker loads it
@@ -71,8 +71,9 @@ device, or without the extra, int8 is refused with the reason. `auto` picks int8
 worker can run it, all with the same int8 class (mixed classes would draw different maps), and
 the model's int8 for that class agrees with fp32 on ≥ 99 % of the palette classes of held-out
 tiles (measured when it is made, by the process that drives the render, so on a cluster that
-process's CPU must be of the workers' class — or geopix ships a model checked on that class, as
-`sat2map`'s for AVX2); `geopix render` shows the precision it ran. Why OpenVINO: ONNX Runtime's CPU
+process's CPU must be of the workers' class — or geopix ships a model checked for that class, as
+`sat2map`'s: on an AVX2 CPU for AVX2; for VNNI and AMX with the exact int8 sums those CPUs compute,
+which any CPU can reproduce); `geopix render` shows the precision it ran. Why OpenVINO: ONNX Runtime's CPU
 int8 leaves the transposed convolutions (half the U-Net) in fp32, so its int8 was barely faster
 than fp32 (`benchmarks/bench_runtimes.py`, figures in docs/scaling.md).
 

@@ -9,7 +9,8 @@ check.  The share of check pixels whose palette class matches fp32's is the mode
 gate, which ``--precision auto`` reads before it picks int8.
 
 Where this machine has not the developers' data, the models geopix ships for its own checkpoints
-(``weights/int8``, one per CPU int8 class, made from that data by ``--ship``) come first: the
+(``weights/int8``, made from that data by ``--ship``: one for AVX2, checked on an AVX2 CPU, one
+for VNNI and AMX, checked with the exact int8 sums they compute) come first: the
 fallback's own model failed the gate for sat2map on AVX2.  A model made here lives in the user's
 cache (``$GEOPIX_CACHE_DIR``, else ``$XDG_CACHE_HOME/geopix``, else ``~/.cache/geopix``) under a
 key of the checkpoint's bytes, the OpenVINO and NNCF versions, the calibration source and the
@@ -19,6 +20,7 @@ checked model per class), written atomically; files that do not load are rebuilt
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -290,7 +292,7 @@ def shipped_int8(checkpoint: str | Path, isa: str | None = None) -> Int8Model | 
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError):
             continue
-        if meta.get("recipe") != RECIPE or meta.get("int8_isa") != isa:
+        if meta.get("recipe") != RECIPE or isa not in meta.get("int8_isas", ()):
             continue
         digest = digest or sha256_file(checkpoint)
         if meta.get("checkpoint_sha256") == digest:
@@ -298,28 +300,49 @@ def shipped_int8(checkpoint: str | Path, isa: str | None = None) -> Int8Model | 
     return None
 
 
-def ship_int8(checkpoint: str | Path, data: Path | None = None) -> Path:
-    """Make ``checkpoint``'s int8 model for this CPU's int8 class from the developers' data into
-    :data:`SHIPPED_DIR` (``python -m geopix.models.quantize --ship sat2map``); returns its graph."""
+def ship_int8(checkpoint: str | Path, data: Path | None = None, isas: tuple[str, ...] = ()) -> Path:
+    """Make ``checkpoint``'s int8 model for the int8 classes ``isas`` (default: this CPU's) from the
+    developers' data into :data:`SHIPPED_DIR` (``python -m geopix.models.quantize --ship sat2map
+    [--isa vnni,amx]``); returns its graph.  Classes other than this CPU's, or several in one
+    model, must be ones whose int8 arithmetic is exact (``runtime.EXACT_INT8_ISAS``: one graph,
+    one recipe, the same sums): the model is then made and checked as such a CPU computes it
+    (``runtime.exact_int8``), and its record says so."""
     from geopix.models.checkpoint import load_checkpoint
+    from geopix.runtime import EXACT_INT8_ISAS, exact_int8
 
+    here = int8_isa()
+    isas = tuple(isas) or ((here,) if here else ())
     loaded = load_checkpoint(checkpoint)
     data, source = calibration_source(loaded.spec, data)
-    if data is None or int8_isa() is None:
+    if data is None or not isas:
         raise OptionError(
             "shipping an int8 model needs the developers' data (maps/train: set $GEOPIX_CALIBRATION_DATA "
-            "or --data) and a CPU with int8 instructions"
+            "or --data) and a CPU with int8 instructions (or --isa of an exact class: "
+            f"{', '.join(EXACT_INT8_ISAS)})"
+        )
+    emulate = isas != (here,)
+    if emulate and not set(isas) <= set(EXACT_INT8_ISAS):
+        raise OptionError(
+            f"--isa {','.join(isas)}: this CPU ({here or 'no int8'}) can make models only for its own "
+            f"class ({here}) or for classes whose int8 sums are exact ({', '.join(EXACT_INT8_ISAS)}); "
+            "make the others on a CPU of that class"
         )
     SHIPPED_DIR.mkdir(parents=True, exist_ok=True)
-    xml = SHIPPED_DIR / f"{Path(checkpoint).stem}.{int8_isa()}.xml"
+    xml = SHIPPED_DIR / f"{Path(checkpoint).stem}.{'-'.join(isas)}.xml"
     extra = {
         "checkpoint": Path(checkpoint).name,
         "checkpoint_sha256": sha256_file(checkpoint),
         "calibration": "developers' data: " + source.split(": ", 1)[1],
         "openvino": openvino().__version__,
         "nncf": nncf_version(),
+        "int8_isas": list(isas),
+        "checked": (
+            f"exact int8 arithmetic (runtime.exact_int8) on a CPU of class {here}"
+            if emulate
+            else f"natively, on a CPU of class {here}"
+        ),
     }
-    with _BUILDING:
+    with _BUILDING, exact_int8(isas[0]) if emulate else contextlib.nullcontext():
         _build_and_cache(loaded.spec, loaded.net, data, source, checkpoint, xml, xml.with_suffix(".json"), extra)
     return xml
 
@@ -387,11 +410,18 @@ def main(argv: list[str] | None = None) -> None:
 
     from geopix.models.registry import resolve_model
 
-    ap = argparse.ArgumentParser(description="Make a shipped model's int8 model for this CPU's int8 class.")
+    ap = argparse.ArgumentParser(description="Make a shipped model's int8 model for a CPU int8 class.")
     ap.add_argument("--ship", required=True, help="a registry name (sat2map) or a checkpoint path")
     ap.add_argument("--data", type=Path, default=None, help="the developers' data folder (maps/, real/)")
+    ap.add_argument(
+        "--isa",
+        default="",
+        help="the int8 classes the model serves, comma-separated (default: this CPU's); others than this "
+        "CPU's only where their int8 sums are exact (vnni, amx), made and checked as those CPUs compute",
+    )
     args = ap.parse_args(argv)
-    xml = ship_int8(resolve_model(args.ship), args.data)  # ship_int8 loads it
+    isas = tuple(i for i in args.isa.split(",") if i)
+    xml = ship_int8(resolve_model(args.ship), args.data, isas)  # ship_int8 loads it
     print(xml.with_suffix(".json").read_text())
 
 

@@ -93,6 +93,7 @@ geopix export sat2map model.onnx --format onnx
 
 ```python
 import numpy as np, onnxruntime as ort
+
 session = ort.InferenceSession("model.onnx")
 meta = session.get_modelmeta().custom_metadata_map  # tile_size, ground_resolution_m, palette, ...
 rgb = np.zeros((1, 3, 256, 256), np.float32)  # your image at meta["ground_resolution_m"] m/px

@@ -396,13 +396,19 @@ def test_openvino_reports_nothing_unless_the_user_opted_in(
 def test_on_avx2_the_int8_graph_has_no_transposed_convolutions(
     palette_model: Path, monkeypatch, tmp_path: Path, isa: str, transposed: bool
 ) -> None:
-    """OpenVINO runs transposed convolutions in f32 on AVX2 without VNNI: there the graph has plain ones."""
+    """OpenVINO runs transposed convolutions in f32 on AVX2 without VNNI: there the graph has plain ones.
+    Either graph leaves its output f32 (rounding the AVX2 graph's logits to 8 bits cost sat2map 0.27
+    points of class agreement)."""
     monkeypatch.setenv("GEOPIX_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(quantize, "int8_isa", lambda: isa)
     model = load_checkpoint(palette_model)
     built = quantize.int8_model(palette_model, model.spec, model.net)
     assert ("ConvolutionBackpropData" in built.path.read_text()) == transposed
     assert built.passes
+    # the network's output (the logits) stays f32: nothing is quantized after the last convolution
+    ops = pytest.importorskip("openvino").Core().read_model(str(built.path)).get_ordered_ops()
+    last = max(i for i, op in enumerate(ops) if op.get_type_name() in ("Convolution", "ConvolutionBackpropData"))
+    assert [op.get_type_name() for op in ops[last:]].count("FakeQuantize") == 0
 
 
 def test_the_shipped_int8_models_belong_to_the_shipped_checkpoints_and_this_recipe() -> None:

@@ -9,6 +9,9 @@ and the real sets' IoU within 0.01 of fp32.  Prints each figure for fp32 and the
 
 ``--exact-isa vnni`` (or ``amx``) measures the int8 model of that class as those CPUs compute it
 (``runtime.exact_int8``: exact int8 sums), on any CPU: how the shipped VNNI/AMX model was checked.
+``--fallback`` measures the model a machine without the developers' data makes for a checkpoint
+geopix ships no int8 model of (calibrated on the demo raster and synthetic scenes; built in a
+temporary cache).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -62,10 +66,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default="")
     ap.add_argument("--exact-isa", default="", help="int8 as CPUs of this exact class compute it (vnni, amx)")
+    ap.add_argument("--fallback", action="store_true", help="the int8 model made without the developers' data")
     args = ap.parse_args()
+    from geopix.models import quantize
     from geopix.runtime import exact_int8
 
-    with exact_int8(args.exact_isa) if args.exact_isa else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        if args.exact_isa:
+            stack.enter_context(exact_int8(args.exact_isa))
+        if args.fallback:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+            os.environ["GEOPIX_CALIBRATION_DATA"] = str(Path(tmp) / "absent")
+            os.environ["GEOPIX_CACHE_DIR"] = tmp
+            quantize.SHIPPED_DIR = Path(tmp) / "no-shipped-models"
         gate(args)
 
 

@@ -41,7 +41,7 @@ from geopix.models.onnx_export import network_graph
 from geopix.runtime import int8_isa, openvino
 
 #: Bump when the quantization recipe changes: old cache entries are then not reused.
-RECIPE = "nncf-ptq-mixed-minmax-nooverflowfix-prescaled-avx2phases-f32out-4"
+RECIPE = "nncf-ptq-mixed-minmax-nooverflowfix-prescaled-avx2phases-f32out-fallbackfirst-5"
 #: Int8 models made from the developers' data for geopix's own checkpoints, one per CPU class.
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "weights" / "int8"
 #: Class agreement with fp32 that int8 must reach on the check tiles for ``auto`` to pick it.
@@ -217,7 +217,7 @@ def class_agreement(spec: ModelSpec, ref: torch.Tensor, other: torch.Tensor, pre
     return float((ca == cb).mean())
 
 
-def quantize_options(nncf, model, avx2: bool = False) -> dict:
+def quantize_options(nncf, model, first_fp32: bool = False) -> dict:
     """NNCF's options, chosen on sat2map (class agreement on 18 maps-train check tiles / 64 maps-val
     tiles).  Asymmetric activations (MIXED) fit the LeakyReLU/ReLU outputs; plain min/max ranges;
     no overflow fix: on a Zen 4 with VNNI, default → these 98.94 / 99.05 % → 99.16 / 99.24 %.
@@ -225,19 +225,21 @@ def quantize_options(nncf, model, avx2: bool = False) -> dict:
     ``prescale``) are left out, else NNCF rounds the logits of the AVX2 graph's last phase
     convolutions to 8 bits before the pixel shuffle (99.09 / 99.03 % → 99.30 / 99.30 % on a Zen 3,
     no slower; the VNNI graph's weights and quantizers come out byte-identical either way).
-    ``avx2`` (a CPU without VNNI, whose int8 multiply-adds saturate pairs of products at 16 bits):
-    the convolution that reads the image, whose inputs span the whole 8-bit range, stays fp32 (1.5 %
-    of sat2map's multiply-adds): on a Zen 3, 98.87 / 98.92 % → 99.29 / 99.29 % (transposed
-    convolutions kept), 98.88 / 98.92 → 99.30 / 99.30 % (the phase graph), where NNCF's overflow fix
-    (7-bit weights everywhere) gave 98.81 %, keeping the last layer fp32 instead 98.90 / 98.95 %,
-    and full bias correction no change."""
+    ``first_fp32``: the convolution that reads the image stays fp32 (1.5 % of sat2map's
+    multiply-adds), where its int8 input range is not to be trusted: on AVX2 (whose int8
+    multiply-adds saturate pairs of products at 16 bits, and the image spans the whole 8-bit range;
+    on a Zen 3, 98.87 / 98.92 % → 99.29 / 99.29 % with the transposed convolutions kept,
+    98.88 / 98.92 → 99.30 / 99.30 % with the phase graph, where NNCF's overflow fix gave 98.81 %,
+    the last layer fp32 instead 98.90 / 98.95 %, full bias correction no change), and where the
+    fallback tiles calibrate, whose colours are not the user's (VNNI, exact sums: 64 maps-val tiles
+    98.60 → 99.40 %, though its own check said 99.32 %)."""
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     ops = list(model.get_ordered_ops())  # in graph order
     convs = [i for i, op in enumerate(ops) if op.get_type_name() in ("Convolution", "ConvolutionBackpropData")]
     tail = [op.get_friendly_name() for op in ops[convs[-1] :] if op.get_type_name() in ("Add", "Multiply")]
-    first = [ops[convs[0]].get_friendly_name()] if avx2 else []  # the one that reads the image
+    first = [ops[convs[0]].get_friendly_name()] if first_fp32 else []  # the one that reads the image
     return {
         "preset": nncf.QuantizationPreset.MIXED,
         "advanced_parameters": AdvancedQuantizationParameters(
@@ -255,13 +257,16 @@ def build_int8(
     xml: Path,
     prescaled: bool,
     avx2: bool = False,
+    first_fp32: bool | None = None,
 ) -> float:
     """Quantize ``net`` calibrated on ``calibrate`` into ``xml`` (+ its ``.bin``); return the class
     agreement with fp32 on ``check``.  ``prescaled``: the graph ends in ``decode.prescale``'s step;
     ``avx2``: for a CPU whose int8 class is AVX2 (``runtime.int8_isa``): the transposed convolutions
-    as plain ones (``onnx_export.PhaseTransposed``) and the first layer fp32 (:func:`quantize_options`)."""
+    as plain ones (``onnx_export.PhaseTransposed``); ``first_fp32`` (default: ``avx2``): the first
+    layer fp32 (:func:`quantize_options`)."""
     from geopix.runtime import OpenVinoNetwork
 
+    first_fp32 = avx2 if first_fp32 is None else first_fp32
     ov = openvino()  # first: NNCF's telemetry then follows its decision (runtime._decline_openvino_telemetry)
     import nncf
 
@@ -273,7 +278,7 @@ def build_int8(
         nncf_log.setLevel(max(level, logging.WARNING))
         try:  # subset_size counts the dataset's items, batches of 8 here (all of them are used)
             quantized = nncf.quantize(
-                model, nncf.Dataset(batches), subset_size=len(batches), **quantize_options(nncf, model, avx2)
+                model, nncf.Dataset(batches), subset_size=len(batches), **quantize_options(nncf, model, first_fp32)
             )
         finally:
             nncf_log.setLevel(level)
@@ -394,7 +399,8 @@ def _build_and_cache(
         tmp_xml = Path(tmp) / f"{key}.xml"
         prescaled = prescale(spec) is not None
         isa = int8_isa()
-        agreement = build_int8(spec, net, calibrate, check, tmp_xml, prescaled, avx2=isa == "avx2")
+        avx2 = isa == "avx2"
+        agreement = build_int8(spec, net, calibrate, check, tmp_xml, prescaled, avx2, avx2 or data is None)
         meta = {
             "checkpoint": str(checkpoint),
             "agreement": agreement,

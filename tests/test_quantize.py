@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -536,3 +537,29 @@ def test_the_layer_that_reads_the_image_is_int8_only_when_the_developers_data_ca
         ops = ov.Core().read_model(str(built.path)).get_ordered_ops()
         first = next(op for op in ops if op.get_type_name() == "Convolution")
         assert (first.input_value(0).get_node().get_type_name() == "FakeQuantize") == int8_first, (isa, folder)
+
+
+@pytest.mark.parametrize("isa", ["avx2", "vnni"])
+def test_a_shipped_int8_model_agrees_with_fp32_as_its_record_says(isa: str) -> None:
+    """The record's agreement is measured, not written: recomputed on the same held-out tiles of the
+    developers' data, as the class computes it (VNNI and AMX exactly, on any CPU; AVX2 only on AVX2)."""
+    pytest.importorskip("openvino")
+    from geopix.models.registry import load_model
+    from geopix.runtime import OpenVinoNetwork, exact_int8, int8_isa
+
+    data = quantize.calibration_data()
+    if data is None or not (data / "maps" / "train").is_dir():
+        pytest.skip("needs the developers' data (../shared/data or $GEOPIX_CALIBRATION_DATA)")
+    if isa not in EXACT_INT8_ISAS and int8_isa() != isa:
+        pytest.skip(f"{isa}'s int8 is computed only by {isa} CPUs")
+    loaded = load_model("sat2map")
+    shipped = quantize.shipped_int8(loaded.path, isa)
+    _, check = quantize.calibration_tiles(loaded.spec, data)
+    with torch.inference_mode():
+        ref = torch.cat([loaded.net.float()(torch.from_numpy(check[i : i + 8])) for i in range(0, len(check), 8)])
+    with exact_int8(isa) if isa in EXACT_INT8_ISAS else contextlib.nullcontext():
+        net = OpenVinoNetwork(shipped.path)
+        got = torch.cat([net(check[i : i + 8]) for i in range(0, len(check), 8)])
+    assert len(check) == shipped.check_tiles
+    agreement = quantize.class_agreement(loaded.spec, ref, got, shipped.prescaled)
+    assert agreement == pytest.approx(shipped.agreement, abs=1e-3)

@@ -153,6 +153,11 @@ def _no_build(*args, **kwargs):
     raise AssertionError("built although one is shipped")
 
 
+def _shipped_classes() -> set[str]:
+    """The CPU int8 classes geopix ships a sat2map int8 model for."""
+    return {i for p in quantize.SHIPPED_DIR.glob("sat2map.*.json") for i in json.loads(p.read_text())["int8_isas"]}
+
+
 class _Cluster:
     """A client whose workers answer ``run`` as given: their int8 classes (their CPUs, not this process's)."""
 
@@ -192,7 +197,7 @@ def test_a_cluster_of_another_int8_class_gets_int8_from_a_shipped_model_checked_
 
     monkeypatch.setattr(runtime, "int8_isa", lambda: "vnni")  # this process
     auto, model = InferConfig(precision="auto", device="cpu"), str(load_model("sat2map").path)
-    shipped = {i for p in quantize.SHIPPED_DIR.glob("sat2map.*.json") for i in json.loads(p.read_text())["int8_isas"]}
+    shipped = _shipped_classes()
     assert {"avx2", "amx"} <= shipped and "dotprod" not in shipped
     assert cluster_precision(auto, _Cluster("avx2", "avx2"), model) == "int8"
     assert cluster_precision(auto, _Cluster("amx"), model) == "int8"
@@ -444,7 +449,7 @@ def test_without_the_developers_data_the_shipped_int8_model_is_used_where_one_fi
     monkeypatch.setenv("GEOPIX_CALIBRATION_DATA", str(tmp_path / "absent"))
     monkeypatch.setenv("GEOPIX_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(quantize, "int8_isa", lambda: isa)
-    shipped = {i for p in quantize.SHIPPED_DIR.glob("sat2map.*.json") for i in json.loads(p.read_text())["int8_isas"]}
+    shipped = _shipped_classes()
     assert {"avx2", "vnni", "amx"} <= shipped
 
     monkeypatch.setattr(quantize, "build_int8", _no_build)
@@ -545,7 +550,7 @@ def test_a_shipped_int8_model_agrees_with_fp32_as_its_record_says(isa: str) -> N
     developers' data, as the class computes it (VNNI and AMX exactly, on any CPU; AVX2 only on AVX2)."""
     pytest.importorskip("openvino")
     from geopix.models.registry import load_model
-    from geopix.runtime import OpenVinoNetwork, exact_int8, int8_isa
+    from geopix.runtime import exact_int8, int8_isa
 
     data = quantize.calibration_data()
     if data is None or not (data / "maps" / "train").is_dir():
@@ -555,11 +560,7 @@ def test_a_shipped_int8_model_agrees_with_fp32_as_its_record_says(isa: str) -> N
     loaded = load_model("sat2map")
     shipped = quantize.shipped_int8(loaded.path, isa)
     _, check = quantize.calibration_tiles(loaded.spec, data)
-    with torch.inference_mode():
-        ref = torch.cat([loaded.net.float()(torch.from_numpy(check[i : i + 8])) for i in range(0, len(check), 8)])
     with exact_int8(isa) if isa in EXACT_INT8_ISAS else contextlib.nullcontext():
-        net = OpenVinoNetwork(shipped.path)
-        got = torch.cat([net(check[i : i + 8]) for i in range(0, len(check), 8)])
+        agreement = quantize.measure_agreement(loaded.spec, loaded.net, shipped.path, check, shipped.prescaled)
     assert len(check) == shipped.check_tiles
-    agreement = quantize.class_agreement(loaded.spec, ref, got, shipped.prescaled)
     assert agreement == pytest.approx(shipped.agreement, abs=1e-3)

@@ -37,22 +37,21 @@ def has_dask_cuda() -> bool:
 def make_cluster(n_workers: int | None = None):
     """``(cluster, kind)``: a LocalCUDACluster when dask-cuda and a GPU are there, else a LocalCluster."""
     import torch
-    from distributed import LocalCluster
 
-    # Loopback only (scheduler, workers, dashboard on ephemeral ports), and the workers' own logs
-    # silenced as geopix.cluster does: a failed task is reported once, by the client; and a worker's
-    # heartbeat racing the cluster's shutdown ("Stream is closed") is not the user's business.
-    quiet = {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0", "silence_logs": logging.CRITICAL}
     if has_dask_cuda() and torch.cuda.is_available():
         from dask_cuda import LocalCUDACluster
 
         kw = {"n_workers": n_workers} if n_workers else {}
+        # Loopback only, and the workers' own logs silenced as geopix.cluster.connect does: a failed
+        # task is reported once, by the client; a heartbeat racing shutdown is not the user's business.
+        quiet = {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0", "silence_logs": logging.CRITICAL}
         return LocalCUDACluster(threads_per_worker=1, **quiet, **kw), "LocalCUDACluster"
     why = "dask-cuda is not installed" if not has_dask_cuda() else "torch sees no CUDA GPU"
     print(f"{why}: using a CPU LocalCluster instead", file=sys.stderr)
-    from geopix.cluster import default_workers
+    from geopix.cluster import connect, default_workers
 
-    cluster = LocalCluster(n_workers=n_workers or default_workers(), threads_per_worker=1, processes=True, **quiet)
+    client, cluster = connect(None, n_workers or default_workers(), dashboard=True)  # as `geopix render --workers N`
+    client.close()  # it only waited for the workers to join
     return cluster, "LocalCluster"
 
 

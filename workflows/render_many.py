@@ -91,21 +91,13 @@ def build_vrt(scenes: Sequence[Path], dst: Path) -> Path:
 
 
 def _start_cluster(workers: int | None):
-    """Loopback only; workers' own logs silenced (a failed task is reported once, by the client)."""
-    import logging
+    """The local cluster ``geopix render --workers N`` starts (loopback only, worker logs silenced),
+    kept for all scenes; its client only waited for the workers to join (each render connects its own)."""
+    from geopix.cluster import connect, default_workers
 
-    from distributed import LocalCluster
-
-    from geopix.cluster import default_workers
-
-    return LocalCluster(
-        n_workers=workers or default_workers(),
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        silence_logs=logging.CRITICAL,
-    )
+    client, cluster = connect(None, workers or default_workers(), dashboard=True)
+    client.close()
+    return cluster
 
 
 def render_many(

@@ -258,16 +258,13 @@ def build_int8(
     xml: Path,
     prescaled: bool,
     avx2: bool = False,
-    first_fp32: bool | None = None,
+    first_fp32: bool = False,
 ) -> float:
     """Quantize ``net`` calibrated on ``calibrate`` into ``xml`` (+ its ``.bin``); return the class
     agreement with fp32 on ``check``.  ``prescaled``: the graph ends in ``decode.prescale``'s step;
     ``avx2``: for a CPU whose int8 class is AVX2 (``runtime.int8_isa``): the transposed convolutions
-    as plain ones (``onnx_export.PhaseTransposed``); ``first_fp32`` (default: ``avx2``): the first
-    layer fp32 (:func:`quantize_options`)."""
-    from geopix.runtime import OpenVinoNetwork
-
-    first_fp32 = avx2 if first_fp32 is None else first_fp32
+    as plain ones (``onnx_export.PhaseTransposed``); ``first_fp32``: the first layer fp32
+    (:func:`quantize_options`)."""
     ov = openvino()  # first: NNCF's telemetry then follows its decision (runtime._decline_openvino_telemetry)
     import nncf
 
@@ -284,6 +281,14 @@ def build_int8(
         finally:
             nncf_log.setLevel(level)
         ov.save_model(quantized, str(xml), compress_to_fp16=False)
+    return measure_agreement(spec, net, xml, check, prescaled)
+
+
+def measure_agreement(spec: ModelSpec, net: torch.nn.Module, xml: Path, check: np.ndarray, prescaled: bool) -> float:
+    """The int8 model ``xml``'s class agreement with ``net`` in fp32 on the ``check`` tiles, as this
+    process runs int8 (this CPU's class, or ``runtime.exact_int8``'s)."""
+    from geopix.runtime import OpenVinoNetwork
+
     with torch.inference_mode():
         ref = torch.cat([net.float()(torch.from_numpy(check[i : i + 8])).float() for i in range(0, len(check), 8)])
     q = OpenVinoNetwork(xml)
